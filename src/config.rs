@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::cache::CacheSettings;
 use crate::protocol::MailProtocol;
 
 /// The address the auth_http server listens on.
@@ -139,6 +140,10 @@ pub struct Config {
     pub verify_threads: usize,
     /// Verifications that may wait for a thread; past that a login gets a temporary failure.
     pub verify_queue: usize,
+    /// Of the verification threads, how many may run a memory-hard scheme at once.
+    pub verify_memory_hard_threads: usize,
+    /// The verified-login cache.
+    pub cache: CacheSettings,
     /// Failed-login answers.
     pub auth: AuthSettings,
     /// SMTP without AUTH.
@@ -214,6 +219,9 @@ struct RawConfig {
     reload_interval: Option<Spanned<String>>,
     verify_threads: Option<Spanned<i64>>,
     verify_queue: Option<Spanned<i64>>,
+    verify_memory_hard_threads: Option<Spanned<i64>>,
+    #[serde(default)]
+    cache: RawCache,
     #[serde(default)]
     auth: RawAuth,
     #[serde(default)]
@@ -230,6 +238,14 @@ struct RawConfig {
 struct RawAuth {
     wait: Option<Spanned<String>>,
     max_attempts: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    ttl: Option<Spanned<String>>,
+    negative_ttl: Option<Spanned<String>>,
+    max_entries: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -461,6 +477,13 @@ fn validate(raw: RawConfig, c: &mut Checker<'_>, origin: &ConfigOrigin) -> Confi
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let verify_threads = c.count(&raw.verify_threads, "verify_threads", 1..=1024, cores);
     let verify_queue = c.count(&raw.verify_queue, "verify_queue", 1..=1_000_000, 256);
+    let verify_memory_hard_threads = c.count(
+        &raw.verify_memory_hard_threads,
+        "verify_memory_hard_threads",
+        1..=1024,
+        verify_threads.min(4),
+    );
+    let cache = validate_cache(&raw.cache, c);
 
     let wait = c.duration(&raw.auth.wait, "auth.wait", Duration::from_secs(3));
     if wait.subsec_nanos() != 0 {
@@ -527,11 +550,22 @@ fn validate(raw: RawConfig, c: &mut Checker<'_>, origin: &ConfigOrigin) -> Confi
         reload_interval,
         verify_threads,
         verify_queue,
+        verify_memory_hard_threads,
+        cache,
         auth,
         smtp: SmtpSettings { local_domains },
         admin,
         routes,
         sources,
+    }
+}
+
+fn validate_cache(raw: &RawCache, c: &mut Checker<'_>) -> CacheSettings {
+    let default = CacheSettings::default();
+    CacheSettings {
+        ttl: c.duration(&raw.ttl, "cache.ttl", default.ttl),
+        negative_ttl: c.duration(&raw.negative_ttl, "cache.negative_ttl", default.negative_ttl),
+        max_entries: c.count(&raw.max_entries, "cache.max_entries", 0..=100_000_000, 100_000) as u64,
     }
 }
 
@@ -678,6 +712,32 @@ mod tests {
             .to_string();
         assert!(err.contains("/etc/mailauthd.toml:4:"), "{err}");
         assert!(err.contains("wiat"), "{err}");
+    }
+
+    #[test]
+    fn cache_settings_have_defaults_and_are_checked() {
+        let c = Config::builtin();
+        assert_eq!(c.cache, CacheSettings::default());
+        assert_eq!(c.cache.ttl, Duration::from_secs(300));
+        let c = from_file_text(
+            "[cache]\nttl = \"0s\"\nnegative_ttl = \"5s\"\nmax_entries = 10\n[[source]]\nkind = \"htpasswd\"\npath = \"u\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.cache,
+            CacheSettings {
+                ttl: Duration::ZERO,
+                negative_ttl: Duration::from_secs(5),
+                max_entries: 10
+            }
+        );
+        let err = from_file_text(
+            "[cache]\nttl = \"soon\"\nmax_entries = -1\n[[source]]\nkind = \"htpasswd\"\npath = \"u\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("/etc/mailauthd.toml:2: cache.ttl:"), "{err}");
+        assert!(err.contains("/etc/mailauthd.toml:3: cache.max_entries:"), "{err}");
     }
 
     #[test]

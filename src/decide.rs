@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use zeroize::Zeroizing;
 
+use crate::cache::LoginCache;
 use crate::config::Config;
 use crate::hash::StoredHash;
 use crate::protocol::{
@@ -44,7 +45,12 @@ impl Authenticator {
     /// Builds the sources of `config` (not loaded yet) and starts the verification pool.
     pub fn new(config: Arc<Config>) -> Authenticator {
         let sources = config.sources.iter().map(Source::new).collect();
-        let pool = VerifyPool::new(config.verify_threads, config.verify_queue);
+        let pool = VerifyPool::with_limits(
+            config.verify_threads,
+            config.verify_queue,
+            config.verify_memory_hard_threads,
+        )
+        .with_cache(LoginCache::new(config.cache));
         Authenticator { config, sources, pool }
     }
 
@@ -121,9 +127,10 @@ impl Authenticator {
         {
             // An unknown user costs what a wrong password costs: verify against a hash of the
             // same scheme and cost, and throw the result away.
+            // Through the cache like a known user's wrong password, so that repeating a guess
+            // is as fast for an unknown user as for a known one.
             scheme = Some(dummy.cost_label());
-            let pass = req.pass.clone();
-            if let Err(PoolError::Overloaded) = self.pool.run(dummy, move |h| h.verify(&pass)).await {
+            if let Err(PoolError::Overloaded) = self.pool.verify_login(b"dummy", &req.user, &req.pass, &dummy).await {
                 temporary = temporary.or(Some("overloaded"));
             }
         }

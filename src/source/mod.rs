@@ -213,9 +213,13 @@ impl HtpasswdSource {
                 dummy: table.dummy().cloned(),
             };
         };
-        let scheme = Some(user.hash.cost_label());
-        let pass = creds.pass.clone();
-        match pool.run(user.hash.clone(), move |h| h.verify(&pass)).await {
+        let scope = self.config.path.as_os_str().as_encoded_bytes();
+        let verified = pool.verify_login(scope, creds.user, creds.pass, &user.hash).await;
+        let scheme = Some(match verified {
+            Ok(v) if v.cached => format!("{}+cached", user.hash.cost_label()),
+            _ => user.hash.cost_label(),
+        });
+        match verified.map(|v| v.right) {
             // The password is checked first so that the answer does not tell whether it was
             // right for a user who may not log in.
             Ok(true) if user.nologin => PlainAnswer::Rejected {
