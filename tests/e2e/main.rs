@@ -14,4 +14,12 @@
 
 mod harness;
 
+mod chain;
+mod credentials;
+mod digest;
+mod failure_texts;
 mod harness_selftest;
+mod imap_login;
+mod mx;
+mod pop3_smtp;
+mod reload;

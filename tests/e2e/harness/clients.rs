@@ -79,14 +79,6 @@ pub fn smtp(port: u16, attempts: Vec<Value>, mail: Option<(&str, &str, &str)>) -
     python(spec)
 }
 
-/// The attempts' results, panicking with the whole transcript if the shape is off.
-pub fn attempts(v: &Value) -> Vec<Value> {
-    v["attempts"]
-        .as_array()
-        .cloned()
-        .unwrap_or_else(|| panic!("no attempts in {v}"))
-}
-
 /// curl with a 30 s cap of its own and our deadline around it.
 pub fn curl(args: &[&str]) -> Output {
     let mut cmd = Command::new(super::prereq::curl());

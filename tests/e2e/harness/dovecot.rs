@@ -15,6 +15,7 @@ use std::time::Duration;
 pub const SUBJECT: &str = "hello from the e2e suite";
 
 pub struct Dovecot {
+    #[allow(dead_code, reason = "held for its Drop guard, which stops the process")]
     pub proc: Proc,
     pub imap_port: u16,
     pub pop3_port: u16,

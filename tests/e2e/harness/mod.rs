@@ -8,6 +8,7 @@
 
 pub mod clients;
 pub mod dovecot;
+pub mod expect;
 pub mod mailauthd;
 pub mod nginx;
 pub mod prereq;

@@ -17,6 +17,7 @@ pub struct Ports {
 }
 
 pub struct Nginx {
+    #[allow(dead_code, reason = "held for its Drop guard, which stops the process")]
     pub proc: Proc,
     pub ports: Ports,
     pub error_log: PathBuf,

@@ -35,12 +35,6 @@ impl Session {
             .into_iter()
             .find(|l| l.to_ascii_lowercase().starts_with(&p))
     }
-
-    pub fn contains_bytes(&self, needle: &[u8]) -> bool {
-        self.lines
-            .iter()
-            .any(|l| l.windows(needle.len().max(1)).any(|w| w == needle))
-    }
 }
 
 pub struct Recorder {

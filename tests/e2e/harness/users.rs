@@ -97,3 +97,9 @@ pub fn htpasswd(users: &[User]) -> String {
         .map(|u| htpasswd_line(u.name, u.pass, u.stored))
         .collect()
 }
+
+// Scenario 7: reload. Not in the shared setup: each reload test has its own mailauthd and
+// users file; the SMTP recorder is their backend, so Dovecot's passwd-file never changes.
+pub const RELOAD_CHANGED: User = u("reload-changed@example.test", "old-password", Plain);
+pub const RELOAD_STEADY: User = u("reload-steady@example.test", "steady-pw", Bcrypt);
+pub const RELOAD_NEW_PASS: &str = "new-password";
