@@ -48,7 +48,9 @@ pub struct StoredHash {
 
 impl std::fmt::Debug for StoredHash {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoredHash").field("scheme", &self.cost_label()).finish_non_exhaustive()
+        f.debug_struct("StoredHash")
+            .field("scheme", &self.cost_label())
+            .finish_non_exhaustive()
     }
 }
 
@@ -84,7 +86,57 @@ impl StoredHash {
 
     /// Scheme with its cost parameters, e.g. `bcrypt-10`.
     pub fn cost_label(&self) -> String {
-        self.scheme_name().to_owned()
+        match &self.kind {
+            Kind::Plain(_) => "plain".to_owned(),
+            Kind::Bcrypt(h) => format!("bcrypt-{}", h.get(4..6).unwrap_or("?")),
+        }
+    }
+
+    /// A hash of the same scheme and cost over a random password nobody knows.
+    pub fn dummy_like(&self) -> StoredHash {
+        let secret: [u8; 16] = rand::random();
+        let stored = match &self.kind {
+            Kind::Plain(_) => format!("{{PLAIN}}{}", hex::encode(secret)),
+            Kind::Bcrypt(h) => {
+                let cost = h.get(4..6).and_then(|c| c.parse().ok()).unwrap_or(10);
+                bcrypt::hash(secret, cost).unwrap_or_default()
+            }
+        };
+        StoredHash::parse(&stored).unwrap_or_else(|_| StoredHash {
+            kind: Kind::Plain(Zeroizing::new(secret.to_vec())),
+            fingerprint: [0; 32],
+        })
+    }
+
+    /// APOP digest check against the stored cleartext.
+    pub fn verify_apop(&self, salt: &[u8], digest_hex: &[u8]) -> bool {
+        use md5::{Digest as _, Md5};
+        let Some(clear) = self.cleartext() else {
+            return false;
+        };
+        let mut h = Md5::new();
+        h.update(salt);
+        h.update(clear);
+        let want = hex::encode(h.finalize());
+        want.as_bytes()
+            .ct_eq(&digest_hex.to_ascii_lowercase())
+            .into()
+    }
+
+    /// CRAM-MD5 digest check against the stored cleartext.
+    pub fn verify_cram_md5(&self, salt: &[u8], digest_hex: &[u8]) -> bool {
+        use hmac::{Hmac, KeyInit, Mac};
+        let Some(clear) = self.cleartext() else {
+            return false;
+        };
+        let Ok(mut mac) = <Hmac<md5::Md5> as KeyInit>::new_from_slice(clear) else {
+            return false;
+        };
+        mac.update(salt);
+        let want = hex::encode(mac.finalize().into_bytes());
+        want.as_bytes()
+            .ct_eq(&digest_hex.to_ascii_lowercase())
+            .into()
     }
 
     /// Where the verification may run.
@@ -110,5 +162,9 @@ impl StoredHash {
 }
 
 fn scheme_prefix(stored: &str) -> String {
-    stored.chars().take_while(|c| *c != '$' || stored.starts_with('$')).take(12).collect()
+    stored
+        .chars()
+        .take_while(|c| *c != '$' || stored.starts_with('$'))
+        .take(12)
+        .collect()
 }

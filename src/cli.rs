@@ -1,0 +1,237 @@
+//! The command line: `serve`, `check-config` and `test`. `anyhow` lives here and in
+//! `main.rs` only.
+
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::decide::Authenticator;
+use crate::protocol::{self, AuthMethod, AuthRequest, MailProtocol, Verdict};
+use crate::source::htpasswd::Severity;
+use crate::source::{ReloadOutcome, Source};
+
+/// mailauthd: the auth_http server for nginx's mail proxy.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MAILAUTHD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve {
+        /// Config file; without it the built-in default is used (listen 127.0.0.1:14380,
+        /// users.htpasswd in the working directory, backends on 127.0.0.1:143/110/25).
+        #[arg(long, short, env = "MAILAUTHD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config and its users files; report every problem. Exit 0 if usable, 1 if not.
+    CheckConfig {
+        /// Config file (the built-in default without it).
+        #[arg(long, short, env = "MAILAUTHD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Decide one login as the server would, with the password read from stdin, and print the
+    /// reply nginx would get. Exit 0 if accepted, 1 if refused.
+    Test {
+        /// Config file.
+        #[arg(long, short, env = "MAILAUTHD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Login name.
+        #[arg(long)]
+        user: String,
+        /// Mail protocol.
+        #[arg(long, default_value = "imap", value_parser = parse_protocol)]
+        protocol: MailProtocol,
+        /// Auth method (plain, apop, cram-md5, external, none).
+        #[arg(long, default_value = "plain", value_parser = parse_method)]
+        method: AuthMethod,
+        /// Client address.
+        #[arg(long, default_value = "127.0.0.1")]
+        client_ip: IpAddr,
+        /// `Auth-Salt` for apop / cram-md5 (stdin then holds the client's digest).
+        #[arg(long)]
+        salt: Option<String>,
+        /// `Auth-SMTP-To` for method none, e.g. "RCPT TO:<a@example.org>".
+        #[arg(long)]
+        smtp_to: Option<String>,
+        /// `Auth-Login-Attempt`.
+        #[arg(long, default_value_t = 1)]
+        attempt: u32,
+    },
+}
+
+fn parse_protocol(s: &str) -> Result<MailProtocol, String> {
+    MailProtocol::parse(s).ok_or_else(|| format!("{s:?} is not imap, pop3 or smtp"))
+}
+
+fn parse_method(s: &str) -> Result<AuthMethod, String> {
+    AuthMethod::parse(s)
+        .ok_or_else(|| format!("{s:?} is not plain, apop, cram-md5, external or none"))
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+    match path {
+        Some(p) => Ok(Config::load(p)?),
+        None => Ok(Config::builtin()),
+    }
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = load_config(config.as_ref())?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(crate::daemon::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => check_config(config.as_ref()),
+        Command::Test {
+            config,
+            user,
+            protocol,
+            method,
+            client_ip,
+            salt,
+            smtp_to,
+            attempt,
+        } => {
+            let config = load_config(config.as_ref())?;
+            let mut pass = Zeroizing::new(Vec::new());
+            std::io::stdin()
+                .read_to_end(&mut pass)
+                .context("cannot read the password from stdin")?;
+            while matches!(pass.last(), Some(b'\n' | b'\r')) {
+                pass.pop();
+            }
+            let req = AuthRequest {
+                uri: "/".to_owned(),
+                method,
+                protocol,
+                user: user.into_bytes(),
+                pass,
+                salt: salt.map(String::into_bytes),
+                login_attempt: attempt,
+                client_ip: Some(client_ip),
+                client_host: None,
+                smtp_helo: None,
+                smtp_from: None,
+                smtp_to: smtp_to.map(String::into_bytes),
+                tls: None,
+                proxy: None,
+                extra_headers: Vec::new(),
+            };
+            test_login(config, &req)
+        }
+    }
+}
+
+fn check_config(path: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut errors = 0;
+    for source_config in &config.sources {
+        let source = Source::new(source_config);
+        let Source::Htpasswd(file) = &source;
+        match file.reload(true) {
+            ReloadOutcome::Loaded { users, problems } => {
+                for p in &problems {
+                    let level = if p.severity == Severity::Error {
+                        "error"
+                    } else {
+                        "warning"
+                    };
+                    errors += usize::from(p.severity == Severity::Error);
+                    println!("{level}: {p}");
+                }
+                println!("{}: {users} user(s)", source.name());
+            }
+            ReloadOutcome::Failed(e) => {
+                errors += 1;
+                println!("error: {e}");
+            }
+            ReloadOutcome::Unchanged | ReloadOutcome::KeptPrevious { .. } => {}
+        }
+    }
+    println!(
+        "listen {}; routes imap {} pop3 {} smtp {}",
+        config.listen, config.routes.imap.addr, config.routes.pop3.addr, config.routes.smtp.addr
+    );
+    if errors > 0 {
+        println!("{} : {errors} error(s)", config.origin);
+        return Ok(ExitCode::from(1));
+    }
+    println!("{}: OK", config.origin);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn test_login(config: Config, req: &AuthRequest) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let auth = Arc::new(Authenticator::new(Arc::new(config)));
+    crate::daemon::reload_sources(&auth, true);
+    let decision = runtime.block_on(auth.decide(req));
+    let reply = protocol::render_reply(&decision.verdict, Some(req.protocol));
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(&reply)
+        .context("cannot write to stdout")?;
+    eprintln!("reason: {}", decision.reason);
+    match decision.verdict {
+        Verdict::Accept(_) => Ok(ExitCode::SUCCESS),
+        Verdict::Refuse(_) => Ok(ExitCode::from(1)),
+    }
+}
+
+/// Starts logging to stderr; `RUST_LOG` overrides the default level (`info`).
+pub fn init_logging(format: LogFormat, default_level: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    if let Err(e) = result {
+        bail!("cannot start logging: {e}");
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! `mailauthd serve`: binds the listener, loads the sources, keeps them fresh (polling and
+//! SIGHUP), and runs the server until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::{Config, ListenAddr};
+use crate::decide::Authenticator;
+use crate::server::{self, Listener, ServerLimits};
+use crate::source::{ReloadOutcome, Source};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A unix socket path is taken by something that is not a socket.
+    #[error("cannot listen on unix:{}: the path exists and is not a socket", path.display())]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Binds the configured listener. A stale unix socket left by an earlier run is replaced.
+pub async fn bind(listen: &ListenAddr) -> Result<Listener, DaemonError> {
+    match listen {
+        ListenAddr::Tcp(addr) => {
+            TcpListener::bind(addr)
+                .await
+                .map(Listener::Tcp)
+                .map_err(|source| DaemonError::Bind {
+                    addr: listen.to_string(),
+                    source,
+                })
+        }
+        ListenAddr::Unix(path) => {
+            use std::os::unix::fs::FileTypeExt;
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                if !meta.file_type().is_socket() {
+                    return Err(DaemonError::NotASocket { path: path.clone() });
+                }
+                let _ = std::fs::remove_file(path);
+            }
+            UnixListener::bind(path)
+                .map(Listener::Unix)
+                .map_err(|source| DaemonError::Bind {
+                    addr: listen.to_string(),
+                    source,
+                })
+        }
+    }
+}
+
+/// Logs what a (re)load of one source did: every skipped line with its file:line.
+pub fn log_reload(source: &Source, outcome: &ReloadOutcome) {
+    let name = source.name();
+    match outcome {
+        ReloadOutcome::Unchanged => {}
+        ReloadOutcome::Loaded { users, problems } => {
+            for p in problems {
+                tracing::warn!("{p}");
+            }
+            tracing::info!(source = %name, users, skipped_lines = problems.len(), "users loaded");
+        }
+        ReloadOutcome::KeptPrevious { problems } => {
+            for p in problems {
+                tracing::error!("{p}");
+            }
+            tracing::error!(source = %name, "users file has broken lines; keeping the last good version");
+        }
+        ReloadOutcome::Failed(e) => {
+            if let Source::Htpasswd(s) = source
+                && s.is_available()
+            {
+                tracing::error!(source = %name, "{e}; keeping the last good version");
+            } else {
+                tracing::error!(source = %name, "{e}; logins it would decide get a temporary failure until it can be read");
+            }
+        }
+    }
+}
+
+/// Re-reads every source that changed (all of them with `force`).
+pub fn reload_sources(auth: &Authenticator, force: bool) {
+    for source in &auth.sources {
+        let Source::Htpasswd(file) = source;
+        let outcome = file.reload(force);
+        log_reload(source, &outcome);
+    }
+}
+
+/// Loads the sources, binds the listener and serves until SIGTERM/SIGINT.
+pub async fn serve(config: Config) -> Result<(), DaemonError> {
+    let files: Vec<String> = config
+        .users_files()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    tracing::info!(
+        "mailauthd {} starting with config {}, users file(s) {}",
+        env!("CARGO_PKG_VERSION"),
+        config.origin,
+        files.join(", ")
+    );
+    let config = Arc::new(config);
+    let auth = Arc::new(Authenticator::new(config.clone()));
+    // Sources are read before the first request; a slow disk must not block the runtime.
+    let initial = auth.clone();
+    let _ = tokio::task::spawn_blocking(move || reload_sources(&initial, true)).await;
+    for route in [
+        &config.routes.imap,
+        &config.routes.pop3,
+        &config.routes.smtp,
+    ] {
+        tracing::debug!(backend = %route.spec, addr = %route.addr, "route");
+    }
+    tracing::info!(
+        imap = %config.routes.imap.addr,
+        pop3 = %config.routes.pop3.addr,
+        smtp = %config.routes.smtp.addr,
+        "routes"
+    );
+
+    let listener = bind(&config.listen).await?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    tracing::info!("listening on {}", listener.local_addr());
+
+    let reloader = {
+        let auth = auth.clone();
+        let interval = config.reload_interval;
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(if interval.is_zero() {
+                Duration::from_secs(3600)
+            } else {
+                interval
+            });
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let force = tokio::select! {
+                    _ = ticker.tick() => false,
+                    _ = hangup.recv() => {
+                        tracing::info!("SIGHUP: reloading users files");
+                        true
+                    }
+                };
+                if !force && interval.is_zero() {
+                    continue;
+                }
+                let auth = auth.clone();
+                let _ = tokio::task::spawn_blocking(move || reload_sources(&auth, force)).await;
+            }
+        })
+    };
+
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    };
+    let limits = ServerLimits {
+        read_timeout: config.read_timeout,
+        max_connections: config.max_connections,
+    };
+    server::run(listener, auth, limits, shutdown).await;
+    reloader.abort();
+    if let ListenAddr::Unix(path) = &config.listen {
+        let _ = std::fs::remove_file(path);
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

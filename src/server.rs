@@ -1,0 +1,189 @@
+//! The auth_http listener: one request per connection, as nginx sends them. Reads the header
+//! block under a deadline, decides, writes the reply, closes. Every request gets an answer,
+//! malformed or not; a connection cap bounds the work in flight; shutdown stops accepting
+//! and drains the connections already accepted.
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::decide::{Authenticator, log_decision};
+use crate::protocol::{self, MAX_REQUEST_BYTES, ProtocolError, Refusal, RefuseKind, Verdict};
+
+/// A bound listener: TCP or a unix-domain socket.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// Unix-domain socket.
+    Unix(UnixListener),
+}
+
+impl Listener {
+    /// The bound address, for the log.
+    pub fn local_addr(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map_or_else(|e| format!("tcp ({e})"), |a| a.to_string()),
+            Listener::Unix(l) => l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| format!("unix:{}", p.display())))
+                .unwrap_or_else(|| "unix socket".to_owned()),
+        }
+    }
+}
+
+/// Limits of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Deadline for the whole request, counted from the accept.
+    pub read_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+}
+
+/// Serves `listener` until `shutdown` completes, then waits for the connections in flight
+/// (at most `read_timeout` plus the time their decisions take).
+pub async fn run(
+    listener: Listener,
+    auth: Arc<Authenticator>,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            () = &mut shutdown => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let accepted = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = accept(&listener) => accepted,
+        };
+        // Reap finished connection tasks so the set does not grow.
+        while connections.try_join_next().is_some() {}
+        match accepted {
+            Ok(stream) => {
+                let auth = auth.clone();
+                connections.spawn(async move {
+                    serve_connection(stream, &auth, limits.read_timeout).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                // EMFILE and friends: log, back off briefly, keep serving.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracing::info!(
+        "stopped accepting; draining {} connection(s)",
+        connections.len()
+    );
+    while connections.join_next().await.is_some() {}
+}
+
+/// A connection from either kind of listener.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+async fn accept(listener: &Listener) -> io::Result<Box<dyn Stream>> {
+    match listener {
+        Listener::Tcp(l) => {
+            let (stream, _) = l.accept().await?;
+            // Replies are one small write: send it at once.
+            let _ = stream.set_nodelay(true);
+            Ok(Box::new(stream))
+        }
+        Listener::Unix(l) => {
+            let (stream, _) = l.accept().await?;
+            Ok(Box::new(stream))
+        }
+    }
+}
+
+/// Why reading a request ended without a complete header block.
+enum ReadEnd {
+    TooLarge,
+    Closed(usize),
+    TimedOut(usize),
+    Failed,
+}
+
+async fn read_header_block(
+    stream: &mut dyn Stream,
+    buf: &mut Vec<u8>,
+    deadline: tokio::time::Instant,
+) -> Result<usize, ReadEnd> {
+    let mut chunk = [0u8; 4096];
+    let mut resume = 0;
+    loop {
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Err(_) => return Err(ReadEnd::TimedOut(buf.len())),
+            Ok(Err(_)) => return Err(ReadEnd::Failed),
+            Ok(Ok(0)) => return Err(ReadEnd::Closed(buf.len())),
+            Ok(Ok(n)) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(len) = protocol::find_header_end(buf, &mut resume) {
+            return Ok(len);
+        }
+        if buf.len() > MAX_REQUEST_BYTES {
+            return Err(ReadEnd::TooLarge);
+        }
+    }
+}
+
+async fn serve_connection(
+    mut stream: Box<dyn Stream>,
+    auth: &Authenticator,
+    read_timeout: Duration,
+) {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + read_timeout;
+    let mut buf = Vec::with_capacity(1024);
+    let reply = match read_header_block(stream.as_mut(), &mut buf, deadline).await {
+        Ok(len) => match protocol::parse_request(&buf[..len]) {
+            Ok(req) => {
+                let decision = auth.decide(&req).await;
+                log_decision(&req, &decision, started);
+                protocol::render_reply(&decision.verdict, Some(req.protocol))
+            }
+            Err(e) => bad_request(&e),
+        },
+        Err(ReadEnd::TooLarge) => bad_request(&ProtocolError::TooLarge),
+        Err(ReadEnd::TimedOut(0) | ReadEnd::Closed(0) | ReadEnd::Failed) => return,
+        Err(ReadEnd::TimedOut(_) | ReadEnd::Closed(_)) => bad_request(&ProtocolError::Incomplete),
+    };
+    // Zero the request bytes: they held the password.
+    zeroize::Zeroize::zeroize(&mut buf);
+    let write = async {
+        stream.write_all(&reply).await?;
+        stream.shutdown().await
+    };
+    // nginx closes as soon as it has the header block; a reset after that is normal.
+    let _ = tokio::time::timeout(read_timeout, write).await;
+}
+
+fn bad_request(error: &ProtocolError) -> Vec<u8> {
+    tracing::warn!(target: "mailauthd::auth", result = "bad-request", reason = %error, "malformed auth request");
+    let verdict = Verdict::Refuse(Refusal {
+        kind: RefuseKind::BadRequest,
+        wait: None,
+    });
+    protocol::render_reply(&verdict, None)
+}

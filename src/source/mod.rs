@@ -1,0 +1,187 @@
+//! Credential sources: where users and their password hashes live. Each source keeps an
+//! immutable snapshot behind an `ArcSwap`; a reload builds a whole new snapshot and swaps it
+//! in only when it is good, so a request never sees a half-read file.
+
+pub mod htpasswd;
+
+use std::fs::Metadata;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{HtpasswdConfig, SourceConfig};
+use crate::protocol::MailProtocol;
+use htpasswd::{LineProblem, Severity, UserTable};
+
+/// Why a source could not be (re)loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The users file could not be read.
+    #[error("cannot read users file {path}: {source}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// What a (re)load did.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    /// The file has not changed since the last load.
+    Unchanged,
+    /// A new table is in use.
+    Loaded {
+        /// Users in the new table.
+        users: usize,
+        /// Lines skipped (warnings, and errors on the first load).
+        problems: Vec<LineProblem>,
+    },
+    /// The new file has broken lines; the last good table stays in use.
+    KeptPrevious {
+        /// Every problem of the new file.
+        problems: Vec<LineProblem>,
+    },
+    /// The file could not be read; the last good table (if any) stays in use.
+    Failed(SourceError),
+}
+
+/// File identity and version, to notice edits, atomic renames and truncations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+    device: u64,
+}
+
+impl FileStamp {
+    fn of(meta: &Metadata) -> FileStamp {
+        use std::os::unix::fs::MetadataExt;
+        FileStamp {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+            inode: meta.ino(),
+            device: meta.dev(),
+        }
+    }
+}
+
+/// An htpasswd users file with its current table.
+#[derive(Debug)]
+pub struct HtpasswdSource {
+    /// Its configuration.
+    pub config: HtpasswdConfig,
+    table: ArcSwap<UserTable>,
+    loaded: AtomicBool,
+    stamp: Mutex<Option<FileStamp>>,
+}
+
+impl HtpasswdSource {
+    /// A source with no table yet; call [`HtpasswdSource::reload`] to load it.
+    pub fn new(config: HtpasswdConfig) -> HtpasswdSource {
+        HtpasswdSource {
+            config,
+            table: ArcSwap::from_pointee(UserTable::empty()),
+            loaded: AtomicBool::new(false),
+            stamp: Mutex::new(None),
+        }
+    }
+
+    /// The table in use.
+    pub fn table(&self) -> Arc<UserTable> {
+        self.table.load_full()
+    }
+
+    /// Whether a table has ever been loaded. Until then every login it is asked about gets a
+    /// temporary failure, not "invalid password".
+    pub fn is_available(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    /// The users file.
+    pub fn path(&self) -> &Path {
+        &self.config.path
+    }
+
+    /// Re-reads the file if it changed (or always, with `force`).
+    pub fn reload(&self, force: bool) -> ReloadOutcome {
+        let path = &self.config.path;
+        let read = || -> Result<(FileStamp, Vec<u8>), std::io::Error> {
+            let before = FileStamp::of(&std::fs::metadata(path)?);
+            let text = std::fs::read(path)?;
+            Ok((before, text))
+        };
+        let mut stamp = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+        let current = match std::fs::metadata(path) {
+            Ok(meta) => FileStamp::of(&meta),
+            Err(source) => {
+                *stamp = None;
+                return ReloadOutcome::Failed(SourceError::Read {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        };
+        if !force && stamp.as_ref() == Some(&current) && self.is_available() {
+            return ReloadOutcome::Unchanged;
+        }
+        let (read_stamp, text) = match read() {
+            Ok(v) => v,
+            Err(source) => {
+                return ReloadOutcome::Failed(SourceError::Read {
+                    path: path.clone(),
+                    source,
+                });
+            }
+        };
+        let (table, problems) = htpasswd::parse_users(&text, path);
+        *stamp = Some(read_stamp);
+        let has_errors = problems.iter().any(|p| p.severity == Severity::Error);
+        if has_errors && self.is_available() {
+            return ReloadOutcome::KeptPrevious { problems };
+        }
+        let users = table.len();
+        self.table.store(Arc::new(table));
+        self.loaded.store(true, Ordering::Release);
+        ReloadOutcome::Loaded { users, problems }
+    }
+}
+
+/// One configured credential source.
+#[derive(Debug)]
+pub enum Source {
+    /// An htpasswd users file.
+    Htpasswd(HtpasswdSource),
+}
+
+impl Source {
+    /// Builds the source for a config entry (not loaded yet).
+    pub fn new(config: &SourceConfig) -> Source {
+        match config {
+            SourceConfig::Htpasswd(c) => Source::Htpasswd(HtpasswdSource::new(c.clone())),
+        }
+    }
+
+    /// Whether this source may accept logins of `protocol`.
+    pub fn serves(&self, protocol: MailProtocol) -> bool {
+        let protocols = match self {
+            Source::Htpasswd(s) => &s.config.protocols,
+        };
+        protocols
+            .as_ref()
+            .is_none_or(|list| list.contains(&protocol))
+    }
+
+    /// A short name for logs, e.g. `htpasswd:/etc/mail/users`.
+    pub fn name(&self) -> String {
+        match self {
+            Source::Htpasswd(s) => format!("htpasswd:{}", s.path().display()),
+        }
+    }
+}
