@@ -22,21 +22,46 @@ pub struct Dovecot {
     pub log: PathBuf,
 }
 
-/// uid/gid that owns the mail: the current user, or `nobody` when running as root
-/// (Dovecot refuses mail access as uid 0).
-fn mail_owner(dir: &Path) -> (u32, u32, bool) {
+/// The name of `uid` in /etc/passwd.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = read_lossy(Path::new("/etc/passwd"));
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() > 3 && f[2].parse() == Ok(uid)).then(|| f[0].to_string())
+    })
+}
+
+/// The name of `gid` in /etc/group.
+fn group_name(gid: u32) -> Option<String> {
+    let group = read_lossy(Path::new("/etc/group"));
+    group.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.len() > 2 && f[2].parse() == Ok(gid)).then(|| f[0].to_string())
+    })
+}
+
+/// uid/gid that owns the mail and the name of the user Dovecot's own processes run as:
+/// the current user, or `nobody` for the mail when running as root (Dovecot refuses mail
+/// access as uid 0).
+fn mail_owner(dir: &Path) -> (u32, u32, Option<String>) {
     let md = std::fs::metadata(dir).expect("stat temp dir");
     if md.uid() != 0 {
-        return (md.uid(), md.gid(), false);
+        let me = user_name(md.uid()).unwrap_or_else(|| {
+            panic!(
+                "uid {} has no /etc/passwd entry; Dovecot needs a user name",
+                md.uid()
+            )
+        });
+        return (md.uid(), md.gid(), Some(me));
     }
     let passwd = read_lossy(Path::new("/etc/passwd"));
     for line in passwd.lines() {
         let f: Vec<&str> = line.split(':').collect();
         if f.len() > 3 && f[0] == "nobody" {
-            return (f[2].parse().unwrap(), f[3].parse().unwrap(), true);
+            return (f[2].parse().unwrap(), f[3].parse().unwrap(), None);
         }
     }
-    (65534, 65534, true)
+    (65534, 65534, None)
 }
 
 fn chown_tree(p: &Path, uid: u32, gid: u32) {
@@ -60,7 +85,7 @@ impl Dovecot {
         for sub in ["run", "state", "mail"] {
             std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
         }
-        let (uid, gid, as_root) = mail_owner(&dir);
+        let (uid, gid, unprivileged) = mail_owner(&dir);
         let mut passwd = String::new();
         for (i, u) in users.iter().enumerate() {
             let home = dir.join("mail").join(i.to_string());
@@ -76,24 +101,23 @@ impl Dovecot {
             passwd.push_str(&passwd_line(u.name, u.pass, uid, gid, &home));
         }
         std::fs::write(dir.join("passwd"), passwd).expect("write passwd-file");
-        if as_root {
+        if unprivileged.is_none() {
             chown_tree(&dir.join("mail"), uid, gid);
         }
         let ports = free_ports(2);
         let (imap_port, pop3_port) = (ports[0], ports[1]);
         let log = dir.join("dovecot.log");
         // As a normal user, every service runs as that user and nothing chroots.
-        let users_conf = if as_root {
-            String::new()
-        } else {
-            let me = std::env::var("USER").unwrap_or_else(|_| {
-                let o = Command::new("id").arg("-un").output().expect("id -un");
-                String::from_utf8_lossy(&o.stdout).trim().to_string()
-            });
-            format!(
-                "default_internal_user = {me}\ndefault_login_user = {me}\n\
-                 service auth-worker {{\n  user = {me}\n}}\n"
-            )
+        let users_conf = match &unprivileged {
+            None => String::new(),
+            Some(me) => {
+                let group = group_name(gid).unwrap_or_else(|| me.clone());
+                format!(
+                    "default_internal_user = {me}\ndefault_internal_group = {group}\n\
+                     default_login_user = {me}\n\
+                     service auth-worker {{\n  user = {me}\n}}\n"
+                )
+            }
         };
         let d = dir.display();
         let conf = format!(
