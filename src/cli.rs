@@ -89,8 +89,7 @@ fn parse_protocol(s: &str) -> Result<MailProtocol, String> {
 }
 
 fn parse_method(s: &str) -> Result<AuthMethod, String> {
-    AuthMethod::parse(s)
-        .ok_or_else(|| format!("{s:?} is not plain, apop, cram-md5, external or none"))
+    AuthMethod::parse(s).ok_or_else(|| format!("{s:?} is not plain, apop, cram-md5, external or none"))
 }
 
 fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -207,9 +206,7 @@ fn test_login(config: Config, req: &AuthRequest) -> anyhow::Result<ExitCode> {
     let decision = runtime.block_on(auth.decide(req));
     let reply = protocol::render_reply(&decision.verdict, Some(req.protocol));
     use std::io::Write;
-    std::io::stdout()
-        .write_all(&reply)
-        .context("cannot write to stdout")?;
+    std::io::stdout().write_all(&reply).context("cannot write to stdout")?;
     eprintln!("reason: {}", decision.reason);
     match decision.verdict {
         Verdict::Accept(_) => Ok(ExitCode::SUCCESS),

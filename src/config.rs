@@ -97,6 +97,15 @@ pub struct SmtpSettings {
     pub local_domains: BTreeSet<String>,
 }
 
+/// The admin listener (`[admin]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Where health, metrics and operator endpoints listen (`None`: off).
+    pub listen: Option<SocketAddr>,
+    /// Bearer token for endpoints that change state (`None`: those endpoints are off).
+    pub token: Option<String>,
+}
+
 /// One credential source (`[[source]]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceConfig {
@@ -134,6 +143,8 @@ pub struct Config {
     pub auth: AuthSettings,
     /// SMTP without AUTH.
     pub smtp: SmtpSettings,
+    /// The admin listener.
+    pub admin: AdminSettings,
     /// Backends.
     pub routes: Routes,
     /// Credential sources, tried in order.
@@ -186,11 +197,7 @@ pub enum ConfigError {
 }
 
 fn list(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(|p| format!("  {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
 }
 
 /// The port the daemon listens on by default.
@@ -211,6 +218,8 @@ struct RawConfig {
     auth: RawAuth,
     #[serde(default)]
     smtp: RawSmtp,
+    #[serde(default)]
+    admin: RawAdmin,
     route: Option<Spanned<RawRoute>>,
     #[serde(default, rename = "source")]
     sources: Vec<Spanned<RawSource>>,
@@ -228,6 +237,13 @@ struct RawAuth {
 struct RawSmtp {
     #[serde(default)]
     local_domains: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -260,10 +276,7 @@ impl Checker<'_> {
     fn location(&self, span: std::ops::Range<usize>) -> Option<String> {
         match self.origin {
             ConfigOrigin::File(path) => {
-                let line = self.text[..span.start.min(self.text.len())]
-                    .matches('\n')
-                    .count()
-                    + 1;
+                let line = self.text[..span.start.min(self.text.len())].matches('\n').count() + 1;
                 Some(format!("{}:{line}", path.display()))
             }
             ConfigOrigin::BuiltIn => None,
@@ -279,12 +292,7 @@ impl Checker<'_> {
         });
     }
 
-    fn duration(
-        &mut self,
-        value: &Option<Spanned<String>>,
-        key: &str,
-        default: Duration,
-    ) -> Duration {
+    fn duration(&mut self, value: &Option<Spanned<String>>, key: &str, default: Duration) -> Duration {
         let Some(value) = value else { return default };
         match humantime::parse_duration(value.get_ref()) {
             Ok(d) => d,
@@ -311,11 +319,7 @@ impl Checker<'_> {
         if range.contains(&n) {
             usize::try_from(n).unwrap_or(default)
         } else {
-            let msg = format!(
-                "{n} is out of range; use {} to {}",
-                range.start(),
-                range.end()
-            );
+            let msg = format!("{n} is out of range; use {} to {}", range.start(), range.end());
             self.problem(Some(value.span()), key, msg);
             default
         }
@@ -348,9 +352,7 @@ fn resolve_backend(spec: &str) -> Result<SocketAddr, String> {
         return Ok(addr);
     }
     let Some((host, port)) = spec.rsplit_once(':') else {
-        return Err(format!(
-            "{spec:?} is not host:port; write e.g. \"127.0.0.1:143\""
-        ));
+        return Err(format!("{spec:?} is not host:port; write e.g. \"127.0.0.1:143\""));
     };
     let port: u16 = match port.parse() {
         Ok(p) if p > 0 => p,
@@ -373,9 +375,10 @@ pub fn parse_listen(value: &str, base_dir: &Path) -> Result<ListenAddr, String> 
         }
         return Ok(ListenAddr::Unix(base_dir.join(path)));
     }
-    value.parse().map(ListenAddr::Tcp).map_err(|_| {
-        format!("{value:?} is not ip:port or unix:/path; write e.g. \"127.0.0.1:14380\"")
-    })
+    value
+        .parse()
+        .map(ListenAddr::Tcp)
+        .map_err(|_| format!("{value:?} is not ip:port or unix:/path; write e.g. \"127.0.0.1:14380\""))
 }
 
 impl Config {
@@ -383,8 +386,7 @@ impl Config {
     /// `users.htpasswd` in the working directory, backends on 127.0.0.1 ports 143/110/25.
     pub fn builtin() -> Config {
         // The built-in text is fixed and valid; a failure here is a bug caught by the tests.
-        Config::from_toml("", ConfigOrigin::BuiltIn, Path::new("."))
-            .unwrap_or_else(|e| panic!("built-in config: {e}"))
+        Config::from_toml("", ConfigOrigin::BuiltIn, Path::new(".")).unwrap_or_else(|e| panic!("built-in config: {e}"))
     }
 
     /// Reads and validates a config file.
@@ -398,11 +400,7 @@ impl Config {
     }
 
     /// Validates config text; relative paths are resolved against `base_dir`.
-    pub fn from_toml(
-        text: &str,
-        origin: ConfigOrigin,
-        base_dir: &Path,
-    ) -> Result<Config, ConfigError> {
+    pub fn from_toml(text: &str, origin: ConfigOrigin, base_dir: &Path) -> Result<Config, ConfigError> {
         let mut checker = Checker {
             origin: &origin,
             text,
@@ -459,11 +457,7 @@ fn validate(raw: RawConfig, c: &mut Checker<'_>, origin: &ConfigOrigin) -> Confi
         );
     }
     let max_connections = c.count(&raw.max_connections, "max_connections", 1..=1_000_000, 4096);
-    let reload_interval = c.duration(
-        &raw.reload_interval,
-        "reload_interval",
-        Duration::from_secs(1),
-    );
+    let reload_interval = c.duration(&raw.reload_interval, "reload_interval", Duration::from_secs(1));
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
     let verify_threads = c.count(&raw.verify_threads, "verify_threads", 1..=1024, cores);
     let verify_queue = c.count(&raw.verify_queue, "verify_queue", 1..=1_000_000, 256);
@@ -483,11 +477,7 @@ fn validate(raw: RawConfig, c: &mut Checker<'_>, origin: &ConfigOrigin) -> Confi
 
     let mut local_domains = BTreeSet::new();
     for domain in &raw.smtp.local_domains {
-        let d = domain
-            .get_ref()
-            .trim()
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
+        let d = domain.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
         if d.is_empty() || d.contains(['@', ' ', '<', '>']) {
             c.problem(
                 Some(domain.span()),
@@ -498,6 +488,8 @@ fn validate(raw: RawConfig, c: &mut Checker<'_>, origin: &ConfigOrigin) -> Confi
             local_domains.insert(d);
         }
     }
+
+    let admin = validate_admin(&raw.admin, c);
 
     let route = raw.route.map(Spanned::into_inner).unwrap_or_default();
     let routes = Routes {
@@ -514,7 +506,11 @@ fn validate(raw: RawConfig, c: &mut Checker<'_>, origin: &ConfigOrigin) -> Confi
                 protocols: None,
             }));
         } else {
-            c.problem(None, "source", "no [[source]] configured; add one, e.g. kind = \"htpasswd\", path = \"users.htpasswd\"".to_owned());
+            c.problem(
+                None,
+                "source",
+                "no [[source]] configured; add one, e.g. kind = \"htpasswd\", path = \"users.htpasswd\"".to_owned(),
+            );
         }
     }
     for (index, source) in raw.sources.iter().enumerate() {
@@ -533,9 +529,38 @@ fn validate(raw: RawConfig, c: &mut Checker<'_>, origin: &ConfigOrigin) -> Confi
         verify_queue,
         auth,
         smtp: SmtpSettings { local_domains },
+        admin,
         routes,
         sources,
     }
+}
+
+fn validate_admin(raw: &RawAdmin, c: &mut Checker<'_>) -> AdminSettings {
+    let listen = raw
+        .listen
+        .as_ref()
+        .and_then(|v| match v.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                let msg = format!("{:?} is not ip:port; write e.g. \"127.0.0.1:14381\"", v.get_ref());
+                c.problem(Some(v.span()), "admin.listen", msg);
+                None
+            }
+        });
+    let token = raw.token.as_ref().and_then(|t| {
+        if t.get_ref().len() < 16 {
+            // The token itself is never repeated in a message.
+            c.problem(
+                Some(t.span()),
+                "admin.token",
+                "too short; use at least 16 random characters".to_owned(),
+            );
+            None
+        } else {
+            Some(t.get_ref().clone())
+        }
+    });
+    AdminSettings { listen, token }
 }
 
 fn validate_protocols(
@@ -548,21 +573,13 @@ fn validate_protocols(
     for name in value.get_ref() {
         match MailProtocol::parse(name) {
             Some(p) => out.push(p),
-            None => c.problem(
-                Some(value.span()),
-                key,
-                format!("{name:?} is not imap, pop3 or smtp"),
-            ),
+            None => c.problem(Some(value.span()), key, format!("{name:?} is not imap, pop3 or smtp")),
         }
     }
     Some(out)
 }
 
-fn validate_source(
-    source: &Spanned<RawSource>,
-    index: usize,
-    c: &mut Checker<'_>,
-) -> Option<SourceConfig> {
+fn validate_source(source: &Spanned<RawSource>, index: usize, c: &mut Checker<'_>) -> Option<SourceConfig> {
     let raw = source.get_ref();
     let key = |field: &str| format!("source[{index}].{field}");
     let protocols = validate_protocols(&raw.protocols, &key("protocols"), c);
@@ -645,18 +662,9 @@ mod tests {
         let text = err.to_string();
         assert_eq!(problems.len(), 5, "{text}");
         assert!(text.contains("/etc/mailauthd.toml:1: listen:"), "{text}");
-        assert!(
-            text.contains("/etc/mailauthd.toml:2: read_timeout:"),
-            "{text}"
-        );
-        assert!(
-            text.contains("/etc/mailauthd.toml:4: auth.max_attempts:"),
-            "{text}"
-        );
-        assert!(
-            text.contains("/etc/mailauthd.toml:6: route.imap:"),
-            "{text}"
-        );
+        assert!(text.contains("/etc/mailauthd.toml:2: read_timeout:"), "{text}");
+        assert!(text.contains("/etc/mailauthd.toml:4: auth.max_attempts:"), "{text}");
+        assert!(text.contains("/etc/mailauthd.toml:6: route.imap:"), "{text}");
         assert!(
             text.contains("/etc/mailauthd.toml:8: source[0].kind: unknown source kind \"ldap\""),
             "{text}"

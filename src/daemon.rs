@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 
+use crate::admin::{self, AdminState};
 use crate::config::{Config, ListenAddr};
 use crate::decide::Authenticator;
 use crate::server::{self, Listener, ServerLimits};
@@ -38,15 +39,13 @@ pub enum DaemonError {
 /// Binds the configured listener. A stale unix socket left by an earlier run is replaced.
 pub async fn bind(listen: &ListenAddr) -> Result<Listener, DaemonError> {
     match listen {
-        ListenAddr::Tcp(addr) => {
-            TcpListener::bind(addr)
-                .await
-                .map(Listener::Tcp)
-                .map_err(|source| DaemonError::Bind {
-                    addr: listen.to_string(),
-                    source,
-                })
-        }
+        ListenAddr::Tcp(addr) => TcpListener::bind(addr)
+            .await
+            .map(Listener::Tcp)
+            .map_err(|source| DaemonError::Bind {
+                addr: listen.to_string(),
+                source,
+            }),
         ListenAddr::Unix(path) => {
             use std::os::unix::fs::FileTypeExt;
             if let Ok(meta) = std::fs::symlink_metadata(path) {
@@ -105,11 +104,7 @@ pub fn reload_sources(auth: &Authenticator, force: bool) {
 
 /// Loads the sources, binds the listener and serves until SIGTERM/SIGINT.
 pub async fn serve(config: Config) -> Result<(), DaemonError> {
-    let files: Vec<String> = config
-        .users_files()
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
+    let files: Vec<String> = config.users_files().iter().map(|p| p.display().to_string()).collect();
     tracing::info!(
         "mailauthd {} starting with config {}, users file(s) {}",
         env!("CARGO_PKG_VERSION"),
@@ -121,11 +116,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     // Sources are read before the first request; a slow disk must not block the runtime.
     let initial = auth.clone();
     let _ = tokio::task::spawn_blocking(move || reload_sources(&initial, true)).await;
-    for route in [
-        &config.routes.imap,
-        &config.routes.pop3,
-        &config.routes.smtp,
-    ] {
+    for route in [&config.routes.imap, &config.routes.pop3, &config.routes.smtp] {
         tracing::debug!(backend = %route.spec, addr = %route.addr, "route");
     }
     tracing::info!(
@@ -136,6 +127,17 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     );
 
     let listener = bind(&config.listen).await?;
+    let admin = match config.admin.listen {
+        Some(addr) => {
+            let l = TcpListener::bind(addr).await.map_err(|source| DaemonError::Bind {
+                addr: format!("admin {addr}"),
+                source,
+            })?;
+            tracing::info!("admin endpoints on {addr}");
+            Some(l)
+        }
+        None => None,
+    };
     let mut hangup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
@@ -168,11 +170,23 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         })
     };
 
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin_task = admin.map(|listener| {
+        let state = Arc::new(AdminState {
+            auth: auth.clone(),
+            token: config.admin.token.clone(),
+        });
+        let mut stop = stop_rx.clone();
+        tokio::spawn(admin::run(listener, state, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    });
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
         }
+        let _ = stop_tx.send(true);
     };
     let limits = ServerLimits {
         read_timeout: config.read_timeout,
@@ -180,6 +194,9 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     };
     server::run(listener, auth, limits, shutdown).await;
     reloader.abort();
+    if let Some(task) = admin_task {
+        let _ = task.await;
+    }
     if let ListenAddr::Unix(path) = &config.listen {
         let _ = std::fs::remove_file(path);
     }

@@ -2,6 +2,7 @@
 //! needs, which backend a login goes to, and whether nginx should keep the session
 //! (`Auth-Wait`).
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,11 +11,10 @@ use zeroize::Zeroizing;
 use crate::config::Config;
 use crate::hash::StoredHash;
 use crate::protocol::{
-    Accept, AuthMethod, AuthRequest, MAX_ECHOED_PASSWORD, MailProtocol, Refusal, RefuseKind,
-    Verdict, is_sendable_value,
+    Accept, AuthMethod, AuthRequest, MAX_ECHOED_PASSWORD, MailProtocol, Refusal, RefuseKind, Verdict, is_sendable_value,
 };
-use crate::source::Source;
 use crate::source::htpasswd::printable;
+use crate::source::{Credentials, PlainAnswer, Source};
 use crate::verify_pool::{PoolError, VerifyPool};
 
 /// A verdict with what the log line needs to say about it.
@@ -40,24 +40,12 @@ pub struct Authenticator {
     pool: VerifyPool,
 }
 
-/// What happened while asking the sources about a plain login.
-#[derive(Default)]
-struct Tally {
-    known: bool,
-    temporary: Option<&'static str>,
-    scheme: Option<String>,
-}
-
 impl Authenticator {
     /// Builds the sources of `config` (not loaded yet) and starts the verification pool.
     pub fn new(config: Arc<Config>) -> Authenticator {
         let sources = config.sources.iter().map(Source::new).collect();
         let pool = VerifyPool::new(config.verify_threads, config.verify_queue);
-        Authenticator {
-            config,
-            sources,
-            pool,
-        }
+        Authenticator { config, sources, pool }
     }
 
     /// Decides one login.
@@ -66,19 +54,25 @@ impl Authenticator {
             AuthMethod::Plain => self.decide_plain(req).await,
             AuthMethod::Apop | AuthMethod::CramMd5 => self.decide_digest(req),
             AuthMethod::None => self.decide_smtp_none(req),
-            AuthMethod::External => refuse(
-                RefuseKind::InvalidCredentials,
-                None,
-                "external-not-supported",
-            ),
+            AuthMethod::External => refuse(RefuseKind::InvalidCredentials, None, "external-not-supported"),
         }
     }
 
     fn accept(&self, protocol: MailProtocol, pass: Option<Zeroizing<Vec<u8>>>) -> Verdict {
-        let backend = self.config.routes.for_protocol(protocol);
+        self.accept_to(protocol, None, pass)
+    }
+
+    /// Accepts to `backend` when a source chose one, else to the protocol's `[route]`.
+    fn accept_to(
+        &self,
+        protocol: MailProtocol,
+        backend: Option<SocketAddr>,
+        pass: Option<Zeroizing<Vec<u8>>>,
+    ) -> Verdict {
+        let addr = backend.unwrap_or(self.config.routes.for_protocol(protocol).addr);
         Verdict::Accept(Accept {
-            server: backend.addr.ip(),
-            port: backend.addr.port(),
+            server: addr.ip(),
+            port: addr.port(),
             pass,
         })
     }
@@ -86,107 +80,64 @@ impl Authenticator {
     /// `Auth-Wait` for a failed `plain` login, while below the attempt cap.
     fn wait_for(&self, req: &AuthRequest) -> Option<u32> {
         let auth = &self.config.auth;
-        (req.method == AuthMethod::Plain
-            && auth.wait_secs > 0
-            && req.login_attempt < auth.max_attempts)
+        (req.method == AuthMethod::Plain && auth.wait_secs > 0 && req.login_attempt < auth.max_attempts)
             .then_some(auth.wait_secs)
     }
 
+    /// A password login: the sources are asked in order and the first that accepts decides.
+    /// If none accepts, a temporary failure of any of them makes the answer temporary (a
+    /// source that is down must not look like a wrong password), otherwise it is "invalid".
     async fn decide_plain(&self, req: &AuthRequest) -> Decision {
-        let mut tally = Tally::default();
+        let creds = Credentials {
+            user: &req.user,
+            pass: &req.pass,
+            client_ip: req.client_ip,
+            protocol: req.protocol,
+        };
+        let mut temporary = None;
+        let mut rejected = None;
+        let mut scheme = None;
         let mut dummy: Option<Arc<StoredHash>> = None;
         for source in self.sources.iter().filter(|s| s.serves(req.protocol)) {
-            let Source::Htpasswd(file) = source;
-            if !file.is_available() {
-                tally.temporary = Some("source-unavailable");
-                continue;
-            }
-            let table = file.table();
-            let Some(user) = table.get(&req.user) else {
-                dummy = dummy.or_else(|| table.dummy().cloned());
-                continue;
-            };
-            tally.known = true;
-            tally.scheme = Some(user.hash.cost_label());
-            let pass = req.pass.clone();
-            match self
-                .pool
-                .run(user.hash.clone(), move |h| h.verify(&pass))
-                .await
-            {
-                Ok(true) if user.nologin => {
-                    return self.refuse_plain(
-                        req,
-                        RefuseKind::InvalidCredentials,
-                        "nologin",
-                        tally,
-                        source,
-                    );
-                }
-                Ok(true) if !user.allowed_from(req.client_ip) => {
-                    return self.refuse_plain(
-                        req,
-                        RefuseKind::InvalidCredentials,
-                        "not-allowed-from-network",
-                        tally,
-                        source,
-                    );
-                }
-                Ok(true) => {
+            match source.check_plain(&creds, &self.pool).await {
+                PlainAnswer::Accepted { backend, scheme } => {
                     return Decision {
-                        verdict: self.accept(req.protocol, None),
+                        verdict: self.accept_to(req.protocol, backend, None),
                         reason: "ok",
-                        scheme: tally.scheme,
+                        scheme,
                         source: Some(source.name()),
                     };
                 }
-                Ok(false) => {}
-                Err(PoolError::Overloaded) => tally.temporary = Some("overloaded"),
-                Err(PoolError::Stopped) => tally.temporary = Some("internal-error"),
+                PlainAnswer::Rejected { reason, scheme: s } => {
+                    rejected = rejected.or(Some((reason, source.name())));
+                    scheme = scheme.or(s);
+                }
+                PlainAnswer::UnknownUser { dummy: d } => dummy = dummy.or(d),
+                PlainAnswer::Unavailable { reason } => temporary = temporary.or(Some(reason)),
             }
         }
-        if !tally.known
+        if rejected.is_none()
             && let Some(dummy) = dummy
         {
             // An unknown user costs what a wrong password costs: verify against a hash of the
             // same scheme and cost, and throw the result away.
-            tally.scheme = Some(dummy.cost_label());
+            scheme = Some(dummy.cost_label());
             let pass = req.pass.clone();
-            if let Err(PoolError::Overloaded) = self.pool.run(dummy, move |h| h.verify(&pass)).await
-            {
-                tally.temporary = Some("overloaded");
+            if let Err(PoolError::Overloaded) = self.pool.run(dummy, move |h| h.verify(&pass)).await {
+                temporary = temporary.or(Some("overloaded"));
             }
         }
         let wait = self.wait_for(req);
-        let (kind, reason) = match tally.temporary {
-            Some(reason) => (RefuseKind::Temporary, reason),
-            None if tally.known => (RefuseKind::InvalidCredentials, "wrong-password"),
-            None => (RefuseKind::InvalidCredentials, "unknown-user"),
+        let (kind, reason, source) = match (temporary, rejected) {
+            (Some(reason), _) => (RefuseKind::Temporary, reason, None),
+            (None, Some((reason, source))) => (RefuseKind::InvalidCredentials, reason, Some(source)),
+            (None, None) => (RefuseKind::InvalidCredentials, "unknown-user", None),
         };
         Decision {
             verdict: Verdict::Refuse(Refusal { kind, wait }),
             reason,
-            scheme: tally.scheme,
-            source: None,
-        }
-    }
-
-    fn refuse_plain(
-        &self,
-        req: &AuthRequest,
-        kind: RefuseKind,
-        reason: &'static str,
-        tally: Tally,
-        source: &Source,
-    ) -> Decision {
-        Decision {
-            verdict: Verdict::Refuse(Refusal {
-                kind,
-                wait: self.wait_for(req),
-            }),
-            reason,
-            scheme: tally.scheme,
-            source: Some(source.name()),
+            scheme,
+            source,
         }
     }
 
@@ -223,11 +174,7 @@ impl Authenticator {
                 .filter(|c| c.len() <= MAX_ECHOED_PASSWORD && is_sendable_value(c));
             if pass.is_none() && req.protocol != MailProtocol::Smtp {
                 // nginx must log in to the backend with a password it does not have.
-                return refuse(
-                    RefuseKind::InvalidCredentials,
-                    None,
-                    "no-cleartext-for-backend",
-                );
+                return refuse(RefuseKind::InvalidCredentials, None, "no-cleartext-for-backend");
             }
             return Decision {
                 verdict: self.accept(req.protocol, pass.map(|p| Zeroizing::new(p.to_vec()))),
@@ -322,10 +269,7 @@ mod tests {
             recipient_domain(b"RCPT TO:<@relay.net:u@y.net>").as_deref(),
             Some("y.net")
         );
-        assert_eq!(
-            recipient_domain(b"RCPT TO:b@z.net").as_deref(),
-            Some("z.net")
-        );
+        assert_eq!(recipient_domain(b"RCPT TO:b@z.net").as_deref(), Some("z.net"));
         assert_eq!(recipient_domain(b"RCPT TO:<postmaster>"), None);
         assert_eq!(recipient_domain(b"garbage"), None);
     }

@@ -15,6 +15,7 @@
 //!
 //! `daemon` wires these together for `mailauthd serve`; `cli` is the command line.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -280,10 +280,7 @@ fn parse_request_line(line: &[u8]) -> Result<String, ProtocolError> {
     let method = parts.next().ok_or(ProtocolError::BadRequestLine)?;
     let uri = parts.next().ok_or(ProtocolError::BadRequestLine)?;
     let version = parts.next().ok_or(ProtocolError::BadRequestLine)?;
-    if parts.next().is_some()
-        || !method.iter().all(u8::is_ascii_uppercase)
-        || !version.starts_with(b"HTTP/")
-    {
+    if parts.next().is_some() || !method.iter().all(u8::is_ascii_uppercase) || !version.starts_with(b"HTTP/") {
         return Err(ProtocolError::BadRequestLine);
     }
     Ok(String::from_utf8_lossy(uri).into_owned())
@@ -424,11 +421,10 @@ impl Builder {
             "auth-ssl-serial" => self.tls_mut().serial = Some(text(value)),
             "auth-ssl-fingerprint" => self.tls_mut().fingerprint = Some(text(value)),
             "auth-ssl-cert" => {
-                self.tls_mut().cert =
-                    Some(percent_decode(value).ok_or(ProtocolError::BadValue {
-                        header: "Auth-SSL-Cert",
-                        reason: "a % not followed by two hex digits",
-                    })?);
+                self.tls_mut().cert = Some(percent_decode(value).ok_or(ProtocolError::BadValue {
+                    header: "Auth-SSL-Cert",
+                    reason: "a % not followed by two hex digits",
+                })?);
             }
             "proxy-protocol-addr" => self.proxy_mut().addr = Some(text(value)),
             "proxy-protocol-port" => self.proxy_mut().port = port(value, "Proxy-Protocol-Port")?,
@@ -452,12 +448,8 @@ impl Builder {
     fn finish(self, uri: String) -> Result<AuthRequest, ProtocolError> {
         Ok(AuthRequest {
             uri,
-            method: self
-                .method
-                .ok_or(ProtocolError::MissingHeader("Auth-Method"))?,
-            protocol: self
-                .protocol
-                .ok_or(ProtocolError::MissingHeader("Auth-Protocol"))?,
+            method: self.method.ok_or(ProtocolError::MissingHeader("Auth-Method"))?,
+            protocol: self.protocol.ok_or(ProtocolError::MissingHeader("Auth-Protocol"))?,
             user: self.user.unwrap_or_default(),
             pass: self.pass.unwrap_or_default(),
             salt: self.salt,
@@ -550,45 +542,20 @@ pub struct Refusal {
 }
 
 /// `Auth-Status` text and, for SMTP, `Auth-Error-Code` for a refusal.
-pub fn refusal_text(
-    kind: RefuseKind,
-    protocol: Option<MailProtocol>,
-) -> (&'static str, Option<&'static str>) {
+pub fn refusal_text(kind: RefuseKind, protocol: Option<MailProtocol>) -> (&'static str, Option<&'static str>) {
     use MailProtocol::{Imap, Pop3, Smtp};
     use RefuseKind::*;
     match (kind, protocol) {
-        (InvalidCredentials, Some(Imap)) => {
-            ("[AUTHENTICATIONFAILED] Invalid login or password", None)
-        }
+        (InvalidCredentials, Some(Imap)) => ("[AUTHENTICATIONFAILED] Invalid login or password", None),
         (InvalidCredentials, Some(Pop3)) => ("[AUTH] Invalid login or password", None),
-        (InvalidCredentials, Some(Smtp)) => {
-            ("Authentication credentials invalid", Some("535 5.7.8"))
-        }
+        (InvalidCredentials, Some(Smtp)) => ("Authentication credentials invalid", Some("535 5.7.8")),
         (InvalidCredentials, None) => ("Invalid login or password", None),
-        (Temporary, Some(Imap)) => (
-            "[UNAVAILABLE] Temporary authentication failure, try again later",
-            None,
-        ),
-        (Temporary, Some(Pop3)) => (
-            "[SYS/TEMP] Temporary authentication failure, try again later",
-            None,
-        ),
-        (Temporary, Some(Smtp)) => (
-            "Temporary authentication failure, try again later",
-            Some("454 4.7.0"),
-        ),
-        (Temporary | BadRequest, None) => (
-            "Temporary authentication failure, try again later",
-            Some("451 4.3.0"),
-        ),
-        (Banned, Some(Imap)) => (
-            "[UNAVAILABLE] Too many failed logins, try again later",
-            None,
-        ),
-        (Banned, Some(Pop3)) => (
-            "[LOGIN-DELAY] Too many failed logins, try again later",
-            None,
-        ),
+        (Temporary, Some(Imap)) => ("[UNAVAILABLE] Temporary authentication failure, try again later", None),
+        (Temporary, Some(Pop3)) => ("[SYS/TEMP] Temporary authentication failure, try again later", None),
+        (Temporary, Some(Smtp)) => ("Temporary authentication failure, try again later", Some("454 4.7.0")),
+        (Temporary | BadRequest, None) => ("Temporary authentication failure, try again later", Some("451 4.3.0")),
+        (Banned, Some(Imap)) => ("[UNAVAILABLE] Too many failed logins, try again later", None),
+        (Banned, Some(Pop3)) => ("[LOGIN-DELAY] Too many failed logins, try again later", None),
         (Banned, Some(Smtp)) => ("Too many failed logins, try again later", Some("454 4.7.0")),
         (Banned, None) => ("Too many failed logins, try again later", None),
         (RelayDenied, Some(Smtp) | None) => ("Relay access denied", Some("550 5.7.1")),

@@ -29,9 +29,7 @@ impl Listener {
     /// The bound address, for the log.
     pub fn local_addr(&self) -> String {
         match self {
-            Listener::Tcp(l) => l
-                .local_addr()
-                .map_or_else(|e| format!("tcp ({e})"), |a| a.to_string()),
+            Listener::Tcp(l) => l.local_addr().map_or_else(|e| format!("tcp ({e})"), |a| a.to_string()),
             Listener::Unix(l) => l
                 .local_addr()
                 .ok()
@@ -90,10 +88,7 @@ pub async fn run(
             }
         }
     }
-    tracing::info!(
-        "stopped accepting; draining {} connection(s)",
-        connections.len()
-    );
+    tracing::info!("stopped accepting; draining {} connection(s)", connections.len());
     while connections.join_next().await.is_some() {}
 }
 
@@ -148,11 +143,7 @@ async fn read_header_block(
     }
 }
 
-async fn serve_connection(
-    mut stream: Box<dyn Stream>,
-    auth: &Authenticator,
-    read_timeout: Duration,
-) {
+async fn serve_connection(mut stream: Box<dyn Stream>, auth: &Authenticator, read_timeout: Duration) {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + read_timeout;
     let mut buf = Vec::with_capacity(1024);

@@ -36,13 +36,11 @@ impl VerifyPool {
         let (jobs, receiver) = crossbeam_channel::bounded::<Job>(queue);
         for index in 0..threads.max(1) {
             let receiver = receiver.clone();
-            let spawned = thread::Builder::new()
-                .name(format!("verify-{index}"))
-                .spawn(move || {
-                    while let Ok(job) = receiver.recv() {
-                        job();
-                    }
-                });
+            let spawned = thread::Builder::new().name(format!("verify-{index}")).spawn(move || {
+                while let Ok(job) = receiver.recv() {
+                    job();
+                }
+            });
             if let Err(e) = spawned {
                 tracing::error!("cannot start verification thread {index}: {e}");
             }
@@ -80,10 +78,8 @@ mod tests {
     async fn slow_hashes_leave_the_calling_thread_and_cheap_ones_do_not() {
         let pool = VerifyPool::new(1, 4);
         let caller = thread::current().id();
-        let bcrypt = Arc::new(
-            StoredHash::parse("$2y$04$O6DT3ix3vJYqErk9nUYi3ev6Eq.5BQxKMKwhdBgCz4SjMGvJQGjqa")
-                .unwrap(),
-        );
+        let bcrypt =
+            Arc::new(StoredHash::parse("$2y$04$O6DT3ix3vJYqErk9nUYi3ev6Eq.5BQxKMKwhdBgCz4SjMGvJQGjqa").unwrap());
         let ran_on = pool.run(bcrypt, |_| thread::current().id()).await.unwrap();
         assert_ne!(ran_on, caller);
         let plain = Arc::new(StoredHash::parse("{PLAIN}x").unwrap());
@@ -94,10 +90,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_answers_overloaded_at_once() {
         let pool = VerifyPool::new(1, 1);
-        let bcrypt = Arc::new(
-            StoredHash::parse("$2y$04$O6DT3ix3vJYqErk9nUYi3ev6Eq.5BQxKMKwhdBgCz4SjMGvJQGjqa")
-                .unwrap(),
-        );
+        let bcrypt =
+            Arc::new(StoredHash::parse("$2y$04$O6DT3ix3vJYqErk9nUYi3ev6Eq.5BQxKMKwhdBgCz4SjMGvJQGjqa").unwrap());
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let blocker = {
@@ -112,12 +106,10 @@ mod tests {
             })
         };
         // Wait (bounded) until the only thread is busy.
-        tokio::task::spawn_blocking(move || {
-            started_rx.recv_timeout(std::time::Duration::from_secs(10))
-        })
-        .await
-        .unwrap()
-        .unwrap();
+        tokio::task::spawn_blocking(move || started_rx.recv_timeout(std::time::Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .unwrap();
         // One more fills the queue; the next is refused without waiting.
         let queued = tokio::spawn({
             let pool = pool.clone();

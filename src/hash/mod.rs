@@ -118,9 +118,7 @@ impl StoredHash {
         h.update(salt);
         h.update(clear);
         let want = hex::encode(h.finalize());
-        want.as_bytes()
-            .ct_eq(&digest_hex.to_ascii_lowercase())
-            .into()
+        want.as_bytes().ct_eq(&digest_hex.to_ascii_lowercase()).into()
     }
 
     /// CRAM-MD5 digest check against the stored cleartext.
@@ -134,9 +132,7 @@ impl StoredHash {
         };
         mac.update(salt);
         let want = hex::encode(mac.finalize().into_bytes());
-        want.as_bytes()
-            .ct_eq(&digest_hex.to_ascii_lowercase())
-            .into()
+        want.as_bytes().ct_eq(&digest_hex.to_ascii_lowercase()).into()
     }
 
     /// Where the verification may run.

@@ -31,10 +31,7 @@ fn lf_only_lines_and_empty_values_are_accepted() {
     assert!(req.user.is_empty());
     assert_eq!(req.client_ip, Some("::1".parse().unwrap()));
     // Auth-SMTP-* are not escaped by nginx: `%` stays literal.
-    assert_eq!(
-        req.smtp_from.as_deref(),
-        Some(&b"MAIL FROM:<a%b@x>  SIZE=1"[..])
-    );
+    assert_eq!(req.smtp_from.as_deref(), Some(&b"MAIL FROM:<a%b@x>  SIZE=1"[..]));
     assert_eq!(req.smtp_helo.as_deref(), Some(&b""[..]));
 }
 
@@ -42,14 +39,8 @@ fn lf_only_lines_and_empty_values_are_accepted() {
 fn tls_proxy_and_custom_headers_are_kept() {
     let req = parse(b"GET /mail/auth HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: plain\r\nAuth-User: u\r\nAuth-Pass: p\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 2\r\nClient-IP: 127.0.0.1\r\nAuth-SSL: on\r\nAuth-SSL-Verify: FAILED:self-signed certificate\r\nAuth-SSL-Cert: -----BEGIN%20CERTIFICATE-----%0A\r\nProxy-Protocol-Addr: 192.0.2.1\r\nProxy-Protocol-Port: 123\r\nX-Auth-Key: secret string\r\n\r\n");
     let tls = req.tls.as_ref().unwrap();
-    assert_eq!(
-        tls.verify.as_deref(),
-        Some("FAILED:self-signed certificate")
-    );
-    assert_eq!(
-        tls.cert.as_deref(),
-        Some(&b"-----BEGIN CERTIFICATE-----\n"[..])
-    );
+    assert_eq!(tls.verify.as_deref(), Some("FAILED:self-signed certificate"));
+    assert_eq!(tls.cert.as_deref(), Some(&b"-----BEGIN CERTIFICATE-----\n"[..]));
     let proxy = req.proxy.as_ref().unwrap();
     assert_eq!(proxy.port, Some(123));
     assert_eq!(req.login_attempt, 2);
@@ -71,24 +62,32 @@ fn malformed_requests_are_errors_not_panics() {
     let cases: &[(&[u8], ProtocolError)] = &[
         (b"\x00\xff garbage\r\n\r\n", ProtocolError::BadRequestLine),
         (b"GET /\r\n\r\n", ProtocolError::BadRequestLine),
-        (b"GET / HTTP/1.0\r\nAuth-Protocol: imap\r\n\r\n", ProtocolError::MissingHeader("Auth-Method")),
+        (
+            b"GET / HTTP/1.0\r\nAuth-Protocol: imap\r\n\r\n",
+            ProtocolError::MissingHeader("Auth-Method"),
+        ),
         (
             b"GET / HTTP/1.0\r\nAuth-Method: login\r\nAuth-Protocol: imap\r\n\r\n",
-            ProtocolError::BadValue { header: "Auth-Method", reason: "not plain, apop, cram-md5, external or none" },
+            ProtocolError::BadValue {
+                header: "Auth-Method",
+                reason: "not plain, apop, cram-md5, external or none",
+            },
         ),
         (
             b"GET / HTTP/1.0\r\nAuth-Method: plain\r\nAuth-Protocol: imap\r\nAuth-Pass: 100%\r\n\r\n",
-            ProtocolError::BadValue { header: "Auth-Pass", reason: "a % not followed by two hex digits" },
+            ProtocolError::BadValue {
+                header: "Auth-Pass",
+                reason: "a % not followed by two hex digits",
+            },
         ),
-        (b"GET / HTTP/1.0\r\nno colon here\r\n\r\n", ProtocolError::BadHeaderLine { line: 2 }),
+        (
+            b"GET / HTTP/1.0\r\nno colon here\r\n\r\n",
+            ProtocolError::BadHeaderLine { line: 2 },
+        ),
     ];
     for (bytes, want) in cases {
         let len = header_block_len(bytes).unwrap();
-        assert_eq!(
-            parse_request(&bytes[..len]).err().as_ref(),
-            Some(want),
-            "{bytes:?}"
-        );
+        assert_eq!(parse_request(&bytes[..len]).err().as_ref(), Some(want), "{bytes:?}");
     }
 }
 
@@ -133,11 +132,7 @@ fn assert_reply_is_well_formed(reply: &[u8]) {
         let (name, value) = (&line[..colon], &line[colon + 2..]);
         assert!(name[0].is_ascii_alphanumeric());
         assert!(name.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-'));
-        assert!(
-            is_sendable_value(value),
-            "{:?}",
-            String::from_utf8_lossy(line)
-        );
+        assert!(is_sendable_value(value), "{:?}", String::from_utf8_lossy(line));
         if name == b"Auth-Status" {
             saw_status = true;
             assert_ne!(value, b"WAIT");

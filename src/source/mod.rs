@@ -13,9 +13,56 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
+use std::net::{IpAddr, SocketAddr};
+
+use zeroize::Zeroizing;
+
 use crate::config::{HtpasswdConfig, SourceConfig};
+use crate::hash::StoredHash;
 use crate::protocol::MailProtocol;
+use crate::verify_pool::{PoolError, VerifyPool};
 use htpasswd::{LineProblem, Severity, UserTable};
+
+/// A password login as a source sees it.
+pub struct Credentials<'a> {
+    /// The login, decoded bytes.
+    pub user: &'a [u8],
+    /// The password, decoded bytes.
+    pub pass: &'a Zeroizing<Vec<u8>>,
+    /// The client's address.
+    pub client_ip: Option<IpAddr>,
+    /// The mail protocol.
+    pub protocol: MailProtocol,
+}
+
+/// What a source says about a password login.
+#[derive(Debug)]
+pub enum PlainAnswer {
+    /// The password is right and the user may log in.
+    Accepted {
+        /// A backend chosen by the source for this login, overriding `[route]`.
+        backend: Option<SocketAddr>,
+        /// The scheme and cost verified.
+        scheme: Option<String>,
+    },
+    /// The user is known, and the password is wrong or the user may not log in.
+    Rejected {
+        /// Why, e.g. `wrong-password`, `nologin`.
+        reason: &'static str,
+        /// The scheme and cost verified.
+        scheme: Option<String>,
+    },
+    /// The source does not know the user.
+    UnknownUser {
+        /// A hash to verify anyway, so that an unknown user costs what a wrong password costs.
+        dummy: Option<Arc<StoredHash>>,
+    },
+    /// The source cannot answer now (unreadable file, overloaded pool, upstream down).
+    Unavailable {
+        /// Why, e.g. `source-unavailable`, `overloaded`.
+        reason: &'static str,
+    },
+}
 
 /// Why a source could not be (re)loaded.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +200,45 @@ impl HtpasswdSource {
     }
 }
 
+impl HtpasswdSource {
+    async fn check_plain(&self, creds: &Credentials<'_>, pool: &VerifyPool) -> PlainAnswer {
+        if !self.is_available() {
+            return PlainAnswer::Unavailable {
+                reason: "source-unavailable",
+            };
+        }
+        let table = self.table();
+        let Some(user) = table.get(creds.user) else {
+            return PlainAnswer::UnknownUser {
+                dummy: table.dummy().cloned(),
+            };
+        };
+        let scheme = Some(user.hash.cost_label());
+        let pass = creds.pass.clone();
+        match pool.run(user.hash.clone(), move |h| h.verify(&pass)).await {
+            // The password is checked first so that the answer does not tell whether it was
+            // right for a user who may not log in.
+            Ok(true) if user.nologin => PlainAnswer::Rejected {
+                reason: "nologin",
+                scheme,
+            },
+            Ok(true) if !user.allowed_from(creds.client_ip) => PlainAnswer::Rejected {
+                reason: "not-allowed-from-network",
+                scheme,
+            },
+            Ok(true) => PlainAnswer::Accepted { backend: None, scheme },
+            Ok(false) => PlainAnswer::Rejected {
+                reason: "wrong-password",
+                scheme,
+            },
+            Err(PoolError::Overloaded) => PlainAnswer::Unavailable { reason: "overloaded" },
+            Err(PoolError::Stopped) => PlainAnswer::Unavailable {
+                reason: "internal-error",
+            },
+        }
+    }
+}
+
 /// One configured credential source.
 #[derive(Debug)]
 pub enum Source {
@@ -173,9 +259,14 @@ impl Source {
         let protocols = match self {
             Source::Htpasswd(s) => &s.config.protocols,
         };
-        protocols
-            .as_ref()
-            .is_none_or(|list| list.contains(&protocol))
+        protocols.as_ref().is_none_or(|list| list.contains(&protocol))
+    }
+
+    /// Checks a password login against this source.
+    pub async fn check_plain(&self, creds: &Credentials<'_>, pool: &VerifyPool) -> PlainAnswer {
+        match self {
+            Source::Htpasswd(file) => file.check_plain(creds, pool).await,
+        }
     }
 
     /// A short name for logs, e.g. `htpasswd:/etc/mail/users`.

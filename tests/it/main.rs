@@ -1,0 +1,5 @@
+//! Integration tests: the real `mailauthd` binary, spoken to as nginx speaks to it.
+
+mod common;
+mod malformed;
+mod vectors;
