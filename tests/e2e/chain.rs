@@ -10,9 +10,7 @@ use crate::harness::{shared, users};
 fn chain_mail_config_against_mailauthd() {
     let env = shared();
     let port = env.front.mailauthd.port;
-    let ngx = Nginx::start(&env.path().join("chain-nginx"), |d, p| {
-        chain_conf(d, port, p)
-    });
+    let ngx = Nginx::start(&env.path().join("chain-nginx"), |d, p| chain_conf(d, port, p));
     let u = users::CHAIN_USER;
     let p = &ngx.ports;
 
@@ -49,8 +47,5 @@ fn chain_mail_config_against_mailauthd() {
     );
 
     let log = ngx.error_log_text();
-    assert!(
-        log.contains("/check") || !log.contains("auth http server"),
-        "{log}"
-    );
+    assert!(log.contains("/check") || !log.contains("auth http server"), "{log}");
 }

@@ -25,10 +25,7 @@ fn dovecot_got(env: &Env, u: User, proto: &str) {
 fn imap_quoted_strings() {
     let env = shared();
     let u = users::ODD_IMAP_QUOTED;
-    let r = imap(
-        env.front.nginx.ports.imap,
-        vec![attempt(How::Quoted, u.name, u.pass)],
-    );
+    let r = imap(env.front.nginx.ports.imap, vec![attempt(How::Quoted, u.name, u.pass)]);
     logged_in(&r, 0);
     starts(&r, "select", "OK");
     dovecot_got(&env, u, "imap");
@@ -38,10 +35,7 @@ fn imap_quoted_strings() {
 fn imap_literals() {
     let env = shared();
     let u = users::ODD_IMAP_LITERAL;
-    let r = imap(
-        env.front.nginx.ports.imap,
-        vec![attempt(How::Literal, u.name, u.pass)],
-    );
+    let r = imap(env.front.nginx.ports.imap, vec![attempt(How::Literal, u.name, u.pass)]);
     logged_in(&r, 0);
     starts(&r, "select", "OK");
     assert!(r["fetch"].as_str().unwrap_or("").contains(SUBJECT), "{r:#}");
@@ -52,10 +46,7 @@ fn imap_literals() {
 fn pop3_user_pass() {
     let env = shared();
     let u = users::ODD_POP3;
-    let r = pop3(
-        env.front.nginx.ports.pop3,
-        vec![attempt(How::UserPass, u.name, u.pass)],
-    );
+    let r = pop3(env.front.nginx.ports.pop3, vec![attempt(How::UserPass, u.name, u.pass)]);
     logged_in(&r, 0);
     assert_eq!(r["stat"][0], 1, "{r:#}");
     dovecot_got(&env, u, "pop3");
@@ -91,10 +82,7 @@ fn smtp_auth_login() {
 fn curl_imap_sasl_plain() {
     let env = shared();
     let u = users::ODD_CURL;
-    let url = format!(
-        "imap://127.0.0.1:{}/INBOX/;UID=1",
-        env.front.nginx.ports.imap
-    );
+    let url = format!("imap://127.0.0.1:{}/INBOX/;UID=1", env.front.nginx.ports.imap);
     let o = curl(&[
         "--user",
         &format!("{}:{}", u.name, u.pass),

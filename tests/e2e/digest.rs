@@ -20,10 +20,7 @@ fn backend_login(env: &Env, u: User, proto: &str) {
 fn imap_cram_md5() {
     let env = shared();
     let u = users::CRAM_IMAP;
-    let r = imap(
-        env.front.nginx.ports.imap,
-        vec![attempt(How::Cram, u.name, u.pass)],
-    );
+    let r = imap(env.front.nginx.ports.imap, vec![attempt(How::Cram, u.name, u.pass)]);
     logged_in(&r, 0);
     starts(&r, "select", "OK");
     backend_login(&env, u, "imap");
@@ -33,15 +30,9 @@ fn imap_cram_md5() {
 fn pop3_apop() {
     let env = shared();
     let u = users::APOP_POP3;
-    let r = pop3(
-        env.front.nginx.ports.pop3,
-        vec![attempt(How::Apop, u.name, u.pass)],
-    );
+    let r = pop3(env.front.nginx.ports.pop3, vec![attempt(How::Apop, u.name, u.pass)]);
     // poplib.apop read the salt from nginx's greeting.
-    assert!(
-        r["greeting"].as_str().unwrap_or("").contains("@mail.test>"),
-        "{r:#}"
-    );
+    assert!(r["greeting"].as_str().unwrap_or("").contains("@mail.test>"), "{r:#}");
     logged_in(&r, 0);
     assert_eq!(r["stat"][0], 1, "{r:#}");
     backend_login(&env, u, "pop3");
@@ -51,10 +42,7 @@ fn pop3_apop() {
 fn pop3_cram_md5() {
     let env = shared();
     let u = users::CRAM_POP3;
-    let r = pop3(
-        env.front.nginx.ports.pop3,
-        vec![attempt(How::Cram, u.name, u.pass)],
-    );
+    let r = pop3(env.front.nginx.ports.pop3, vec![attempt(How::Cram, u.name, u.pass)]);
     logged_in(&r, 0);
     assert_eq!(r["stat"][0], 1, "{r:#}");
     backend_login(&env, u, "pop3");
@@ -84,10 +72,7 @@ fn smtp_cram_md5() {
 fn curl_imap_cram_md5() {
     let env = shared();
     let u = users::CRAM_CURL;
-    let url = format!(
-        "imap://127.0.0.1:{}/INBOX/;UID=1",
-        env.front.nginx.ports.imap
-    );
+    let url = format!("imap://127.0.0.1:{}/INBOX/;UID=1", env.front.nginx.ports.imap);
     let o = curl(&[
         "--user",
         &format!("{}:{}", u.name, u.pass),
@@ -116,18 +101,9 @@ fn hashed_user_refused() {
         assert!(secs(r, 0) < WAITED, "no Auth-Wait for digests: {r:#}");
         closed(r);
     };
-    check(
-        &imap(p.imap, vec![attempt(How::Cram, u.name, u.pass)]),
-        IMAP_INVALID,
-    );
-    check(
-        &pop3(p.pop3, vec![attempt(How::Apop, u.name, u.pass)]),
-        POP3_INVALID,
-    );
-    check(
-        &pop3(p.pop3, vec![attempt(How::Cram, u.name, u.pass)]),
-        POP3_INVALID,
-    );
+    check(&imap(p.imap, vec![attempt(How::Cram, u.name, u.pass)]), IMAP_INVALID);
+    check(&pop3(p.pop3, vec![attempt(How::Apop, u.name, u.pass)]), POP3_INVALID);
+    check(&pop3(p.pop3, vec![attempt(How::Cram, u.name, u.pass)]), POP3_INVALID);
     check(
         &smtp(p.smtp, vec![attempt(How::Cram, u.name, u.pass)], None),
         SMTP_INVALID,

@@ -46,11 +46,7 @@ fn recorder_speaks_smtp() {
     let r = smtp(
         rec.port,
         vec![],
-        Some((
-            "from@selftest.test",
-            "to@example.test",
-            "Subject: x\r\n\r\nbody\r\n",
-        )),
+        Some(("from@selftest.test", "to@example.test", "Subject: x\r\n\r\nbody\r\n")),
     );
     assert!(r["data"].as_str().unwrap().starts_with("250"), "{r}");
     let s = rec.sessions_with("MAIL FROM:<from@selftest.test>");
@@ -63,10 +59,7 @@ fn recorder_speaks_smtp() {
         "{lines:?}"
     );
     assert!(lines.iter().any(|l| l == "body"), "{lines:?}");
-    assert!(
-        lines.last().unwrap().eq_ignore_ascii_case("QUIT"),
-        "{lines:?}"
-    );
+    assert!(lines.last().unwrap().eq_ignore_ascii_case("QUIT"), "{lines:?}");
 }
 
 /// Both nginx configs pass `nginx -t` and nginx listens on every port.
@@ -74,9 +67,7 @@ fn recorder_speaks_smtp() {
 fn nginx_configs_start() {
     prereq::check();
     let dir = tempdir();
-    let a = Nginx::start(&dir.path().join("std"), |d, p| {
-        nginx::standard_conf(d, 1, p)
-    });
+    let a = Nginx::start(&dir.path().join("std"), |d, p| nginx::standard_conf(d, 1, p));
     let b = Nginx::start(&dir.path().join("chain"), |d, p| nginx::chain_conf(d, 1, p));
     drop((a, b));
 }

@@ -11,10 +11,7 @@ use crate::harness::{shared, users};
 fn good_password_selects_inbox() {
     let env = shared();
     let u = users::IMAP_GOOD;
-    let r = imap(
-        env.front.nginx.ports.imap,
-        vec![attempt(How::Quoted, u.name, u.pass)],
-    );
+    let r = imap(env.front.nginx.ports.imap, vec![attempt(How::Quoted, u.name, u.pass)]);
     logged_in(&r, 0);
     starts(&r, "select", "OK");
     assert!(r["fetch"].as_str().unwrap_or("").contains(SUBJECT), "{r:#}");
@@ -38,10 +35,7 @@ fn wrong_password_then_retry_on_same_connection() {
         ],
     );
     refused(&r, 0, IMAP_INVALID);
-    assert!(
-        secs(&r, 0) >= WAITED,
-        "the refusal should come after Auth-Wait: {r:#}"
-    );
+    assert!(secs(&r, 0) >= WAITED, "the refusal should come after Auth-Wait: {r:#}");
     logged_in(&r, 1);
     starts(&r, "select", "OK");
     // Only the good attempt reached the backend.
@@ -54,10 +48,7 @@ fn attempt_cap_closes_connection() {
     let env = shared();
     let u = users::IMAP_CAP;
     let wrong = |n: u32| attempt(How::Quoted, u.name, &format!("wrong-{n}"));
-    let r = imap(
-        env.front.nginx.ports.imap,
-        vec![wrong(1), wrong(2), wrong(3), wrong(4)],
-    );
+    let r = imap(env.front.nginx.ports.imap, vec![wrong(1), wrong(2), wrong(3), wrong(4)]);
     for i in 0..2 {
         refused(&r, i, IMAP_INVALID);
         assert!(
@@ -67,10 +58,7 @@ fn attempt_cap_closes_connection() {
     }
     // Attempt 3 = max_attempts: refused without Auth-Wait, so nginx closes the connection.
     refused(&r, 2, IMAP_INVALID);
-    assert!(
-        secs(&r, 2) < WAITED,
-        "no Auth-Wait from max_attempts on: {r:#}"
-    );
+    assert!(secs(&r, 2) < WAITED, "no Auth-Wait from max_attempts on: {r:#}");
     assert_eq!(r["attempts"][3]["closed"], true, "{r:#}");
     closed(&r);
     assert!(env.backends.dovecot.logins(u.name).is_empty());

@@ -22,22 +22,14 @@ fn local_domain_reaches_backend_without_login() {
     starts(&r, "data", "250");
     let s = one_session(&env.backends.recorder, "FROM:<mx-local-from@sender.test>");
     let lines = s.text();
-    let x = s
-        .line("XCLIENT ")
-        .unwrap_or_else(|| panic!("no XCLIENT: {lines:?}"));
+    let x = s.line("XCLIENT ").unwrap_or_else(|| panic!("no XCLIENT: {lines:?}"));
     assert!(x.contains("ADDR=127.0.0.1"), "{x}");
     assert!(
         !x.contains("LOGIN="),
         "an unauthenticated MX session must not carry LOGIN=: {x}"
     );
-    assert!(
-        s.line("RCPT TO:<postmaster@example.test>").is_some(),
-        "{lines:?}"
-    );
-    assert!(
-        lines.iter().any(|l| l == "Subject: inbound e2e"),
-        "{lines:?}"
-    );
+    assert!(s.line("RCPT TO:<postmaster@example.test>").is_some(), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "Subject: inbound e2e"), "{lines:?}");
 }
 
 #[test]

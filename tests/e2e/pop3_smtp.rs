@@ -11,10 +11,7 @@ use crate::harness::{shared, users};
 fn pop3_user_pass_stat() {
     let env = shared();
     let u = users::POP3_STAT;
-    let r = pop3(
-        env.front.nginx.ports.pop3,
-        vec![attempt(How::UserPass, u.name, u.pass)],
-    );
+    let r = pop3(env.front.nginx.ports.pop3, vec![attempt(How::UserPass, u.name, u.pass)]);
     logged_in(&r, 0);
     assert_eq!(r["stat"][0], 1, "one message: {r:#}");
     let retr = r["retr"].to_string();
@@ -62,16 +59,11 @@ fn smtp_submission_reaches_backend_with_xclient_login() {
         pos("DATA"),
     );
     assert!(xc < mail && mail < rcpt && rcpt < data, "{lines:?}");
-    assert!(
-        lines.iter().any(|l| l == "Subject: submission e2e"),
-        "{lines:?}"
-    );
+    assert!(lines.iter().any(|l| l == "Subject: submission e2e"), "{lines:?}");
     assert!(lines.iter().any(|l| l == "."), "{lines:?}");
     // The client's AUTH never reaches the backend: nginx authenticated it.
     assert!(
-        !lines
-            .iter()
-            .any(|l| l.to_ascii_uppercase().starts_with("AUTH")),
+        !lines.iter().any(|l| l.to_ascii_uppercase().starts_with("AUTH")),
         "{lines:?}"
     );
 }
@@ -134,9 +126,5 @@ fn curl_imap_pop3_smtp() {
     assert!(o.status.success(), "smtp: {}{}", o.stdout, o.stderr);
     let s = one_session(&env.backends.recorder, "FROM:<curl-from@example.test>");
     xclient_login(&s, u.name);
-    assert!(
-        s.text().iter().any(|l| l == "Subject: sent by curl"),
-        "{:?}",
-        s.text()
-    );
+    assert!(s.text().iter().any(|l| l == "Subject: sent by curl"), "{:?}", s.text());
 }

@@ -11,24 +11,13 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn login(front: &Front, name: &str, pass: &str) -> serde_json::Value {
-    smtp(
-        front.nginx.ports.smtp,
-        vec![attempt(How::Plain, name, pass)],
-        None,
-    )
+    smtp(front.nginx.ports.smtp, vec![attempt(How::Plain, name, pass)], None)
 }
 
 /// Logins of `u` in a loop on another thread until the returned closure is called, which
 /// yields every SMTP reply code seen.
-fn steady_logins(
-    front: &Front,
-    u: User,
-    tag: &str,
-) -> impl FnOnce() -> Vec<serde_json::Value> + use<> {
-    let stop = front
-        .mailauthd
-        .config_path
-        .with_file_name(format!("stop-{tag}"));
+fn steady_logins(front: &Front, u: User, tag: &str) -> impl FnOnce() -> Vec<serde_json::Value> + use<> {
+    let stop = front.mailauthd.config_path.with_file_name(format!("stop-{tag}"));
     let spec = json!({
         "proto": "smtp_loop", "port": front.nginx.ports.smtp, "user": u.name, "pass": u.pass,
         "count": 2000, "secs": 45, "stop_file": stop.to_str().unwrap(),
@@ -98,8 +87,5 @@ fn reload_by_sighup() {
     o.reload_interval = "600s";
     let front = env.extra_front("reload-hup", &o);
     let took = change_password(&front, || front.mailauthd.sighup());
-    assert!(
-        took < Duration::from_secs(5),
-        "new password took {took:?} after SIGHUP"
-    );
+    assert!(took < Duration::from_secs(5), "new password took {took:?} after SIGHUP");
 }

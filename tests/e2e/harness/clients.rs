@@ -82,7 +82,6 @@ pub fn smtp(port: u16, attempts: Vec<Value>, mail: Option<(&str, &str, &str)>) -
 /// curl with a 30 s cap of its own and our deadline around it.
 pub fn curl(args: &[&str]) -> Output {
     let mut cmd = Command::new(super::prereq::curl());
-    cmd.args(["--silent", "--show-error", "--max-time", "30"])
-        .args(args);
+    cmd.args(["--silent", "--show-error", "--max-time", "30"]).args(args);
     run(cmd, CLIENT_DEADLINE)
 }

@@ -46,12 +46,8 @@ fn group_name(gid: u32) -> Option<String> {
 fn mail_owner(dir: &Path) -> (u32, u32, Option<String>) {
     let md = std::fs::metadata(dir).expect("stat temp dir");
     if md.uid() != 0 {
-        let me = user_name(md.uid()).unwrap_or_else(|| {
-            panic!(
-                "uid {} has no /etc/passwd entry; Dovecot needs a user name",
-                md.uid()
-            )
-        });
+        let me = user_name(md.uid())
+            .unwrap_or_else(|| panic!("uid {} has no /etc/passwd entry; Dovecot needs a user name", md.uid()));
         return (md.uid(), md.gid(), Some(me));
     }
     let passwd = read_lossy(Path::new("/etc/passwd"));

@@ -13,10 +13,7 @@ pub const WAITED: f64 = 0.9;
 
 /// `v["attempts"][i]` logged in.
 pub fn logged_in(v: &Value, i: usize) {
-    assert_eq!(
-        v["attempts"][i]["ok"], true,
-        "attempt {i} did not log in: {v:#}"
-    );
+    assert_eq!(v["attempts"][i]["ok"], true, "attempt {i} did not log in: {v:#}");
 }
 
 /// `v["attempts"][i]` was refused with exactly `text` (and the connection stayed up).
@@ -34,28 +31,17 @@ pub fn secs(v: &Value, i: usize) -> f64 {
 
 /// The client found the connection closed after its last step.
 pub fn closed(v: &Value) {
-    assert_eq!(
-        v["closed"], true,
-        "nginx should have closed the connection: {v:#}"
-    );
+    assert_eq!(v["closed"], true, "nginx should have closed the connection: {v:#}");
 }
 
 pub fn still_open(v: &Value) {
-    assert_eq!(
-        v["closed"], false,
-        "nginx should have kept the connection: {v:#}"
-    );
+    assert_eq!(v["closed"], false, "nginx should have kept the connection: {v:#}");
 }
 
 /// `v[key]` is a string starting with `prefix`.
 pub fn starts(v: &Value, key: &str, prefix: &str) {
-    let s = v[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("no {key} in {v:#}"));
-    assert!(
-        s.starts_with(prefix),
-        "{key} should start with {prefix:?}: {v:#}"
-    );
+    let s = v[key].as_str().unwrap_or_else(|| panic!("no {key} in {v:#}"));
+    assert!(s.starts_with(prefix), "{key} should start with {prefix:?}: {v:#}");
 }
 
 /// xtext (RFC 1891) as nginx ≥ 1.29.2 writes `XCLIENT LOGIN=`.
@@ -89,10 +75,6 @@ pub fn xclient_login(s: &Session, user: &str) -> String {
 /// The one recorder session that carried `needle`.
 pub fn one_session(rec: &super::recorder::Recorder, needle: &str) -> Session {
     let s = rec.sessions_with(needle);
-    assert_eq!(
-        s.len(),
-        1,
-        "want one backend session with {needle:?}, got {s:#?}"
-    );
+    assert_eq!(s.len(), 1, "want one backend session with {needle:?}, got {s:#?}");
     s.into_iter().next().unwrap()
 }

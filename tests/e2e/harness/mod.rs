@@ -83,8 +83,7 @@ fn build() -> Env {
         .tempdir()
         .expect("temp dir");
     // Dovecot's unprivileged processes must reach files below it.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod temp dir");
     eprintln!("e2e: shared setup in {}", dir.path().display());
     let dovecot = Dovecot::start(dir.path(), users::ALL);
     let recorder = Recorder::start();
@@ -92,9 +91,7 @@ fn build() -> Env {
     let o = options(&backends, Some(users::htpasswd(users::ALL)));
     let mailauthd = Mailauthd::start(&dir.path().join("mailauthd"), &o);
     let port = mailauthd.port;
-    let nginx = Nginx::start(&dir.path().join("nginx"), |d, p| {
-        nginx::standard_conf(d, port, p)
-    });
+    let nginx = Nginx::start(&dir.path().join("nginx"), |d, p| nginx::standard_conf(d, port, p));
     Env {
         front: Front { nginx, mailauthd },
         backends,
@@ -116,11 +113,7 @@ extern "C" fn teardown() {
             eprintln!("e2e: keeping {}", kept.display());
             // Leak the directory, still stop every process.
             if let Ok(env) = Arc::try_unwrap(env) {
-                let Env {
-                    front,
-                    backends,
-                    dir,
-                } = env;
+                let Env { front, backends, dir } = env;
                 drop(front);
                 drop(backends);
                 let _ = dir.keep();

@@ -114,12 +114,7 @@ impl Nginx {
             if t {
                 c.arg("-t");
             }
-            c.arg("-p")
-                .arg(dir)
-                .arg("-e")
-                .arg(&error_log)
-                .arg("-c")
-                .arg(&conf_path);
+            c.arg("-p").arg(dir).arg("-e").arg(&error_log).arg("-c").arg(&conf_path);
             c
         };
         let t = run(base(true), Duration::from_secs(20));
@@ -136,11 +131,7 @@ impl Nginx {
             proc.wait_port(loopback(port), Duration::from_secs(20));
         }
         proc.log = error_log.clone();
-        Nginx {
-            proc,
-            ports,
-            error_log,
-        }
+        Nginx { proc, ports, error_log }
     }
 
     pub fn error_log_text(&self) -> String {

@@ -3,8 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-pub const INSTALL: &str =
-    "apt-get install nginx libnginx-mod-mail dovecot-imapd dovecot-pop3d curl python3";
+pub const INSTALL: &str = "apt-get install nginx libnginx-mod-mail dovecot-imapd dovecot-pop3d curl python3";
 pub const MAIL_MODULE: &str = "/usr/lib/nginx/modules/ngx_mail_module.so";
 
 /// `name` from PATH, or from the sbin folders a normal user's PATH often lacks.

@@ -125,12 +125,8 @@ pub struct Output {
 
 /// Runs a client to completion, killing it if it takes longer than `timeout`.
 pub fn run(mut cmd: Command, timeout: Duration) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let mut so = child.stdout.take().expect("stdout");
     let mut se = child.stderr.take().expect("stderr");
     let t1 = std::thread::spawn(move || {
@@ -157,11 +153,7 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Output {
     };
     let stdout = String::from_utf8_lossy(&t1.join().unwrap_or_default()).into_owned();
     let stderr = String::from_utf8_lossy(&t2.join().unwrap_or_default()).into_owned();
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
+    Output { status, stdout, stderr }
 }
 
 /// `n` distinct free loopback ports (all bound at once, then released).

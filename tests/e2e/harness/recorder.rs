@@ -31,9 +31,7 @@ impl Session {
     /// `mail FROM:`), lossy UTF-8.
     pub fn line(&self, prefix: &str) -> Option<String> {
         let p = prefix.to_ascii_lowercase();
-        self.text()
-            .into_iter()
-            .find(|l| l.to_ascii_lowercase().starts_with(&p))
+        self.text().into_iter().find(|l| l.to_ascii_lowercase().starts_with(&p))
     }
 }
 
@@ -121,10 +119,7 @@ fn serve(conn: TcpStream, sess: &Mutex<Session>) -> std::io::Result<()> {
         while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             line.pop();
         }
-        sess.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .lines
-            .push(line.clone());
+        sess.lock().unwrap_or_else(|e| e.into_inner()).lines.push(line.clone());
         if in_data {
             if line == b"." {
                 in_data = false;

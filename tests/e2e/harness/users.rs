@@ -92,10 +92,7 @@ pub fn htpasswd_line(name: &str, pass: &str, stored: Stored) -> String {
 
 /// A whole users file for `users`.
 pub fn htpasswd(users: &[User]) -> String {
-    users
-        .iter()
-        .map(|u| htpasswd_line(u.name, u.pass, u.stored))
-        .collect()
+    users.iter().map(|u| htpasswd_line(u.name, u.pass, u.stored)).collect()
 }
 
 // Scenario 7: reload. Not in the shared setup: each reload test has its own mailauthd and
