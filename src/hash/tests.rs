@@ -273,3 +273,31 @@ proptest::proptest! {
         let _ = StoredHash::parse(&format!("{prefix}{tail}"));
     }
 }
+
+/// Prints the verify time per fixture, for the table in
+/// `tests/fixtures/README.md`: `cargo test --release hash::tests::verify_time -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check; run in --release"]
+fn verify_time() {
+    let mut seen = std::collections::BTreeSet::new();
+    for (label, pw, stored) in fixtures().filter(|(l, ..)| !l.starts_with("refuse-")) {
+        let h = StoredHash::parse(stored).unwrap();
+        if !seen.insert(h.cost_label()) {
+            continue;
+        }
+        let runs = match h.weight() {
+            Weight::Cheap => 2000,
+            _ => 5,
+        };
+        let start = std::time::Instant::now();
+        for _ in 0..runs {
+            assert!(h.verify(pw.as_bytes()));
+        }
+        let us = start.elapsed().as_secs_f64() * 1e6 / f64::from(runs);
+        let prefix: String = stored
+            .chars()
+            .take(stored.find('$').map_or(12, |_| 14))
+            .collect();
+        println!("| {} | `{prefix}` | {label} | {us:.1} µs |", h.cost_label());
+    }
+}
