@@ -45,10 +45,7 @@ fn resume(state: &[u8], msg: &[u8]) -> [u8; 16] {
     }
     let bits = ((64 + msg.len()) as u64).wrapping_mul(8);
     data.extend_from_slice(&bits.to_le_bytes());
-    let blocks: Vec<[u8; 64]> = data
-        .chunks_exact(64)
-        .map(|c| c.try_into().unwrap_or([0; 64]))
-        .collect();
+    let blocks: Vec<[u8; 64]> = data.chunks_exact(64).map(|c| c.try_into().unwrap_or([0; 64])).collect();
     md5::block_api::compress(&mut s, &blocks);
     let mut out = [0u8; 16];
     for (o, w) in out.chunks_exact_mut(4).zip(s) {
@@ -73,11 +70,7 @@ pub(super) fn cram_from_cleartext(clear: &[u8], challenge: &[u8]) -> [u8; 16] {
 
 /// APOP digest: MD5 of the greeting's timestamp followed by the cleartext.
 pub(super) fn apop(clear: &[u8], salt: &[u8]) -> [u8; 16] {
-    Md5::new()
-        .chain_update(salt)
-        .chain_update(clear)
-        .finalize()
-        .into()
+    Md5::new().chain_update(salt).chain_update(clear).finalize().into()
 }
 
 /// Compares a client's hex digest (either case) with `expected`.

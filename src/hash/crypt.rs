@@ -19,11 +19,7 @@ pub(super) enum Crypt {
     /// Traditional 13-char DES crypt; two salt characters.
     Des { salt: String },
     /// `$5$` (`sha512 == false`) or `$6$`.
-    Sha {
-        sha512: bool,
-        rounds: u32,
-        salt: Vec<u8>,
-    },
+    Sha { sha512: bool, rounds: u32, salt: Vec<u8> },
     /// bcrypt with its cost and raw 16-byte salt.
     Bcrypt { cost: u32, salt: [u8; 16] },
     /// yescrypt `$y$`; `text` is the encoded parameter field, e.g. `j9T`.
@@ -81,14 +77,7 @@ impl Crypt {
             return Err(format!("digest is not {want} crypt base64 characters"));
         }
         let salt = salt.as_bytes().to_vec();
-        Ok((
-            Crypt::Sha {
-                sha512,
-                rounds,
-                salt,
-            },
-            digest.as_bytes().to_vec(),
-        ))
+        Ok((Crypt::Sha { sha512, rounds, salt }, digest.as_bytes().to_vec()))
     }
 
     /// Parses what follows `$2a$`/`$2b$`/`$2y$`: `NN$` + 22 salt + 31 digest chars.
@@ -107,20 +96,15 @@ impl Crypt {
         let mut salt = [0u8; 16];
         let mut digest = [0u8; 23];
         let bad = |_| "bad bcrypt base64".to_owned();
-        bcrypt::BASE_64
-            .decode_slice(&rest[..22], &mut salt)
-            .map_err(bad)?;
-        bcrypt::BASE_64
-            .decode_slice(&rest[22..], &mut digest)
-            .map_err(bad)?;
+        bcrypt::BASE_64.decode_slice(&rest[..22], &mut salt).map_err(bad)?;
+        bcrypt::BASE_64.decode_slice(&rest[22..], &mut digest).map_err(bad)?;
         Ok((Crypt::Bcrypt { cost, salt }, digest.to_vec()))
     }
 
     /// Parses what follows `$y$`: `params$salt$digest`.
     pub(super) fn parse_yescrypt(rest: &str) -> Parsed {
         let mut parts = rest.split('$');
-        let (Some(text), Some(salt), Some(digest), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(text), Some(salt), Some(digest), None) = (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err("expected params$salt$digest".into());
         };
@@ -130,10 +114,7 @@ impl Crypt {
             return Err("digest is not 43 crypt base64 characters".into());
         }
         let text = text.to_owned();
-        Ok((
-            Crypt::Yescrypt { params, text, salt },
-            digest.as_bytes().to_vec(),
-        ))
+        Ok((Crypt::Yescrypt { params, text, salt }, digest.as_bytes().to_vec()))
     }
 
     /// Parses what follows `$7$`: `N` (1 char) `r` `p` (5 chars each) salt `$` digest.
@@ -146,16 +127,12 @@ impl Crypt {
         let log_n = num(&head[..1]);
         let (r, p) = (num(&head[1..6]), num(&head[6..11]));
         check_scrypt_memory(log_n, r)?;
-        let params =
-            scrypt::Params::new(log_n as u8, r, p).map_err(|_| "invalid scrypt parameters")?;
+        let params = scrypt::Params::new(log_n as u8, r, p).map_err(|_| "invalid scrypt parameters")?;
         if digest.len() != 43 || !is_crypt64(digest) {
             return Err("digest is not 43 crypt base64 characters".into());
         }
         let salt = head.as_bytes()[11..].to_vec();
-        Ok((
-            Crypt::Scrypt { params, r, p, salt },
-            digest.as_bytes().to_vec(),
-        ))
+        Ok((Crypt::Scrypt { params, r, p, salt }, digest.as_bytes().to_vec()))
     }
 
     /// Short scheme name.
@@ -190,11 +167,7 @@ impl Crypt {
                 Ok(h) => h.as_bytes()[2..].to_vec(),
                 Err(_) => Vec::new(),
             },
-            Crypt::Sha {
-                sha512,
-                rounds,
-                salt,
-            } => {
+            Crypt::Sha { sha512, rounds, salt } => {
                 let Ok(params) = sha_crypt::Params::new(*rounds) else {
                     return Vec::new();
                 };
@@ -239,9 +212,9 @@ pub(super) fn check_scrypt_memory(log_n: u32, r: u32) -> Result<(), String> {
 }
 
 fn decode64_u32(s: &[u8]) -> u32 {
-    s.iter().enumerate().fold(0, |w, (i, &c)| {
-        w | super::md5crypt::atoi64(c).unwrap_or(0) << (6 * i)
-    })
+    s.iter()
+        .enumerate()
+        .fold(0, |w, (i, &c)| w | super::md5crypt::atoi64(c).unwrap_or(0) << (6 * i))
 }
 
 /// Drepper's sha-crypt output order: byte groups `(f, f+n/3, f+2n/3) mod n`
@@ -251,9 +224,7 @@ pub(super) fn encode_sha(d: &[u8], n: usize, step: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(86);
     for i in 0..third {
         let f = (i * step) % n;
-        let w = (u32::from(d[f]) << 16)
-            | (u32::from(d[(f + third) % n]) << 8)
-            | u32::from(d[(f + 2 * third) % n]);
+        let w = (u32::from(d[f]) << 16) | (u32::from(d[(f + third) % n]) << 8) | u32::from(d[(f + 2 * third) % n]);
         push64(&mut out, w, 4);
     }
     if n == 63 {

@@ -120,15 +120,12 @@ impl Salted {
     ) -> Result<(Self, Vec<u8>), String> {
         // Dovecot also reads an unsalted digest in hex when the scheme's
         // default is base64 and the length is exactly twice the digest size.
-        let enc =
-            if !explicit && !salted && text.len() == 2 * alg.len() && hex::decode(text).is_ok() {
-                Encoding::Hex
-            } else {
-                enc
-            };
-        let raw = enc
-            .decode(text)
-            .ok_or_else(|| format!("digest is not valid {enc:?}"))?;
+        let enc = if !explicit && !salted && text.len() == 2 * alg.len() && hex::decode(text).is_ok() {
+            Encoding::Hex
+        } else {
+            enc
+        };
+        let raw = enc.decode(text).ok_or_else(|| format!("digest is not valid {enc:?}"))?;
         let n = alg.len();
         if raw.len() < n || (!salted && raw.len() != n) {
             return Err(format!(

@@ -8,8 +8,7 @@
 use md5::{Digest, Md5};
 
 /// The crypt(3) base64 alphabet.
-pub(super) const ITOA64: &[u8; 64] =
-    b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+pub(super) const ITOA64: &[u8; 64] = b"./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// Value of one crypt(3) base64 character.
 pub(super) fn atoi64(c: u8) -> Option<u32> {
@@ -33,10 +32,7 @@ pub(super) fn push64(out: &mut Vec<u8>, mut w: u32, n: usize) {
 pub(super) fn encode64(bytes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let w = chunk
-            .iter()
-            .rev()
-            .fold(0u32, |w, &b| (w << 8) | u32::from(b));
+        let w = chunk.iter().rev().fold(0u32, |w, &b| (w << 8) | u32::from(b));
         push64(&mut out, w, chunk.len() + 1);
     }
     out
@@ -96,10 +92,7 @@ fn md5_crypt(magic: &[u8], salt: &[u8], pw: &[u8]) -> Vec<u8> {
         .chain_update(salt)
         .chain_update(pw)
         .finalize();
-    let mut ctx = Md5::new()
-        .chain_update(pw)
-        .chain_update(magic)
-        .chain_update(salt);
+    let mut ctx = Md5::new().chain_update(pw).chain_update(magic).chain_update(salt);
     let mut left = pw.len();
     while left > 0 {
         let n = left.min(16);

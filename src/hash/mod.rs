@@ -123,10 +123,7 @@ impl StoredHash {
     /// Checks `password` against the hash; the final digests are compared in
     /// constant time.
     pub fn verify(&self, password: &[u8]) -> bool {
-        self.compute(password)
-            .as_slice()
-            .ct_eq(&self.expected)
-            .into()
+        self.compute(password).as_slice().ct_eq(&self.expected).into()
     }
 
     /// A hash of the same scheme and cost params over a random password nobody
@@ -172,9 +169,7 @@ impl StoredHash {
     /// Where the verification may run.
     pub fn weight(&self) -> Weight {
         match &self.algo {
-            Algo::Clear(_) | Algo::Digest(_) | Algo::CramMd5 | Algo::Crypt(Crypt::Des { .. }) => {
-                Weight::Cheap
-            }
+            Algo::Clear(_) | Algo::Digest(_) | Algo::CramMd5 | Algo::Crypt(Crypt::Des { .. }) => Weight::Cheap,
             Algo::Crypt(Crypt::Yescrypt { .. } | Crypt::Scrypt { .. })
             | Algo::Phc(Phc::Argon2 { .. } | Phc::Scrypt { .. }) => Weight::MemoryHard,
             Algo::Md5Crypt(_) | Algo::Crypt(_) | Algo::Phc(_) => Weight::Slow,
@@ -233,32 +228,23 @@ fn parse_braced(stored: &str) -> Result<(Algo, Vec<u8>), HashError> {
     };
     match base {
         "PLAIN" | "CLEAR" | "CLEARTEXT" | "PLAINTEXT" => {
-            let clear = enc.unwrap_or(Encoding::Raw).decode(rest).ok_or_else(|| {
-                malformed("plain")("cleartext is not valid in its encoding".into())
-            })?;
+            let clear = enc
+                .unwrap_or(Encoding::Raw)
+                .decode(rest)
+                .ok_or_else(|| malformed("plain")("cleartext is not valid in its encoding".into()))?;
             let digest = Sha256::digest(&clear).to_vec();
             return Ok((Algo::Clear(Zeroizing::new(clear)), digest));
         }
         "CRAM-MD5" => {
-            let states = enc
-                .unwrap_or(Encoding::Hex)
-                .decode(rest)
-                .filter(|s| s.len() == 32);
+            let states = enc.unwrap_or(Encoding::Hex).decode(rest).filter(|s| s.len() == 32);
             let states = states.ok_or_else(|| malformed("cram-md5")("not 32 bytes".into()))?;
             return Ok((Algo::CramMd5, states));
         }
         _ => {}
     }
     if let Some((name, alg, salted, default)) = Salted::lookup(base) {
-        let (d, digest) = Salted::parse(
-            name,
-            alg,
-            salted,
-            enc.unwrap_or(default),
-            enc.is_some(),
-            rest,
-        )
-        .map_err(malformed(name))?;
+        let (d, digest) =
+            Salted::parse(name, alg, salted, enc.unwrap_or(default), enc.is_some(), rest).map_err(malformed(name))?;
         return Ok((Algo::Digest(d), digest));
     }
     // The crypt-style schemes: the text after the prefix is a crypt(3) string.
@@ -278,9 +264,7 @@ fn parse_braced(stored: &str) -> Result<(Algo, Vec<u8>), HashError> {
         _ => return Err(unknown()),
     };
     if enc.is_some() {
-        return Err(malformed("crypt")(
-            "encoding suffix on a crypt scheme".into(),
-        ));
+        return Err(malformed("crypt")("encoding suffix on a crypt scheme".into()));
     }
     let (algo, digest) = parse_crypt(rest)?;
     let name = StoredHash {
@@ -290,9 +274,7 @@ fn parse_braced(stored: &str) -> Result<(Algo, Vec<u8>), HashError> {
     }
     .scheme_name();
     match want {
-        Some(w) if !w.contains(&name) => {
-            Err(malformed(name)(format!("{label} holds a {name} hash")))
-        }
+        Some(w) if !w.contains(&name) => Err(malformed(name)(format!("{label} holds a {name} hash"))),
         _ => Ok((algo, digest)),
     }
 }
@@ -309,12 +291,9 @@ fn parse_crypt(s: &str) -> Result<(Algo, Vec<u8>), HashError> {
         return Err(HashError::UnknownScheme("unprefixed".into()));
     };
     let (id, rest) = after.split_once('$').unwrap_or((after, ""));
-    let crypt = |r: Result<(Crypt, Vec<u8>), String>, name| {
-        r.map(|(c, d)| (Algo::Crypt(c), d)).map_err(malformed(name))
-    };
-    let phc = |r: Result<(Phc, Vec<u8>), String>, name| {
-        r.map(|(p, d)| (Algo::Phc(p), d)).map_err(malformed(name))
-    };
+    let crypt =
+        |r: Result<(Crypt, Vec<u8>), String>, name| r.map(|(c, d)| (Algo::Crypt(c), d)).map_err(malformed(name));
+    let phc = |r: Result<(Phc, Vec<u8>), String>, name| r.map(|(p, d)| (Algo::Phc(p), d)).map_err(malformed(name));
     match id {
         "1" | "apr1" => {
             let (magic, name) = if id == "1" {

@@ -63,12 +63,8 @@ pub fn hash_password(scheme: &NewScheme, password: &[u8]) -> Result<String, Hash
             .map(|h| h.format_for_version(bcrypt::Version::TwoY))
             .map_err(|e| failed("bcrypt")(e.to_string())),
         NewScheme::Sha512Crypt => {
-            let salt: String = salt
-                .iter()
-                .map(|b| ITOA64[usize::from(b & 63)] as char)
-                .collect();
-            let params = sha_crypt::Params::new(SHA512_ROUNDS)
-                .map_err(|e| failed("sha512-crypt")(e.to_string()))?;
+            let salt: String = salt.iter().map(|b| ITOA64[usize::from(b & 63)] as char).collect();
+            let params = sha_crypt::Params::new(SHA512_ROUNDS).map_err(|e| failed("sha512-crypt")(e.to_string()))?;
             let raw = sha_crypt::sha512_crypt(password, salt.as_bytes(), params);
             let digest = super::crypt::encode_sha(&raw, 63, 22);
             Ok(format!(
@@ -79,15 +75,13 @@ pub fn hash_password(scheme: &NewScheme, password: &[u8]) -> Result<String, Hash
         NewScheme::Yescrypt => {
             let params = yescrypt::Params::default();
             let mut out = [0u8; 32];
-            yescrypt::yescrypt(password, &salt, &params, &mut out)
-                .map_err(|e| failed("yescrypt")(e.to_string()))?;
+            yescrypt::yescrypt(password, &salt, &params, &mut out).map_err(|e| failed("yescrypt")(e.to_string()))?;
             let enc = |b: &[u8]| String::from_utf8_lossy(&encode64(b)).into_owned();
             Ok(format!("$y${params}${}${}", enc(&salt), enc(&out)))
         }
         NewScheme::Argon2id => {
             let (m, t, p) = (65536, 3, 1);
-            let params = argon2::Params::new(m, t, p, Some(32))
-                .map_err(|e| failed("argon2id")(e.to_string()))?;
+            let params = argon2::Params::new(m, t, p, Some(32)).map_err(|e| failed("argon2id")(e.to_string()))?;
             let mut out = [0u8; 32];
             argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
                 .hash_password_into(password, &salt, &mut out)

@@ -27,11 +27,7 @@ pub(super) enum Phc {
         salt: Vec<u8>,
     },
     /// PBKDF2 over HMAC with this digest.
-    Pbkdf2 {
-        alg: Prf,
-        rounds: u32,
-        salt: Vec<u8>,
-    },
+    Pbkdf2 { alg: Prf, rounds: u32, salt: Vec<u8> },
 }
 
 /// The PBKDF2 pseudo-random function.
@@ -53,17 +49,14 @@ fn params(field: &str) -> Result<Vec<(&str, u32)>, String> {
         .split(',')
         .map(|kv| {
             let (k, v) = kv.split_once('=').ok_or("parameter without '='")?;
-            let v = v
-                .parse()
-                .map_err(|_| format!("parameter {k} is not a number"))?;
+            let v = v.parse().map_err(|_| format!("parameter {k} is not a number"))?;
             Ok((k, v))
         })
         .collect()
 }
 
 fn b64(field: &str, what: &str) -> Result<Vec<u8>, String> {
-    B64.decode(field)
-        .map_err(|_| format!("{what} is not valid base64"))
+    B64.decode(field).map_err(|_| format!("{what} is not valid base64"))
 }
 
 impl Phc {
@@ -213,12 +206,8 @@ impl Phc {
             Phc::Argon2 { id: false, .. } => "argon2i",
             Phc::Scrypt { .. } => "scrypt",
             Phc::Pbkdf2 { alg: Prf::Sha1, .. } => "pbkdf2-sha1",
-            Phc::Pbkdf2 {
-                alg: Prf::Sha256, ..
-            } => "pbkdf2-sha256",
-            Phc::Pbkdf2 {
-                alg: Prf::Sha512, ..
-            } => "pbkdf2-sha512",
+            Phc::Pbkdf2 { alg: Prf::Sha256, .. } => "pbkdf2-sha256",
+            Phc::Pbkdf2 { alg: Prf::Sha512, .. } => "pbkdf2-sha512",
         }
     }
 

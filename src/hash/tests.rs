@@ -32,31 +32,16 @@ fn check_fixture(label: &str, pw: &str, stored: &str) {
     let dummy = h.dummy_like();
     assert_eq!(dummy.cost_label(), h.cost_label(), "{label}");
     assert_eq!(dummy.weight(), h.weight(), "{label}");
-    assert!(
-        !dummy.verify(pw.as_bytes()),
-        "{label}: dummy accepts the password"
-    );
-    assert!(
-        !format!("{h:?}").contains(stored),
-        "{label}: Debug shows the hash"
-    );
+    assert!(!dummy.verify(pw.as_bytes()), "{label}: dummy accepts the password");
+    assert!(!format!("{h:?}").contains(stored), "{label}: Debug shows the hash");
     // The CRAM-MD5 state must answer like HMAC-MD5 keyed with the cleartext.
     if h.scheme_name() == "cram-md5" {
         let clear = StoredHash::parse(&format!("{{PLAIN}}{pw}")).unwrap();
         let mac = cram::cram_from_cleartext(pw.as_bytes(), b"<1.2@host>");
         let mac = hex::encode(mac);
-        assert!(
-            clear.verify_cram_md5(b"<1.2@host>", mac.as_bytes()),
-            "{label}"
-        );
-        assert!(
-            h.verify_cram_md5(b"<1.2@host>", mac.as_bytes()),
-            "{label}: cram state"
-        );
-        assert!(
-            !dummy.verify_cram_md5(b"<1.2@host>", mac.as_bytes()),
-            "{label}"
-        );
+        assert!(clear.verify_cram_md5(b"<1.2@host>", mac.as_bytes()), "{label}");
+        assert!(h.verify_cram_md5(b"<1.2@host>", mac.as_bytes()), "{label}: cram state");
+        assert!(!dummy.verify_cram_md5(b"<1.2@host>", mac.as_bytes()), "{label}");
     }
 }
 
@@ -89,12 +74,7 @@ fn labels_and_weights() {
             "bcrypt-5",
             Weight::Slow,
         ),
-        (
-            "$apr1$pkRUDDzu$TbvvnwB7TU60ILke.MjM8/",
-            "apr1",
-            "apr1",
-            Weight::Slow,
-        ),
+        ("$apr1$pkRUDDzu$TbvvnwB7TU60ILke.MjM8/", "apr1", "apr1", Weight::Slow),
         ("ZhAYMH0XOhAKo", "des-crypt", "des-crypt", Weight::Cheap),
         (
             "$y$j75$igLx4clbJ7M3LOAgO9fFE/$VfJThtEJs09oNyLoMLisiDNon8ZBSVeu6RY5do3Ksy9",
@@ -120,12 +100,7 @@ fn labels_and_weights() {
             "scrypt-ln13-r32-p1",
             Weight::MemoryHard,
         ),
-        (
-            "{SSHA}vuQYri/SHtl8RiQ1N0/Dn+ZzeshTyd7g",
-            "ssha",
-            "ssha",
-            Weight::Cheap,
-        ),
+        ("{SSHA}vuQYri/SHtl8RiQ1N0/Dn+ZzeshTyd7g", "ssha", "ssha", Weight::Cheap),
     ];
     for (stored, name, label, weight) in cases {
         let h = StoredHash::parse(stored).unwrap();
@@ -246,10 +221,7 @@ fn new_hashes_round_trip() {
     }
     let bcrypt = hash_password(&NewScheme::Bcrypt { cost: 4 }, b"x").unwrap();
     assert!(bcrypt.starts_with("$2y$04$"));
-    assert_eq!(
-        "bcrypt".parse::<NewScheme>().unwrap(),
-        NewScheme::Bcrypt { cost: 12 }
-    );
+    assert_eq!("bcrypt".parse::<NewScheme>().unwrap(), NewScheme::Bcrypt { cost: 12 });
     assert!("bcrypt-99".parse::<NewScheme>().is_err());
     assert!("md5".parse::<NewScheme>().is_err());
 }
@@ -294,10 +266,7 @@ fn verify_time() {
             assert!(h.verify(pw.as_bytes()));
         }
         let us = start.elapsed().as_secs_f64() * 1e6 / f64::from(runs);
-        let prefix: String = stored
-            .chars()
-            .take(stored.find('$').map_or(12, |_| 14))
-            .collect();
+        let prefix: String = stored.chars().take(stored.find('$').map_or(12, |_| 14)).collect();
         println!("| {} | `{prefix}` | {label} | {us:.1} µs |", h.cost_label());
     }
 }
