@@ -1,0 +1,6 @@
+//! Integration tests: the real `mailauthd` binary, spoken to as nginx speaks to it.
+
+mod cli;
+mod common;
+mod malformed;
+mod vectors;
