@@ -228,6 +228,15 @@ impl Metrics {
 
     /// A reload of `source` put a table of `users` users in use.
     pub fn reload_ok(&self, source: &str, users: usize) {
+        // Series that exist from the first load at 0, so that rate() and alerts on them
+        // work before the first failure.
+        for reason in ["unreadable", "broken-lines"] {
+            let _ = self.source_errors.get_or_create(&SourceErrorLabels {
+                source: source.to_owned(),
+                reason,
+            });
+        }
+        let _ = self.reloads.get_or_create(&ResultLabels { result: "failed" });
         self.source_users
             .get_or_create(&SourceLabels {
                 source: source.to_owned(),
