@@ -548,3 +548,42 @@ fn man_page_and_completions_are_generated() {
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("nginx-config") && !help.contains("completions"), "{help}");
 }
+
+#[test]
+fn the_deb_metadata_names_files_that_exist_or_that_scripts_package_writes() {
+    let root = crate_dir();
+    let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let deb = &manifest["package"]["metadata"]["deb"];
+    let script = std::fs::read_to_string(root.join("scripts/package")).unwrap();
+    let assets = deb["assets"].as_array().unwrap();
+    let mut destinations = Vec::new();
+    for asset in assets {
+        let source = asset[0].as_str().unwrap();
+        destinations.push(asset[1].as_str().unwrap().to_owned());
+        if let Some(generated) = source.strip_prefix("target/assets/") {
+            assert!(
+                script.contains(&format!("$assets/{generated}")),
+                "scripts/package does not write {source}"
+            );
+        } else if source != "target/release/mailauthd" {
+            assert!(root.join(source).is_file(), "{source} is missing");
+        }
+    }
+    for wanted in [
+        "usr/bin/",
+        "lib/systemd/system/mailauthd.service",
+        "etc/mailauthd/mailauthd.toml",
+        "usr/share/man/man1/mailauthd.1.gz",
+        "usr/share/bash-completion/completions/mailauthd",
+    ] {
+        assert!(destinations.iter().any(|d| d == wanted), "the .deb lacks {wanted}");
+    }
+    let scripts = root.join(deb["maintainer-scripts"].as_str().unwrap());
+    for file in [root.join("scripts/package"), scripts.join("postinst")] {
+        let status = Command::new("sh").arg("-n").arg(&file).status().unwrap();
+        assert!(status.success(), "{} is not valid sh", file.display());
+    }
+}
