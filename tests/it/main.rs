@@ -1,4 +1,7 @@
-//! Integration tests: the real `mailauthd` binary and the real peers it is deployed with.
+//! Integration tests: the real `mailauthd` binary, spoken to as nginx speaks to it.
 
+mod cli;
 mod common;
+mod malformed;
 mod ops;
+mod vectors;

@@ -8,9 +8,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::common::{
-    DEADLINE, Daemon, bin, config_with, crate_dir, exchange, have, http_get, login, temp_dir, wait_until,
-};
+use crate::common::{Daemon, READY_DEADLINE as DEADLINE, bin, crate_dir, have, http_get, nginx_escape, wait_for};
 
 const ALICE_PW: &str = "Al1ce-S3cret pw%";
 const BOB_PW: &str = "B0b-Pla1n-S3cret";
@@ -22,6 +20,18 @@ fn write_users(dir: &Path) -> String {
     let text = format!("alice:{hash}\nbob:{{PLAIN}}{BOB_PW}\n");
     std::fs::write(dir.join("users.htpasswd"), &text).expect("write users");
     hash
+}
+
+/// A config with both listeners (auth on a free port, admin on port 0), a fast poll and
+/// `users.htpasswd` as the only source; `extra` goes before `[admin]`.
+fn ops_config(extra: &str) -> String {
+    format!(
+        "reload_interval = \"100ms\"\n{extra}\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[[source]]\nkind = \"htpasswd\"\npath = \"users.htpasswd\"\n"
+    )
+}
+
+fn temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
 }
 
 /// `/metrics` parsed: series (name with labels) → value.
@@ -58,14 +68,13 @@ fn relay_request(client_ip: &str) -> Vec<u8> {
 fn metrics_count_real_logins() {
     let dir = temp_dir();
     write_users(dir.path());
-    let daemon = Daemon::start(dir.path(), &config_with("users.htpasswd", ""), &[], &[]);
-    let addr = daemon.addr;
-    assert_eq!(login(addr, "imap", "alice", ALICE_PW, "192.0.2.1"), "OK");
-    assert_eq!(login(addr, "imap", "alice", "wrong", "192.0.2.1"), IMAP_FAILED);
-    assert_eq!(login(addr, "imap", "nobody", "wrong", "192.0.2.1"), IMAP_FAILED);
-    assert_eq!(login(addr, "pop3", "bob", BOB_PW, "192.0.2.1"), "OK");
-    exchange(addr, &relay_request("192.0.2.1"));
-    exchange(addr, b"GET /check HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let daemon = Daemon::start_with(dir, &ops_config(""), &[], &[]);
+    assert_eq!(daemon.auth_status("imap", "alice", ALICE_PW, "192.0.2.1"), "OK");
+    assert_eq!(daemon.auth_status("imap", "alice", "wrong", "192.0.2.1"), IMAP_FAILED);
+    assert_eq!(daemon.auth_status("imap", "nobody", "wrong", "192.0.2.1"), IMAP_FAILED);
+    assert_eq!(daemon.auth_status("pop3", "bob", BOB_PW, "192.0.2.1"), "OK");
+    daemon.ask(&relay_request("192.0.2.1"));
+    daemon.ask(b"GET /check HTTP/1.0\r\nHost: localhost\r\n\r\n");
 
     let m = scrape(&daemon);
     let requests = |labels: &str| value(&m, &format!("mailauthd_requests_total{{{labels}}}"));
@@ -89,7 +98,7 @@ fn metrics_count_real_logins() {
         bcrypt >= 2.0 && plain >= 1.0 && bcrypt + plain == 4.0,
         "bcrypt {bcrypt} plain {plain}"
     );
-    let source = format!("htpasswd:{}", dir.path().join("users.htpasswd").display());
+    let source = format!("htpasswd:{}", daemon.path("users.htpasswd").display());
     assert_eq!(
         value(&m, &format!(r#"mailauthd_source_users{{source="{source}"}}"#)),
         2.0
@@ -141,7 +150,7 @@ fn metrics_count_real_logins() {
 fn readiness_survives_a_broken_reload_and_waits_for_a_first_load() {
     let dir = temp_dir();
     write_users(dir.path());
-    let daemon = Daemon::start(dir.path(), &config_with("users.htpasswd", ""), &[], &[]);
+    let daemon = Daemon::start_with(dir, &ops_config(""), &[], &[]);
     let admin = daemon.admin();
     assert_eq!(http_get(admin, "/healthz"), (200, "ok\n".to_owned()));
     let (status, body) = http_get(admin, "/readyz");
@@ -150,27 +159,27 @@ fn readiness_survives_a_broken_reload_and_waits_for_a_first_load() {
         body.starts_with("ready\n") && body.contains("users.htpasswd users=2"),
         "{body}"
     );
-    let started = daemon.logs().len();
+    let started = daemon.log_lines().len();
     let in_use = daemon.wait_for_log(0, "in use");
-    let line = &daemon.logs()[in_use];
+    let line = &daemon.log_lines()[in_use];
     assert!(
         line.contains("users=2") && line.contains("routes=imap=127.0.0.1:143"),
         "{line}"
     );
 
     // The users file disappears and a reload is forced: the last good table stays.
-    std::fs::remove_file(dir.path().join("users.htpasswd")).unwrap();
+    std::fs::remove_file(daemon.path("users.htpasswd")).unwrap();
     daemon.signal("HUP");
     let hup = daemon.wait_for_log(started, "SIGHUP");
     daemon.wait_for_log(hup, "keeping the last good version");
-    let line = &daemon.logs()[daemon.wait_for_log(hup, "in use")];
+    let line = &daemon.log_lines()[daemon.wait_for_log(hup, "in use")];
     assert!(line.contains("users=2"), "{line}");
     assert_eq!(http_get(admin, "/readyz").0, 200);
     assert_eq!(http_get(admin, "/healthz").0, 200);
-    assert_eq!(login(daemon.addr, "imap", "alice", ALICE_PW, "192.0.2.1"), "OK");
+    assert_eq!(daemon.auth_status("imap", "alice", ALICE_PW, "192.0.2.1"), "OK");
     let m = scrape(&daemon);
     assert!(value(&m, r#"mailauthd_reloads_total{result="failed"}"#) >= 1.0);
-    let source = format!("htpasswd:{}", dir.path().join("users.htpasswd").display());
+    let source = format!("htpasswd:{}", daemon.path("users.htpasswd").display());
     assert!(
         value(
             &m,
@@ -185,13 +194,13 @@ fn readiness_survives_a_broken_reload_and_waits_for_a_first_load() {
 
     // A source that never loaded: alive, not ready, logins get a temporary failure.
     let dir = temp_dir();
-    let daemon = Daemon::start(dir.path(), &config_with("users.htpasswd", ""), &[], &[]);
+    let daemon = Daemon::start_with(dir, &ops_config(""), &[], &[]);
     let admin = daemon.admin();
     assert_eq!(http_get(admin, "/healthz").0, 200);
     let (status, body) = http_get(admin, "/readyz");
     assert_eq!(status, 503);
     assert!(body.contains("users.htpasswd unavailable"), "{body}");
-    assert_ne!(login(daemon.addr, "imap", "alice", ALICE_PW, "192.0.2.1"), "OK");
+    assert_ne!(daemon.auth_status("imap", "alice", ALICE_PW, "192.0.2.1"), "OK");
     let m = scrape(&daemon);
     assert!(
         value(
@@ -200,11 +209,11 @@ fn readiness_survives_a_broken_reload_and_waits_for_a_first_load() {
         ) == 1.0
     );
     // The file appears; the poll (100 ms here) loads it.
-    write_users(dir.path());
-    wait_until("/readyz to turn 200", || {
+    write_users(daemon.dir.path());
+    wait_for("/readyz to turn 200", || {
         (http_get(admin, "/readyz").0 == 200).then_some(())
     });
-    assert_eq!(login(daemon.addr, "imap", "alice", ALICE_PW, "192.0.2.1"), "OK");
+    assert_eq!(daemon.auth_status("imap", "alice", ALICE_PW, "192.0.2.1"), "OK");
 }
 
 #[test]
@@ -217,24 +226,23 @@ fn fail2ban_filter_matches_refused_logins_only() {
     write_users(dir.path());
     // A second source, for SMTP only, that cannot be read: SMTP logins it would decide get a
     // temporary failure.
-    let config = config_with("users.htpasswd", "[smtp]\nlocal_domains = [\"example.org\"]\n")
+    let config = ops_config("[smtp]\nlocal_domains = [\"example.org\"]\n")
         + "\n[[source]]\nkind = \"htpasswd\"\npath = \"missing.htpasswd\"\nprotocols = [\"smtp\"]\n";
-    let daemon = Daemon::start(dir.path(), &config, &[], &[]);
-    let addr = daemon.addr;
-    assert_eq!(login(addr, "imap", "alice", ALICE_PW, "192.0.2.10"), "OK");
-    assert_eq!(login(addr, "imap", "alice", "wrong", "192.0.2.1"), IMAP_FAILED);
-    assert_ne!(login(addr, "pop3", "nobody", "wrong", "2001:db8::2"), "OK");
+    let daemon = Daemon::start_with(dir, &config, &[], &[]);
+    assert_eq!(daemon.auth_status("imap", "alice", ALICE_PW, "192.0.2.10"), "OK");
+    assert_eq!(daemon.auth_status("imap", "alice", "wrong", "192.0.2.1"), IMAP_FAILED);
+    assert_ne!(daemon.auth_status("pop3", "nobody", "wrong", "2001:db8::2"), "OK");
     // A user name that tries to forge the address the filter reads.
     let forged = "x\" client_ip=\"192.0.2.99\" result=\"invalid\" reason=\"wrong-password\"";
-    assert_eq!(login(addr, "imap", forged, "wrong", "192.0.2.3"), IMAP_FAILED);
-    let tempfail = login(addr, "smtp", "nobody", "wrong", "192.0.2.11");
+    assert_eq!(daemon.auth_status("imap", forged, "wrong", "192.0.2.3"), IMAP_FAILED);
+    let tempfail = daemon.auth_status("smtp", "nobody", "wrong", "192.0.2.11");
     assert!(
         tempfail.contains("Temporary") || tempfail.contains("temporar"),
         "{tempfail}"
     );
-    exchange(addr, &relay_request("192.0.2.12"));
-    exchange(addr, b"GET /check HTTP/1.0\r\nHost: localhost\r\n\r\n");
-    let logs = daemon.stop();
+    daemon.ask(&relay_request("192.0.2.12"));
+    daemon.ask(b"GET /check HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let logs = daemon.stop_and_log();
     // The lines that must not match are there.
     for needle in [
         "login accepted",
@@ -248,7 +256,8 @@ fn fail2ban_filter_matches_refused_logins_only() {
             "no {needle:?} line in {logs:#?}"
         );
     }
-    let log_file = dir.path().join("mailauthd.log");
+    let keep = temp_dir();
+    let log_file = keep.path().join("mailauthd.log");
     std::fs::write(&log_file, logs.join("\n") + "\n").unwrap();
     let filter = crate_dir().join("contrib/fail2ban/filter.d/mailauthd.conf");
     let out = Command::new("fail2ban-regex")
@@ -294,15 +303,10 @@ fn fail2ban_filter_matches_refused_logins_only() {
 fn json_log_lines_are_objects_with_the_decision_fields() {
     let dir = temp_dir();
     write_users(dir.path());
-    let daemon = Daemon::start(
-        dir.path(),
-        &config_with("users.htpasswd", ""),
-        &["--log-format", "json"],
-        &[],
-    );
-    assert_eq!(login(daemon.addr, "imap", "alice", "wrong", "192.0.2.5"), IMAP_FAILED);
-    assert_eq!(login(daemon.addr, "pop3", "bob", BOB_PW, "192.0.2.6"), "OK");
-    let logs = daemon.stop();
+    let daemon = Daemon::start_with(dir, &ops_config(""), &["--log-format", "json"], &[]);
+    assert_eq!(daemon.auth_status("imap", "alice", "wrong", "192.0.2.5"), IMAP_FAILED);
+    assert_eq!(daemon.auth_status("pop3", "bob", BOB_PW, "192.0.2.6"), "OK");
+    let logs = daemon.stop_and_log();
     let lines: Vec<serde_json::Value> = logs
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
@@ -336,24 +340,20 @@ fn json_log_lines_are_objects_with_the_decision_fields() {
 fn no_password_in_a_trace_level_log() {
     let dir = temp_dir();
     let hash = write_users(dir.path());
-    let daemon = Daemon::start(
-        dir.path(),
-        &config_with("users.htpasswd", ""),
-        &[],
-        &[("RUST_LOG", "trace")],
-    );
+    let daemon = Daemon::start_with(dir, &ops_config(""), &[], &[("RUST_LOG", "trace")]);
     let wrong = "Wr0ng-S3cret-Guess";
-    assert_eq!(login(daemon.addr, "imap", "alice", ALICE_PW, "192.0.2.1"), "OK");
-    assert_eq!(login(daemon.addr, "imap", "alice", wrong, "192.0.2.1"), IMAP_FAILED);
-    assert_eq!(login(daemon.addr, "pop3", "bob", BOB_PW, "192.0.2.1"), "OK");
-    assert_ne!(login(daemon.addr, "pop3", "bob", wrong, "192.0.2.1"), "OK");
+    assert_eq!(daemon.auth_status("imap", "alice", ALICE_PW, "192.0.2.1"), "OK");
+    assert_eq!(daemon.auth_status("imap", "alice", wrong, "192.0.2.1"), IMAP_FAILED);
+    assert_eq!(daemon.auth_status("pop3", "bob", BOB_PW, "192.0.2.1"), "OK");
+    assert_ne!(daemon.auth_status("pop3", "bob", wrong, "192.0.2.1"), "OK");
     let _ = http_get(daemon.admin(), "/metrics");
-    let logs = daemon.stop().join("\n");
+    let logs = daemon.stop_and_log().join("\n");
     // The run did log at trace level, and did log the decisions.
     assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "{logs}");
     assert_eq!(logs.matches("login accepted").count(), 2, "{logs}");
     for secret in [ALICE_PW, BOB_PW, wrong, hash.as_str()] {
-        for form in [secret.to_owned(), crate::common::escape(secret)] {
+        let escaped = String::from_utf8(nginx_escape(secret.as_bytes())).unwrap();
+        for form in [secret.to_owned(), escaped] {
             assert!(!logs.contains(&form), "{form:?} is in the log:\n{logs}");
         }
     }
@@ -365,7 +365,8 @@ fn no_password_in_a_trace_level_log() {
 fn systemd_hears_ready_reloading_and_stopping() {
     let dir = temp_dir();
     write_users(dir.path());
-    let socket_path = dir.path().join("notify.sock");
+    let sockets = temp_dir();
+    let socket_path = sockets.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).expect("bind notify socket");
     socket.set_read_timeout(Some(DEADLINE)).unwrap();
     let recv = || {
@@ -373,9 +374,9 @@ fn systemd_hears_ready_reloading_and_stopping() {
         let n = socket.recv(&mut buf).expect("a notification before the deadline");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
-    let daemon = Daemon::start(
-        dir.path(),
-        &config_with("users.htpasswd", ""),
+    let daemon = Daemon::start_with(
+        dir,
+        &ops_config(""),
         &[],
         &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
     );
