@@ -4,4 +4,5 @@ mod cli;
 mod common;
 mod malformed;
 mod ops;
+mod reload_errors;
 mod vectors;
