@@ -918,4 +918,44 @@ mod tests {
         let err = from_file_text("").unwrap_err().to_string();
         assert!(err.contains("no [[source]] configured"), "{err}");
     }
+
+    #[test]
+    fn the_example_config_documents_the_policy_and_state_defaults() {
+        let example = Config::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/mailauthd.toml"
+        )))
+        .unwrap();
+        let builtin = Config::builtin();
+        assert_eq!(example.policy, builtin.policy);
+        assert_eq!(example.state, builtin.state);
+        assert_eq!(builtin.policy.pair_failures, 5);
+        assert_eq!(builtin.policy.net_failures, 20);
+        assert_eq!(builtin.policy.window, Duration::from_secs(900));
+        assert_eq!(builtin.state.on_redis_error, OnRedisError::Local);
+        assert_eq!(builtin.state.redis, None);
+    }
+
+    #[test]
+    fn bad_policy_and_state_values_are_reported_with_their_keys() {
+        let err = Config::from_toml(
+            "[policy]\nwindow = \"0s\"\nipv6_prefix = 200\nallow = [\"10.0.0.0/33\"]\nhmac_key = \"tiny-key\"\n\
+             [state]\nredis = \"http://x\"\non_redis_error = \"ignore\"\n",
+            ConfigOrigin::BuiltIn,
+            Path::new("."),
+        )
+        .unwrap_err()
+        .to_string();
+        for key in [
+            "policy.window",
+            "policy.ipv6_prefix",
+            "policy.allow",
+            "policy.hmac_key",
+            "state.redis",
+            "state.on_redis_error",
+        ] {
+            assert!(err.contains(&format!("{key}:")), "{key} missing in {err}");
+        }
+        assert!(!err.contains("tiny-key"), "the key is never repeated: {err}");
+    }
 }
