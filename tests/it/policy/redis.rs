@@ -102,3 +102,25 @@ fn redis_going_away_falls_back_as_configured_and_is_used_again_when_it_returns()
     // Back on Redis: the local instance's failures are in the shared counters again.
     assert_eq!(redis.command("EXISTS mailauthd:f:u:carol").trim(), ":1");
 }
+
+#[test]
+fn a_hanging_redis_costs_at_most_the_timeout_and_is_used_again_when_it_answers() {
+    let redis = Redis::start();
+    let d = Daemon::start(&format!("{}redis_timeout = \"200ms\"\n", shared(&redis, "")));
+    assert_eq!(status(&d.login("alice", "alice-secret", "192.0.2.70")), "OK");
+    redis.signal("STOP");
+    // Without the timeout this login would wait for Redis for ever (the client gives up
+    // after 30 s and the test fails); with it, it is decided in the process.
+    assert_eq!(status(&d.login("alice", "alice-secret", "192.0.2.70")), "OK");
+    assert_eq!(
+        status(&d.login("bob", "wrong", "192.0.2.70")),
+        "[AUTHENTICATIONFAILED] Invalid login or password"
+    );
+    assert_eq!(d.log().matches("redis is unreachable (").count(), 1, "{}", d.log());
+    redis.signal("CONT");
+    wait_until(Duration::from_secs(15), "mailauthd to use Redis again", || {
+        d.login("dave", "guess", "192.0.2.71");
+        d.log().contains("redis is reachable again")
+    });
+    assert_eq!(redis.command("EXISTS mailauthd:f:u:dave").trim(), ":1");
+}
