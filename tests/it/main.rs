@@ -1,3 +1,7 @@
 //! Integration tests: the real `mailauthd` binary, spoken to as nginx speaks to it.
 
+mod cli;
+mod common;
+mod malformed;
 mod policy;
+mod vectors;
