@@ -4,5 +4,6 @@ mod cli;
 mod common;
 mod malformed;
 mod ops;
+mod policy;
 mod reload_errors;
 mod vectors;
