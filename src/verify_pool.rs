@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::thread;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use tokio::sync::oneshot;
@@ -15,6 +16,7 @@ use zeroize::Zeroizing;
 
 use crate::cache::{LoginCache, Lookup};
 use crate::hash::{StoredHash, Weight};
+use crate::metrics::Metrics;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -44,18 +46,25 @@ pub struct VerifyPool {
     jobs: Sender<Job>,
     hard_jobs: Sender<Job>,
     cache: Option<LoginCache>,
+    metrics: Arc<Metrics>,
 }
 
 impl VerifyPool {
     /// Starts `threads` verification threads with room for `queue` waiting jobs; every
     /// thread may run memory-hard jobs.
     pub fn new(threads: usize, queue: usize) -> VerifyPool {
-        VerifyPool::with_limits(threads, queue, threads)
+        VerifyPool::with_limits(threads, queue, threads, Arc::new(Metrics::new()))
+    }
+
+    /// As [`VerifyPool::new`], recording verification times and queue depth in `metrics`.
+    pub fn with_metrics(threads: usize, queue: usize, metrics: Arc<Metrics>) -> VerifyPool {
+        VerifyPool::with_limits(threads, queue, threads, metrics)
     }
 
     /// Starts `threads` verification threads with room for `queue` waiting slow jobs and
-    /// `queue` waiting memory-hard jobs, of which at most `memory_hard_threads` run at once.
-    pub fn with_limits(threads: usize, queue: usize, memory_hard_threads: usize) -> VerifyPool {
+    /// `queue` waiting memory-hard jobs, of which at most `memory_hard_threads` run at once;
+    /// verification times and queue depth go to `metrics`.
+    pub fn with_limits(threads: usize, queue: usize, memory_hard_threads: usize, metrics: Arc<Metrics>) -> VerifyPool {
         let threads = threads.max(1);
         let memory_hard_threads = memory_hard_threads.clamp(1, threads);
         let (jobs, receiver) = crossbeam_channel::bounded::<Job>(queue);
@@ -65,9 +74,10 @@ impl VerifyPool {
             // Only the first `memory_hard_threads` threads take memory-hard jobs: that is
             // the bound on their memory.
             let hard = (index < memory_hard_threads).then(|| hard_receiver.clone());
+            let metrics = metrics.clone();
             let spawned = thread::Builder::new()
                 .name(format!("verify-{index}"))
-                .spawn(move || work(&receiver, hard.as_ref()));
+                .spawn(move || work(&receiver, hard.as_ref(), &metrics));
             if let Err(e) = spawned {
                 tracing::error!("cannot start verification thread {index}: {e}");
             }
@@ -76,6 +86,7 @@ impl VerifyPool {
             jobs,
             hard_jobs,
             cache: None,
+            metrics,
         }
     }
 
@@ -134,28 +145,42 @@ impl VerifyPool {
         T: Send + 'static,
         F: FnOnce(&StoredHash) -> T + Send + 'static,
     {
+        let metrics = self.metrics.clone();
+        let timed = move |hash: &StoredHash| {
+            let started = Instant::now();
+            let answer = check(hash);
+            metrics.hash_verified(hash.scheme_name(), started.elapsed());
+            answer
+        };
         if hash.weight() == Weight::Cheap {
-            return Ok(check(&hash));
+            return Ok(timed(&hash));
         }
         let memory_hard = hash.weight() == Weight::MemoryHard;
         let (reply, result) = oneshot::channel();
         let job: Job = Box::new(move || {
             // The receiver may be gone if the client hung up; nothing to do then.
-            let _ = reply.send(check(&hash));
+            let _ = reply.send(timed(&hash));
         });
         let queue = if memory_hard { &self.hard_jobs } else { &self.jobs };
         match queue.try_send(job) {
-            Ok(()) => result.await.map_err(|_| PoolError::Stopped),
-            Err(TrySendError::Full(_)) => Err(PoolError::Overloaded),
+            Ok(()) => {
+                self.metrics.queue_depth(queue.len());
+                result.await.map_err(|_| PoolError::Stopped)
+            }
+            Err(TrySendError::Full(_)) => {
+                self.metrics.pool_rejected();
+                Err(PoolError::Overloaded)
+            }
             Err(TrySendError::Disconnected(_)) => Err(PoolError::Stopped),
         }
     }
 }
 
 /// One verification thread: runs jobs until the pool is dropped.
-fn work(jobs: &Receiver<Job>, hard_jobs: Option<&Receiver<Job>>) {
+fn work(jobs: &Receiver<Job>, hard_jobs: Option<&Receiver<Job>>, metrics: &Metrics) {
     let Some(hard_jobs) = hard_jobs else {
         while let Ok(job) = jobs.recv() {
+            metrics.queue_depth(jobs.len());
             job();
         }
         return;
@@ -166,7 +191,10 @@ fn work(jobs: &Receiver<Job>, hard_jobs: Option<&Receiver<Job>>) {
             recv(hard_jobs) -> job => job,
         };
         match job {
-            Ok(job) => job(),
+            Ok(job) => {
+                metrics.queue_depth(jobs.len() + hard_jobs.len());
+                job();
+            }
             // Both senders live in the same `VerifyPool`: one gone means both are.
             Err(_) => return,
         }

@@ -3,4 +3,7 @@
 mod cli;
 mod common;
 mod malformed;
+mod ops;
+mod policy;
+mod reload_errors;
 mod vectors;
