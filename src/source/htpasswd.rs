@@ -11,6 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ipnet::IpNet;
+use zeroize::Zeroizing;
+
+mod index;
+
+use index::{Entry as IndexEntry, NameIndex};
 
 use crate::hash::{HashError, StoredHash, Weight};
 
@@ -68,35 +73,72 @@ impl fmt::Display for LineProblem {
     }
 }
 
-/// The users of one file, ready for lookups.
-#[derive(Debug)]
+/// The users of one file, ready for lookups. The file's text is kept (zeroed when dropped)
+/// and each line is parsed again when its user logs in: that costs about a microsecond per
+/// login and keeps a million users in well under 100 MB. Every line was fully validated
+/// when the table was built.
 pub struct UserTable {
-    users: HashMap<Vec<u8>, Arc<User>>,
+    text: Zeroizing<Vec<u8>>,
+    entries: Vec<IndexEntry>,
+    index: NameIndex,
     dummy: Option<Arc<StoredHash>>,
+}
+
+impl fmt::Debug for UserTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserTable")
+            .field("users", &self.entries.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl UserTable {
     /// A table with no users (a source that could not be read yet).
     pub fn empty() -> UserTable {
         UserTable {
-            users: HashMap::new(),
+            text: Zeroizing::new(Vec::new()),
+            entries: Vec::new(),
+            index: NameIndex::default(),
             dummy: None,
         }
     }
 
+    fn line_of(&self, entry: &IndexEntry) -> &[u8] {
+        let start = entry.start as usize;
+        &self.text[start..start + entry.len as usize]
+    }
+
+    fn name_of(&self, n: u32) -> &[u8] {
+        let entry = &self.entries[n as usize];
+        &self.line_of(entry)[..entry.name_len as usize]
+    }
+
     /// Looks a user up by the exact bytes of the login.
-    pub fn get(&self, user: &[u8]) -> Option<&Arc<User>> {
-        self.users.get(user)
+    pub fn get(&self, user: &[u8]) -> Option<Arc<User>> {
+        let n = self.index.find(user, |n| self.name_of(n))?;
+        let entry = &self.entries[n as usize];
+        let line_no = entry.line as usize;
+        let (_, stored, rest) = split_line(self.line_of(entry))?;
+        // The line parsed when the table was built, so this cannot fail; the text is
+        // immutable.
+        let hash = StoredHash::parse(std::str::from_utf8(stored).ok()?).ok()?;
+        let (nologin, allow_nets) = parse_extra_fields(rest, line_no, &mut |_, _, _| {});
+        Some(Arc::new(User {
+            hash: Arc::new(hash),
+            line: line_no,
+            nologin,
+            allow_nets,
+        }))
     }
 
     /// How many users the table holds.
     pub fn len(&self) -> usize {
-        self.users.len()
+        self.entries.len()
     }
 
     /// Whether the table holds no users.
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty()
+        self.entries.is_empty()
     }
 
     /// A hash of the most common scheme and cost in this file, over a password nobody knows:
@@ -104,12 +146,37 @@ impl UserTable {
     pub fn dummy(&self) -> Option<&Arc<StoredHash>> {
         self.dummy.as_ref()
     }
+
+    /// Approximate bytes held by the table.
+    pub fn heap_bytes(&self) -> usize {
+        self.text.capacity() + self.entries.capacity() * std::mem::size_of::<IndexEntry>() + self.index.heap_bytes()
+    }
+}
+
+/// A line's user name, stored hash, and the rest after the second colon.
+type LineFields<'a> = (&'a [u8], &'a [u8], Option<&'a [u8]>);
+
+/// `name`, `hash` and the rest (after the second colon) of a non-comment line.
+fn split_line(line: &[u8]) -> Option<LineFields<'_>> {
+    let mut fields = line.splitn(3, |&b| b == b':');
+    let name = fields.next()?;
+    let stored = fields.next()?;
+    Some((name, stored, fields.next()))
 }
 
 /// Parses the text of a users file. Bad lines are skipped and reported; they never stop the
 /// other users from loading.
 pub fn parse_users(text: &[u8], path: &Path) -> (UserTable, Vec<LineProblem>) {
-    let mut users: HashMap<Vec<u8>, Arc<User>> = HashMap::new();
+    parse_users_owned(text.to_vec(), path)
+}
+
+/// As [`parse_users`], keeping `text` in the table without a copy.
+pub fn parse_users_owned(text: Vec<u8>, path: &Path) -> (UserTable, Vec<LineProblem>) {
+    let text = Zeroizing::new(text);
+    let lines = text.iter().filter(|&&b| b == b'\n').count() + 1;
+    let mut entries: Vec<IndexEntry> = Vec::new();
+    let mut index = NameIndex::with_capacity(lines);
+    let mut labels = DummyCandidates::default();
     let mut problems = Vec::new();
     let mut problem = |line: usize, severity: Severity, message: String| {
         problems.push(LineProblem {
@@ -119,15 +186,16 @@ pub fn parse_users(text: &[u8], path: &Path) -> (UserTable, Vec<LineProblem>) {
             message,
         });
     };
-    for (index, raw_line) in text.split(|&b| b == b'\n').enumerate() {
-        let line_no = index + 1;
+    let mut start = 0usize;
+    for (index_no, raw_line) in text.split(|&b| b == b'\n').enumerate() {
+        let line_start = start;
+        start += raw_line.len() + 1;
+        let line_no = index_no + 1;
         let line = raw_line.strip_suffix(b"\r").unwrap_or(raw_line);
         if line.is_empty() || line.starts_with(b"#") {
             continue;
         }
-        let mut fields = line.splitn(3, |&b| b == b':');
-        let name = fields.next().unwrap_or_default();
-        let Some(stored) = fields.next() else {
+        let Some((name, stored, rest)) = split_line(line) else {
             problem(
                 line_no,
                 Severity::Error,
@@ -135,7 +203,6 @@ pub fn parse_users(text: &[u8], path: &Path) -> (UserTable, Vec<LineProblem>) {
             );
             continue;
         };
-        let rest = fields.next();
         if name.is_empty() {
             problem(line_no, Severity::Error, "empty user name".to_owned());
             continue;
@@ -162,28 +229,52 @@ pub fn parse_users(text: &[u8], path: &Path) -> (UserTable, Vec<LineProblem>) {
                 continue;
             }
         };
-        let (nologin, allow_nets) = parse_extra_fields(rest, line_no, &mut problem);
-        match users.entry(name.to_vec()) {
-            Entry::Occupied(first) => {
+        // Problems in the extra fields are reported here, once; lookups parse them quietly.
+        let _ = parse_extra_fields(rest, line_no, &mut problem);
+        let (Ok(len), Ok(name_len), Ok(line32)) = (
+            u32::try_from(line.len()),
+            u32::try_from(name.len()),
+            u32::try_from(line_no),
+        ) else {
+            problem(line_no, Severity::Error, "line too long; user skipped".to_owned());
+            continue;
+        };
+        let n = entries.len() as u32;
+        let name_of = |n: u32| {
+            let e: &IndexEntry = &entries[n as usize];
+            &text[e.start as usize..e.start as usize + e.name_len as usize]
+        };
+        match index.insert(name, n, name_of) {
+            Err(first) => {
                 let message = format!(
                     "user {} already defined on line {}; this line is ignored",
                     printable(name),
-                    first.get().line
+                    entries[first as usize].line
                 );
                 problem(line_no, Severity::Warning, message);
             }
-            Entry::Vacant(slot) => {
-                slot.insert(Arc::new(User {
-                    hash: Arc::new(hash),
-                    line: line_no,
-                    nologin,
-                    allow_nets,
-                }));
+            Ok(()) => {
+                labels.count(hash);
+                entries.push(IndexEntry {
+                    start: line_start as u64,
+                    len,
+                    name_len,
+                    line: line32,
+                });
             }
         }
     }
-    let dummy = dummy_for(&users);
-    (UserTable { users, dummy }, problems)
+    entries.shrink_to_fit();
+    let dummy = labels.dummy();
+    (
+        UserTable {
+            text,
+            entries,
+            index,
+            dummy,
+        },
+        problems,
+    )
 }
 
 /// Reads the Dovecot passwd-file extra fields (`uid:gid:gecos:home:shell:extra`), when
@@ -232,23 +323,37 @@ fn parse_extra_fields(
     (nologin, allow_nets)
 }
 
-/// Picks the hash unknown users are verified against: the most common scheme and cost
-/// among the slow ones (bcrypt, sha-crypt, argon2, ...), or among all when the file has only
-/// cheap ones. Cheap hashes leak little through timing, and a file's one argon2 user must
-/// not make every unknown user cost 64 MiB.
-fn dummy_for(users: &HashMap<Vec<u8>, Arc<User>>) -> Option<Arc<StoredHash>> {
-    let mut counts: HashMap<String, (usize, &Arc<StoredHash>)> = HashMap::new();
-    for user in users.values() {
-        counts.entry(user.hash.cost_label()).or_insert((0, &user.hash)).0 += 1;
+/// Counts scheme-and-cost labels while a file loads, keeping one hash of each.
+#[derive(Default)]
+struct DummyCandidates {
+    counts: HashMap<String, (usize, StoredHash)>,
+}
+
+impl DummyCandidates {
+    fn count(&mut self, hash: StoredHash) {
+        match self.counts.entry(hash.cost_label()) {
+            Entry::Occupied(mut seen) => seen.get_mut().0 += 1,
+            Entry::Vacant(slot) => {
+                slot.insert((1, hash));
+            }
+        }
     }
-    let slow = |h: &StoredHash| h.weight() != Weight::Cheap;
-    let any_slow = counts.values().any(|(_, h)| slow(h));
-    // Ties are broken by label so the choice does not depend on hash-map order.
-    let (_, (_, hash)) = counts
-        .iter()
-        .filter(|(_, (_, h))| !any_slow || slow(h))
-        .max_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| b.0.cmp(a.0)))?;
-    Some(Arc::new(hash.dummy_like()))
+
+    /// Picks the hash unknown users are verified against: the most common scheme and cost
+    /// among the slow ones (bcrypt, sha-crypt, argon2, ...), or among all when the file has
+    /// only cheap ones. Cheap hashes leak little through timing, and a file's one argon2 user
+    /// must not make every unknown user cost 64 MiB.
+    fn dummy(&self) -> Option<Arc<StoredHash>> {
+        let slow = |h: &StoredHash| h.weight() != Weight::Cheap;
+        let any_slow = self.counts.values().any(|(_, h)| slow(h));
+        // Ties are broken by label so the choice does not depend on hash-map order.
+        let (_, (_, hash)) = self
+            .counts
+            .iter()
+            .filter(|(_, (_, h))| !any_slow || slow(h))
+            .max_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| b.0.cmp(a.0)))?;
+        Some(Arc::new(hash.dummy_like()))
+    }
 }
 
 /// A user name as it may appear in a message: control bytes escaped.
@@ -317,5 +422,26 @@ mod tests {
         let dummy = table.dummy().unwrap();
         assert_eq!(dummy.cost_label(), table.get(b"a").unwrap().hash.cost_label());
         assert!(!dummy.verify(b"x"));
+    }
+
+    #[test]
+    fn every_user_of_a_large_file_is_found_and_no_other() {
+        let mut text = String::new();
+        for n in 0..5000 {
+            text.push_str(&format!("u{n}:{{PLAIN}}p{n}\r\n"));
+        }
+        text.push_str("last:{PLAIN}end");
+        let (table, problems) = parse(&text);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(table.len(), 5001);
+        for n in 0..5000 {
+            let user = table.get(format!("u{n}").as_bytes()).unwrap();
+            assert!(user.hash.verify(format!("p{n}").as_bytes()), "u{n}");
+            assert_eq!(user.line, n + 1);
+        }
+        assert!(table.get(b"last").unwrap().hash.verify(b"end"));
+        for absent in [&b"u5000"[..], b"u", b"", b"u1:", b"last:", b"u1\r"] {
+            assert!(table.get(absent).is_none(), "{absent:?}");
+        }
     }
 }

@@ -197,7 +197,7 @@ impl HtpasswdSource {
                 });
             }
         };
-        let (table, problems) = htpasswd::parse_users(&text, path);
+        let (table, problems) = htpasswd::parse_users_owned(text, path);
         *stamp = Some(read_stamp);
         let has_errors = problems.iter().any(|p| p.severity == Severity::Error);
         if has_errors && self.is_available() {
