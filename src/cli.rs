@@ -148,6 +148,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config } => {
             let config = load_config(config.as_ref())?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.workers)
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;

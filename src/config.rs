@@ -136,6 +136,8 @@ pub struct Config {
     pub max_connections: usize,
     /// How often users files are checked for changes (0 = only on SIGHUP).
     pub reload_interval: Duration,
+    /// Threads that serve connections (the async runtime's workers).
+    pub workers: usize,
     /// Threads that verify slow password hashes.
     pub verify_threads: usize,
     /// Verifications that may wait for a thread; past that a login gets a temporary failure.
@@ -221,6 +223,7 @@ struct RawConfig {
     read_timeout: Option<Spanned<String>>,
     max_connections: Option<Spanned<i64>>,
     reload_interval: Option<Spanned<String>>,
+    workers: Option<Spanned<i64>>,
     verify_threads: Option<Spanned<i64>>,
     verify_queue: Option<Spanned<i64>>,
     verify_memory_hard_threads: Option<Spanned<i64>>,
@@ -483,6 +486,10 @@ fn validate(raw: RawConfig, c: &mut Checker<'_>, origin: &ConfigOrigin) -> Confi
     let max_connections = c.count(&raw.max_connections, "max_connections", 1..=1_000_000, 4096);
     let reload_interval = c.duration(&raw.reload_interval, "reload_interval", Duration::from_secs(1));
     let cores = std::thread::available_parallelism().map_or(2, usize::from);
+    // One new connection per login costs ~50 µs of CPU, mostly in the kernel: one worker
+    // serves ~20k logins/s, and more workers than half the cores mostly add cross-thread
+    // wake-ups (measured in BENCHMARKS.md), leaving the rest to hashing and to nginx.
+    let workers = c.count(&raw.workers, "workers", 1..=1024, (cores / 2).max(1));
     let verify_threads = c.count(&raw.verify_threads, "verify_threads", 1..=1024, cores);
     let verify_queue = c.count(&raw.verify_queue, "verify_queue", 1..=1_000_000, 256);
     let verify_memory_hard_threads = c.count(
@@ -559,6 +566,7 @@ fn validate(raw: RawConfig, c: &mut Checker<'_>, origin: &ConfigOrigin) -> Confi
         read_timeout,
         max_connections,
         reload_interval,
+        workers,
         verify_threads,
         verify_queue,
         verify_memory_hard_threads,

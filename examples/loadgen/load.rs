@@ -51,6 +51,8 @@ pub struct Stats {
     pub elapsed: Duration,
     /// Latency of every good reply, microseconds, sorted.
     pub latencies: Vec<u32>,
+    /// CPU time the server used per good reply, microseconds (set by the caller).
+    pub cpu_us_per_request: f64,
 }
 
 impl Stats {

@@ -4,7 +4,7 @@
 //!
 //! Options: `--rounds N` (3), `--secs S` per run (3), `--concurrency C` (16),
 //! `--million` / `--no-million` (1M-user file load test, on by default), `--mailauthd PATH`,
-//! `--out FILE.md`, `--svg FILE.svg`.
+//! `--out FILE.md`, `--svg FILE.svg`, `--only TEXT` (scenarios whose label contains TEXT).
 
 mod load;
 mod report;
@@ -33,6 +33,7 @@ struct Options {
     mailauthd: PathBuf,
     out: Option<PathBuf>,
     svg: Option<PathBuf>,
+    only: Option<String>,
 }
 
 fn options() -> Options {
@@ -44,6 +45,7 @@ fn options() -> Options {
         mailauthd: PathBuf::from("target/release/mailauthd"),
         out: None,
         svg: None,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -57,6 +59,7 @@ fn options() -> Options {
             "--mailauthd" => o.mailauthd = PathBuf::from(value()),
             "--out" => o.out = Some(PathBuf::from(value())),
             "--svg" => o.svg = Some(PathBuf::from(value())),
+            "--only" => o.only = Some(value()),
             other => panic!("unknown option {other}"),
         }
     }
@@ -193,6 +196,7 @@ struct Bench {
     zipf: Arc<Zipf>,
     // Per server, so that mailauthd sees each cold user once.
     cold: BTreeMap<Server, Arc<AtomicU64>>,
+    pids: BTreeMap<Server, u32>,
 }
 
 impl Bench {
@@ -206,6 +210,14 @@ impl Bench {
 
     async fn run(&self, scenario: Scenario, server: Server, addr: std::net::SocketAddr) -> Stats {
         let ok = ok_or_any(server);
+        let cpu_before = servers::cpu_secs(self.pids[&server]);
+        let mut stats = self.run_load(scenario, server, addr, ok).await;
+        let cpu = servers::cpu_secs(self.pids[&server]) - cpu_before;
+        stats.cpu_us_per_request = cpu * 1e6 / stats.ok.max(1) as f64;
+        stats
+    }
+
+    async fn run_load(&self, scenario: Scenario, server: Server, addr: std::net::SocketAddr, ok: Expect) -> Stats {
         let workload = match scenario {
             Scenario::Plain => fixed("plain", "pw-plain", ok),
             Scenario::Sha | Scenario::ShaDuringBcrypt => fixed("sha", "pw-sha", ok),
@@ -381,22 +393,38 @@ async fn bench(opts: Options) {
     let bench = Bench {
         zipf: Arc::new(Zipf::new(MIXED_USERS, 1.0)),
         cold: ports.iter().map(|(s, _)| (*s, Arc::new(AtomicU64::new(0)))).collect(),
+        // The chain and the ceiling share one nginx, and run one at a time.
+        pids: [
+            (Server::Mailauthd, mailauthd.pid()),
+            (Server::Chain, nginx.pid()),
+            (Server::Ceiling, nginx.pid()),
+        ]
+        .into_iter()
+        .collect(),
         opts,
     };
     // Interleaved: every round runs every scenario on the three servers in turn.
     let mut runs: BTreeMap<(Scenario, Server), Vec<Stats>> = BTreeMap::new();
     for round in 0..bench.opts.rounds {
-        for scenario in Scenario::ALL {
+        let chosen = |s: &Scenario| {
+            bench
+                .opts
+                .only
+                .as_ref()
+                .is_none_or(|only| s.label().contains(only.as_str()))
+        };
+        for scenario in Scenario::ALL.into_iter().filter(chosen) {
             for (server, port) in ports {
                 let stats = bench.run(scenario, server, servers::addr(port)).await;
                 eprintln!(
-                    "round {} {:<22} {:<10} {:>9.0}/s p50 {:>8.2} ms p99 {:>8.2} ms errors {}",
+                    "round {} {:<22} {:<10} {:>9.0}/s p50 {:>8.2} ms p99 {:>8.2} ms cpu {:>7.1} us/req errors {}",
                     round + 1,
                     scenario.label(),
                     server.name(),
                     stats.rate(),
                     stats.percentile_ms(0.5),
                     stats.percentile_ms(0.99),
+                    stats.cpu_us_per_request,
                     stats.errors
                 );
                 runs.entry((scenario, server)).or_default().push(stats);
