@@ -38,6 +38,7 @@ pub struct Cell {
     pub rate: f64,
     pub p50: f64,
     pub p99: f64,
+    pub cpu_us: f64,
     pub errors: u64,
 }
 
@@ -66,6 +67,7 @@ impl Row {
                 rate: median(runs.iter().map(Stats::rate).collect()),
                 p50: median(runs.iter().map(|s| s.percentile_ms(0.5)).collect()),
                 p99: median(runs.iter().map(|s| s.percentile_ms(0.99)).collect()),
+                cpu_us: median(runs.iter().map(|s| s.cpu_us_per_request).collect()),
                 errors: runs.iter().map(|s| s.errors).sum(),
             }
         });
@@ -150,7 +152,9 @@ pub fn markdown(c: &Context, rows: &[Row], million: Option<&Million>) -> String 
         s,
         "- Each figure is the median of {} rounds of {} s at {} concurrent requests (the \
          `{{SHA}} during bcrypt` foreground: 4), one new TCP connection per request like nginx; a \
-         request counts only with the expected verdict.",
+         request counts only with the expected verdict. The load generator runs on the same \
+         2 cores. Server CPU per login (user + system time of the server's processes ÷ good \
+         replies) depends little on the machine's other load, unlike requests/s.",
         c.rounds, c.secs, c.concurrency
     );
     let _ = writeln!(
@@ -164,14 +168,14 @@ pub fn markdown(c: &Context, rows: &[Row], million: Option<&Million>) -> String 
     );
     let _ = writeln!(
         s,
-        "| scenario | mailauthd req/s | chain req/s | ceiling req/s | mailauthd ÷ chain | mailauthd ÷ ceiling | p50 ms (m / chain / ceil) | p99 ms (m / chain / ceil) | errors (m / chain / ceil) |"
+        "| scenario | mailauthd req/s | chain req/s | ceiling req/s | mailauthd ÷ chain | mailauthd ÷ ceiling | p50 ms (m / chain / ceil) | p99 ms (m / chain / ceil) | server CPU µs per login (m / chain / ceil) | errors (m / chain / ceil) |"
     );
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in rows {
         let [m, ch, ce] = row.cells;
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} / {} | {} / {} / {} |",
+            "| {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} / {} | {:.0} / {:.0} / {:.0} | {} / {} / {} |",
             row.label,
             rate(m.rate),
             rate(ch.rate),
@@ -184,6 +188,9 @@ pub fn markdown(c: &Context, rows: &[Row], million: Option<&Million>) -> String 
             ms(m.p99),
             ms(ch.p99),
             ms(ce.p99),
+            m.cpu_us,
+            ch.cpu_us,
+            ce.cpu_us,
             m.errors,
             ch.errors,
             ce.errors
