@@ -215,7 +215,8 @@ pub fn markdown(c: &Context, rows: &[Row], million: Option<&Million>) -> String 
          (a client with an old password); refused each time.\n\
          - `unknown user`: the same unknown user and password again and again; refused each time.\n\
          - `{{SHA}} during bcrypt`: {{SHA}} logins at 4 concurrent while cold bcrypt logins at {} \
-         concurrent keep every verification thread busy; the figures are the {{SHA}} logins'.\n\
+         concurrent keep every verification thread busy; the figures are the {{SHA}} logins' \
+         (the CPU figure includes the bcrypt work).\n\
          - `mixed 10k Zipf`: users drawn with Zipf(s = 1) popularity from the 10k mixed users; \
          the cache keeps what earlier rounds verified.\n",
         c.cold_users_used, c.cold_users, c.concurrency
