@@ -210,6 +210,9 @@ impl Bench {
 
     async fn run(&self, scenario: Scenario, server: Server, addr: std::net::SocketAddr) -> Stats {
         let ok = ok_or_any(server);
+        // Work left over from the previous run (queued cold bcrypt logins) must not be
+        // billed to this one.
+        servers::settle(self.pids[&server]).await;
         let cpu_before = servers::cpu_secs(self.pids[&server]);
         let mut stats = self.run_load(scenario, server, addr, ok).await;
         let cpu = servers::cpu_secs(self.pids[&server]) - cpu_before;

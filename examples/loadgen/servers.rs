@@ -187,3 +187,17 @@ pub fn cpu_secs(pid: u32) -> f64 {
     // Linux reports these in USER_HZ, 100 on every common platform.
     ticks as f64 / 100.0
 }
+
+/// Waits (at most 5 s) until `pid` and its children use no CPU for 100 ms.
+pub async fn settle(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut last = cpu_secs(pid);
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = cpu_secs(pid);
+        if now - last < 0.005 {
+            return;
+        }
+        last = now;
+    }
+}
