@@ -454,7 +454,7 @@ async fn bench(opts: Options) {
         })
         .collect();
     let context = report::Context {
-        command: std::env::var("BENCH_COMMAND").unwrap_or_else(|_| "bench/run".to_owned()),
+        command: std::env::var("BENCH_COMMAND").map_or_else(|_| "bench/run".to_owned(), |c| c.trim().to_owned()),
         machine: format!(
             "{} ({} cores), {}, {}",
             shell("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"),
