@@ -4,6 +4,9 @@
 //! (Placeholder with the interface the rest of the crate builds on; the full
 //! scheme list lives in the scheme modules.)
 
+mod new;
+pub use new::{NewScheme, hash_password};
+
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
