@@ -1,5 +1,7 @@
-//! The command line: `serve`, `check-config` and `test`. `anyhow` lives here and in
+//! The command line: `serve`, `check-config`, `test` and `user`. `anyhow` lives here and in
 //! `main.rs` only.
+
+pub mod user;
 
 use std::io::Read;
 use std::net::IpAddr;
@@ -82,6 +84,13 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         attempt: u32,
     },
+    /// Manage a users file (htpasswd-compatible): add, passwd, del, list, verify.
+    /// Exit 0 done, 1 refused (user exists / absent, wrong password), 2 error.
+    User {
+        /// What to do.
+        #[command(subcommand)]
+        command: user::UserCommand,
+    },
 }
 
 fn parse_protocol(s: &str) -> Result<MailProtocol, String> {
@@ -112,6 +121,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => check_config(config.as_ref()),
+        Command::User { command } => user::run(command),
         Command::Test {
             config,
             user,

@@ -2,6 +2,7 @@
 //! immutable snapshot behind an `ArcSwap`; a reload builds a whole new snapshot and swaps it
 //! in only when it is good, so a request never sees a half-read file.
 
+pub mod edit;
 pub mod htpasswd;
 
 use std::fs::Metadata;
