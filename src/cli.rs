@@ -191,7 +191,10 @@ fn check_config(path: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
                 errors += 1;
                 println!("error: {e}");
             }
-            ReloadOutcome::Unchanged | ReloadOutcome::KeptPrevious { .. } => {}
+            ReloadOutcome::Unchanged
+            | ReloadOutcome::KeptPrevious { .. }
+            | ReloadOutcome::Unsettled
+            | ReloadOutcome::SuspiciousEmpty { .. } => {}
         }
     }
     println!(

@@ -81,6 +81,12 @@ pub fn log_reload(source: &Source, outcome: &ReloadOutcome) {
             }
             tracing::error!(source = %name, "users file has broken lines; keeping the last good version");
         }
+        ReloadOutcome::Unsettled => {
+            tracing::warn!(source = %name, "users file kept changing while it was read; keeping the last version, retrying at the next poll");
+        }
+        ReloadOutcome::SuspiciousEmpty { kept_users } => {
+            tracing::warn!(source = %name, kept_users, "users file has no users any more; keeping the last version until the file is unchanged at the next poll (SIGHUP takes it at once)");
+        }
         ReloadOutcome::Failed(e) => {
             if let Source::Htpasswd(s) = source
                 && s.is_available()

@@ -84,9 +84,11 @@ impl Authenticator {
             .then_some(auth.wait_secs)
     }
 
-    /// A password login: the sources are asked in order and the first that accepts decides.
-    /// If none accepts, a temporary failure of any of them makes the answer temporary (a
-    /// source that is down must not look like a wrong password), otherwise it is "invalid".
+    /// A password login: the sources are asked in order and the first that knows the user
+    /// decides (first match wins, as in a single file): a user refused by one source (wrong
+    /// password, `nologin`, `allow_nets`) is not tried against the next, so an old entry in a
+    /// later file cannot undo a refusal. If a source before it was unavailable, the answer is
+    /// temporary (a source that is down must not look like a wrong password).
     async fn decide_plain(&self, req: &AuthRequest) -> Decision {
         let creds = Credentials {
             user: &req.user,
@@ -109,8 +111,9 @@ impl Authenticator {
                     };
                 }
                 PlainAnswer::Rejected { reason, scheme: s } => {
-                    rejected = rejected.or(Some((reason, source.name())));
-                    scheme = scheme.or(s);
+                    rejected = Some((reason, source.name()));
+                    scheme = s;
+                    break;
                 }
                 PlainAnswer::UnknownUser { dummy: d } => dummy = dummy.or(d),
                 PlainAnswer::Unavailable { reason } => temporary = temporary.or(Some(reason)),
@@ -163,7 +166,8 @@ impl Authenticator {
                 _ => user.hash.verify_cram_md5(salt, &req.pass),
             };
             if !matches {
-                continue;
+                // The first source that knows the user decides, as for passwords.
+                break;
             }
             if user.nologin || !user.allowed_from(req.client_ip) {
                 return refuse(RefuseKind::InvalidCredentials, None, "nologin");

@@ -1,6 +1,15 @@
 //! Credential sources: where users and their password hashes live. Each source keeps an
 //! immutable snapshot behind an `ArcSwap`; a reload builds a whole new snapshot and swaps it
 //! in only when it is good, so a request never sees a half-read file.
+//!
+//! A users file may be replaced by a rename (`mailauthd user`, `htpasswd`, most editors) or
+//! rewritten in place (`>`, some editors). A rename is always read whole. An in-place rewrite
+//! can be caught half-way, so a read counts only if the file's size and mtime are the same
+//! before and after it (and, for a file changed in the last two seconds, again a moment
+//! later); otherwise it is retried, and after a few tries left to the next poll. A file that
+//! suddenly has no users while the table in use has some is taken as a rewrite caught
+//! between truncation and writing: the last table stays until the file has looked the same
+//! for one more poll (a SIGHUP reload takes it at once).
 
 pub mod edit;
 pub mod htpasswd;
@@ -9,8 +18,9 @@ use std::fs::Metadata;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
@@ -97,6 +107,60 @@ pub enum ReloadOutcome {
     },
     /// The file could not be read; the last good table (if any) stays in use.
     Failed(SourceError),
+    /// The file changed while it was read, every try; the last table stays, the next poll
+    /// tries again.
+    Unsettled,
+    /// The file has no users any more while the table in use has some; the last table stays
+    /// until the file is unchanged at the next poll.
+    SuspiciousEmpty {
+        /// Users in the table kept.
+        kept_users: usize,
+    },
+}
+
+/// Reads of a changing file before giving up until the next poll.
+const READ_TRIES: usize = 5;
+/// A file modified this recently may still be in the middle of an in-place rewrite.
+const RECENT: Duration = Duration::from_secs(2);
+/// How long to wait before looking again at a recently modified file: a writer in the middle
+/// of an in-place rewrite changes its size or mtime in that time.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// Reads the whole file, retrying while it changes under the read. `None`: it never held
+/// still.
+fn read_settled(path: &Path) -> Result<Option<(FileStamp, Vec<u8>)>, std::io::Error> {
+    use std::io::Read;
+    for _ in 0..READ_TRIES {
+        let mut file = std::fs::File::open(path)?;
+        let before = FileStamp::of(&file.metadata()?);
+        let mut text = Vec::with_capacity(usize::try_from(before.len).unwrap_or(0));
+        file.read_to_end(&mut text)?;
+        let mut after = FileStamp::of(&file.metadata()?);
+        let recent = before
+            .modified
+            .is_none_or(|m| SystemTime::now().duration_since(m).is_ok_and(|age| age < RECENT) || m > SystemTime::now());
+        if after == before && recent {
+            std::thread::sleep(SETTLE);
+            after = FileStamp::of(&file.metadata()?);
+        }
+        if after == before && text.len() as u64 == before.len {
+            return Ok(Some((before, text)));
+        }
+        std::thread::sleep(SETTLE);
+    }
+    Ok(None)
+}
+
+/// Counters of one source's reloads, for metrics.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Reloads that put a new table in use (the first load included).
+    pub loaded: AtomicU64,
+    /// Reloads that kept the last table: broken lines, a file emptied, a file that would not
+    /// hold still, or an unreadable file.
+    pub kept_previous: AtomicU64,
+    /// Bad lines (warnings and errors) of the last file read.
+    pub bad_lines: AtomicU64,
 }
 
 /// File identity and version, to notice edits, atomic renames and truncations.
@@ -127,7 +191,18 @@ pub struct HtpasswdSource {
     pub config: HtpasswdConfig,
     table: ArcSwap<UserTable>,
     loaded: AtomicBool,
-    stamp: Mutex<Option<FileStamp>>,
+    stamp: Mutex<Stamps>,
+    /// Reload counters.
+    pub stats: ReloadStats,
+}
+
+/// What the reloader remembers about the file between polls.
+#[derive(Debug, Default)]
+struct Stamps {
+    /// The version the table in use (or the last rejected version) was read from.
+    read: Option<FileStamp>,
+    /// A version with no users, seen once and not taken yet.
+    pending_empty: Option<FileStamp>,
 }
 
 impl HtpasswdSource {
@@ -137,7 +212,8 @@ impl HtpasswdSource {
             config,
             table: ArcSwap::from_pointee(UserTable::empty()),
             loaded: AtomicBool::new(false),
-            stamp: Mutex::new(None),
+            stamp: Mutex::new(Stamps::default()),
+            stats: ReloadStats::default(),
         }
     }
 
@@ -159,41 +235,59 @@ impl HtpasswdSource {
 
     /// Re-reads the file if it changed (or always, with `force`).
     pub fn reload(&self, force: bool) -> ReloadOutcome {
-        let path = &self.config.path;
-        let read = || -> Result<(FileStamp, Vec<u8>), std::io::Error> {
-            let before = FileStamp::of(&std::fs::metadata(path)?);
-            let text = std::fs::read(path)?;
-            Ok((before, text))
+        let outcome = self.reload_inner(force);
+        let counter = match &outcome {
+            ReloadOutcome::Unchanged => None,
+            ReloadOutcome::Loaded { .. } => Some(&self.stats.loaded),
+            _ => Some(&self.stats.kept_previous),
         };
-        let mut stamp = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        if let ReloadOutcome::Loaded { problems, .. } | ReloadOutcome::KeptPrevious { problems } = &outcome {
+            self.stats.bad_lines.store(problems.len() as u64, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    fn reload_inner(&self, force: bool) -> ReloadOutcome {
+        let path = &self.config.path;
+        let failed = |source| {
+            ReloadOutcome::Failed(SourceError::Read {
+                path: path.clone(),
+                source,
+            })
+        };
+        let mut stamps = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
         let current = match std::fs::metadata(path) {
             Ok(meta) => FileStamp::of(&meta),
             Err(source) => {
-                *stamp = None;
-                return ReloadOutcome::Failed(SourceError::Read {
-                    path: path.clone(),
-                    source,
-                });
+                stamps.read = None;
+                return failed(source);
             }
         };
-        if !force && stamp.as_ref() == Some(&current) && self.is_available() {
+        if !force && stamps.read.as_ref() == Some(&current) && self.is_available() {
             return ReloadOutcome::Unchanged;
         }
-        let (read_stamp, text) = match read() {
-            Ok(v) => v,
-            Err(source) => {
-                return ReloadOutcome::Failed(SourceError::Read {
-                    path: path.clone(),
-                    source,
-                });
-            }
+        let (read_stamp, text) = match read_settled(path) {
+            Ok(Some(v)) => v,
+            Ok(None) => return ReloadOutcome::Unsettled,
+            Err(source) => return failed(source),
         };
         let (table, problems) = htpasswd::parse_users(&text, path);
-        *stamp = Some(read_stamp);
         let has_errors = problems.iter().any(|p| p.severity == Severity::Error);
         if has_errors && self.is_available() {
+            stamps.read = Some(read_stamp);
             return ReloadOutcome::KeptPrevious { problems };
         }
+        let kept_users = self.table.load().len();
+        if table.is_empty() && kept_users > 0 && !force && stamps.pending_empty.as_ref() != Some(&read_stamp) {
+            // `read` is left alone so that the next poll reads the file again.
+            stamps.pending_empty = Some(read_stamp);
+            return ReloadOutcome::SuspiciousEmpty { kept_users };
+        }
+        stamps.read = Some(read_stamp);
+        stamps.pending_empty = None;
         let users = table.len();
         self.table.store(Arc::new(table));
         self.loaded.store(true, Ordering::Release);
@@ -277,3 +371,6 @@ impl Source {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
