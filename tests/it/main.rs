@@ -1,7 +1,10 @@
-//! Integration tests: the `mailauthd` binary run as a subprocess on loopback, one module per
-//! area.
+//! Integration tests: the real `mailauthd` binary, spoken to as nginx speaks to it.
 
+mod cli;
 mod common;
+mod logins;
+mod malformed;
 mod passwd_file;
 mod reload;
 mod user_cmd;
+mod vectors;

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{Daemon, bcrypt4, wait_until};
+use crate::common::{Daemon, wait_until};
+use crate::logins::{accepted, bcrypt4, invalid, is_accepted};
 
-const SOURCE: &str = "[[source]]\nkind = \"htpasswd\"\npath = \"users\"\n";
+const SOURCE: &str = "[[source]]\nkind = \"htpasswd\"\npath = \"users.htpasswd\"\n";
 
 /// Version `k` of the users file: filler first, then the users the test logs in (so a file
 /// read half-way would lose them), `rot` with password `v{k}`.
@@ -45,8 +46,6 @@ fn write_in_place(path: &Path, text: &[u8]) {
 
 #[test]
 fn rewrites_under_load_never_fail_a_login() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("users");
     // Two bcrypt users (verified on the pool) and two cheap ones.
     let stable = vec![
         bcrypt4("stable-0"),
@@ -54,11 +53,12 @@ fn rewrites_under_load_never_fail_a_login() {
         "{PLAIN}stable-2".to_owned(),
         "{PLAIN}stable-3".to_owned(),
     ];
-    std::fs::write(&path, version(0, &stable)).unwrap();
+    let version0 = String::from_utf8(version(0, &stable)).unwrap();
     let daemon = Arc::new(Daemon::start(
-        dir.path(),
         &format!("reload_interval = \"100ms\"\n{SOURCE}"),
+        &version0,
     ));
+    let path = daemon.path("users.htpasswd");
 
     let stop = Arc::new(AtomicBool::new(false));
     let requests = Arc::new(AtomicU64::new(0));
@@ -73,10 +73,10 @@ fn rewrites_under_load_never_fail_a_login() {
                         break;
                     }
                     let user = (t + n) % 4;
-                    let reply = daemon.login(&format!("stable{user}"), &format!("stable-{user}"));
+                    let reply = daemon.login("imap", &format!("stable{user}"), &format!("stable-{user}"));
                     requests.fetch_add(1, Ordering::Relaxed);
-                    if !reply.accepted() {
-                        failures.push(reply.0);
+                    if !is_accepted(&reply) {
+                        failures.push(String::from_utf8_lossy(&reply).into_owned());
                     }
                 }
                 failures
@@ -94,10 +94,10 @@ fn rewrites_under_load_never_fail_a_login() {
             write_in_place(&path, &text);
         }
         wait_until(Duration::from_secs(2), &format!("version {k} to take effect"), || {
-            daemon.login("rot", &format!("v{k}")).accepted()
+            accepted(&daemon, "rot", &format!("v{k}"))
         });
         slowest = slowest.max(written.elapsed());
-        assert!(daemon.login("rot", &format!("v{}", k - 1)).invalid());
+        assert!(invalid(&daemon, "rot", &format!("v{}", k - 1)));
     }
     stop.store(true, Ordering::Relaxed);
     let failures: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
@@ -114,62 +114,56 @@ fn rewrites_under_load_never_fail_a_login() {
 
 #[test]
 fn default_poll_takes_a_change_within_two_seconds() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("users");
-    std::fs::write(&path, "a:{PLAIN}old\n").unwrap();
-    let daemon = Daemon::start(dir.path(), SOURCE);
-    assert!(daemon.login("a", "old").accepted());
+    let daemon = Daemon::start(SOURCE, "a:{PLAIN}old\n");
+    let path = daemon.path("users.htpasswd");
+    assert!(accepted(&daemon, "a", "old"));
     write_by_rename(&path, b"a:{PLAIN}renamed\n");
     wait_until(Duration::from_secs(2), "the renamed file", || {
-        daemon.login("a", "renamed").accepted()
+        accepted(&daemon, "a", "renamed")
     });
     write_in_place(&path, b"a:{PLAIN}in-place\n");
     wait_until(Duration::from_secs(2), "the file rewritten in place", || {
-        daemon.login("a", "in-place").accepted()
+        accepted(&daemon, "a", "in-place")
     });
 }
 
 #[test]
 fn sighup_reloads_when_polling_is_off() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("users");
-    std::fs::write(&path, "a:{PLAIN}old\n").unwrap();
-    let daemon = Daemon::start(dir.path(), &format!("reload_interval = \"0s\"\n{SOURCE}"));
+    let daemon = Daemon::start(&format!("reload_interval = \"0s\"\n{SOURCE}"), "a:{PLAIN}old\n");
+    let path = daemon.path("users.htpasswd");
     write_by_rename(&path, b"a:{PLAIN}new\n");
     daemon.signal("HUP");
     wait_until(Duration::from_secs(2), "SIGHUP to reload", || {
-        daemon.login("a", "new").accepted()
+        accepted(&daemon, "a", "new")
     });
-    assert!(daemon.login("a", "old").invalid());
+    assert!(invalid(&daemon, "a", "old"));
 }
 
 #[test]
 fn a_broken_or_emptied_file_keeps_the_last_good_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("users");
-    std::fs::write(&path, "a:{PLAIN}old\n").unwrap();
-    let daemon = Daemon::start(dir.path(), &format!("reload_interval = \"100ms\"\n{SOURCE}"));
+    let daemon = Daemon::start(&format!("reload_interval = \"100ms\"\n{SOURCE}"), "a:{PLAIN}old\n");
+    let path = daemon.path("users.htpasswd");
     write_by_rename(&path, b"a:{PLAIN}new\nbroken line\n");
     wait_until(Duration::from_secs(5), "the broken file to be reported", || {
-        daemon.log_text().contains("keeping the last good version")
+        daemon.log().contains("keeping the last good version")
     });
-    let log = daemon.log_text();
-    assert!(log.contains("users:2: no `:` after the user name"), "{log}");
-    assert!(daemon.login("a", "old").accepted());
-    assert!(daemon.login("a", "new").invalid());
+    let log = daemon.log();
+    assert!(log.contains("users.htpasswd:2: no `:` after the user name"), "{log}");
+    assert!(accepted(&daemon, "a", "old"));
+    assert!(invalid(&daemon, "a", "new"));
 
     // Fixed: taken.
     write_by_rename(&path, b"a:{PLAIN}fixed\n");
     wait_until(Duration::from_secs(2), "the fixed file", || {
-        daemon.login("a", "fixed").accepted()
+        accepted(&daemon, "a", "fixed")
     });
 
     // Emptied: kept for one more poll, then taken (the admin meant it).
     write_in_place(&path, b"");
     wait_until(Duration::from_secs(5), "the emptied file to be noticed", || {
-        daemon.log_text().contains("users file has no users any more")
+        daemon.log().contains("users file has no users any more")
     });
     wait_until(Duration::from_secs(2), "the empty file to be taken", || {
-        daemon.login("a", "fixed").invalid()
+        invalid(&daemon, "a", "fixed")
     });
 }
