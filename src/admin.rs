@@ -1,6 +1,13 @@
 //! The admin listener (`[admin] listen`), separate from the auth_http one: health and
-//! readiness for supervisors and load balancers, and the operator endpoints. Endpoints
-//! that change state need `Authorization: Bearer <[admin] token>`.
+//! readiness for supervisors and load balancers, Prometheus metrics, and the operator
+//! endpoints. Endpoints that change state need `Authorization: Bearer <[admin] token>`.
+//!
+//! - `GET /healthz`: 200 while the process answers.
+//! - `GET /readyz`: 200 when every source has a users table in use, 503 while one has never
+//!   loaded. A source whose file became unreadable or broken keeps its last good table and
+//!   stays ready: logins keep working and the failure shows in the log and in
+//!   `mailauthd_reloads_total{result="failed"}`. The body lists each source.
+//! - `GET /metrics`: OpenMetrics text (`crate::metrics`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -63,18 +70,38 @@ pub fn ready(auth: &Authenticator) -> bool {
     })
 }
 
+/// The `/readyz` reply: the verdict, then one line per source.
+fn readiness(auth: &Authenticator) -> Response<Body> {
+    let mut body = String::new();
+    let status = if ready(auth) {
+        body.push_str("ready\n");
+        StatusCode::OK
+    } else {
+        body.push_str("not ready: a source has no users loaded\n");
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    for source in &auth.sources {
+        let Source::Htpasswd(file) = source;
+        if file.is_available() {
+            body.push_str(&format!("{} users={}\n", source.name(), file.table().len()));
+        } else {
+            body.push_str(&format!("{} unavailable\n", source.name()));
+        }
+    }
+    text(status, body)
+}
+
 async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => {
-            if ready(&state.auth) {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: a source has no users loaded\n",
-                )
-            }
+        (&Method::GET, "/readyz") => readiness(&state.auth),
+        (&Method::GET, "/metrics") => {
+            let mut resp = text(StatusCode::OK, state.auth.metrics.render());
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            resp
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };

@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check-config`, `test` and `user`. `anyhow` lives here and in
+//! The command line: `serve`, `check-config`, `test`, `user`, `nginx-config`, and for
+//! packagers `man` and `completions`. `anyhow` lives here and in
 //! `main.rs` only.
 
 pub mod user;
@@ -10,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
 use crate::config::Config;
@@ -91,6 +92,31 @@ pub enum Command {
         #[command(subcommand)]
         command: user::UserCommand,
     },
+    /// Print an nginx `mail {}` block (IMAP, POP3, submission, inbound MX) that sends every
+    /// login to this daemon's listen address.
+    NginxConfig {
+        /// Config file (the built-in default without it).
+        #[arg(long, short, env = "MAILAUTHD_CONFIG")]
+        config: Option<PathBuf>,
+        /// nginx `server_name` (nginx uses the host name without it).
+        #[arg(long)]
+        server_name: Option<String>,
+        /// TLS certificate chain (PEM).
+        #[arg(long, default_value = "/etc/ssl/certs/ssl-cert-snakeoil.pem")]
+        tls_cert: PathBuf,
+        /// TLS private key (PEM).
+        #[arg(long, default_value = "/etc/ssl/private/ssl-cert-snakeoil.key")]
+        tls_key: PathBuf,
+    },
+    /// Print the man page (roff) on stdout.
+    #[command(hide = true)]
+    Man,
+    /// Print a shell completion script on stdout.
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn parse_protocol(s: &str) -> Result<MailProtocol, String> {
@@ -159,7 +185,44 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             test_login(config, &req)
         }
+        Command::NginxConfig {
+            config,
+            server_name,
+            tls_cert,
+            tls_key,
+        } => {
+            let config = load_config(config.as_ref())?;
+            let opts = crate::nginx_config::NginxOptions {
+                server_name,
+                tls_cert,
+                tls_key,
+            };
+            write_stdout(crate::nginx_config::render(&config, &opts).as_bytes())
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .context("cannot render the man page")?;
+            write_stdout(&out)
+        }
+        Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics when its writer fails.
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "mailauthd", &mut out);
+            write_stdout(&out)
+        }
     }
+}
+
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check_config(path: Option<&PathBuf>) -> anyhow::Result<ExitCode> {

@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::config::Config;
 use crate::hash::StoredHash;
+use crate::metrics::Metrics;
 use crate::protocol::{
     Accept, AuthMethod, AuthRequest, MAX_ECHOED_PASSWORD, MailProtocol, Refusal, RefuseKind, Verdict, is_sendable_value,
 };
@@ -30,6 +31,17 @@ pub struct Decision {
     pub source: Option<String>,
 }
 
+impl Decision {
+    /// The result as logs and metrics name it: `ok`, `invalid`, `tempfail`, `banned`,
+    /// `relay-denied` or `bad-request`.
+    pub fn result(&self) -> &'static str {
+        match &self.verdict {
+            Verdict::Accept(_) => "ok",
+            Verdict::Refuse(r) => r.kind.as_str(),
+        }
+    }
+}
+
 /// Everything needed to decide logins: configuration, sources and the verification pool.
 #[derive(Debug)]
 pub struct Authenticator {
@@ -37,6 +49,8 @@ pub struct Authenticator {
     pub config: Arc<Config>,
     /// Credential sources, asked in order.
     pub sources: Vec<Source>,
+    /// Counters and histograms, shared with the admin listener.
+    pub metrics: Arc<Metrics>,
     pool: VerifyPool,
 }
 
@@ -44,8 +58,14 @@ impl Authenticator {
     /// Builds the sources of `config` (not loaded yet) and starts the verification pool.
     pub fn new(config: Arc<Config>) -> Authenticator {
         let sources = config.sources.iter().map(Source::new).collect();
-        let pool = VerifyPool::new(config.verify_threads, config.verify_queue);
-        Authenticator { config, sources, pool }
+        let metrics = Arc::new(Metrics::new());
+        let pool = VerifyPool::with_metrics(config.verify_threads, config.verify_queue, metrics.clone());
+        Authenticator {
+            config,
+            sources,
+            metrics,
+            pool,
+        }
     }
 
     /// Decides one login.
@@ -116,7 +136,10 @@ impl Authenticator {
                     break;
                 }
                 PlainAnswer::UnknownUser { dummy: d } => dummy = dummy.or(d),
-                PlainAnswer::Unavailable { reason } => temporary = temporary.or(Some(reason)),
+                PlainAnswer::Unavailable { reason } => {
+                    self.metrics.source_error(&source.name(), reason);
+                    temporary = temporary.or(Some(reason));
+                }
             }
         }
         if rejected.is_none()
@@ -238,20 +261,22 @@ pub fn recipient_domain(line: &[u8]) -> Option<String> {
 }
 
 /// Writes the one log line per decision. The password never appears, at any level.
+///
+/// The fields come in a fixed order, `client_ip` first and everything the client chooses
+/// (the user name) after the fixed-vocabulary ones, so that a text-format line reads
+/// `login refused client_ip="203.0.113.9" result="invalid" reason="wrong-password" ...` and
+/// a log filter (fail2ban, `contrib/fail2ban/`) can anchor on the start of the line.
 pub fn log_decision(req: &AuthRequest, decision: &Decision, started: Instant) {
-    let result = match &decision.verdict {
-        Verdict::Accept(_) => "ok",
-        Verdict::Refuse(r) => r.kind.as_str(),
-    };
+    let result = decision.result();
     let micros = started.elapsed().as_micros() as u64;
     let user = printable(&req.user);
     let client_ip = req.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
     let scheme = decision.scheme.as_deref().unwrap_or("-");
     let source = decision.source.as_deref().unwrap_or("-");
     if matches!(decision.verdict, Verdict::Accept(_)) {
-        tracing::info!(target: "mailauthd::auth", result, reason = decision.reason, user, protocol = %req.protocol, method = %req.method, client_ip, scheme, source, micros, "login accepted");
+        tracing::info!(target: "mailauthd::auth", client_ip, result, reason = decision.reason, protocol = %req.protocol, method = %req.method, user, scheme, source, micros, "login accepted");
     } else {
-        tracing::warn!(target: "mailauthd::auth", result, reason = decision.reason, user, protocol = %req.protocol, method = %req.method, client_ip, scheme, source, micros, "login refused");
+        tracing::warn!(target: "mailauthd::auth", client_ip, result, reason = decision.reason, protocol = %req.protocol, method = %req.method, user, scheme, source, micros, "login refused");
     }
 }
 

@@ -21,6 +21,8 @@ pub mod config;
 pub mod daemon;
 pub mod decide;
 pub mod hash;
+pub mod metrics;
+pub mod nginx_config;
 pub mod protocol;
 pub mod server;
 pub mod source;

@@ -18,7 +18,6 @@ use std::fs::Metadata;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
@@ -151,18 +150,6 @@ fn read_settled(path: &Path) -> Result<Option<(FileStamp, Vec<u8>)>, std::io::Er
     Ok(None)
 }
 
-/// Counters of one source's reloads, for metrics.
-#[derive(Debug, Default)]
-pub struct ReloadStats {
-    /// Reloads that put a new table in use (the first load included).
-    pub loaded: AtomicU64,
-    /// Reloads that kept the last table: broken lines, a file emptied, a file that would not
-    /// hold still, or an unreadable file.
-    pub kept_previous: AtomicU64,
-    /// Bad lines (warnings and errors) of the last file read.
-    pub bad_lines: AtomicU64,
-}
-
 /// File identity and version, to notice edits, atomic renames and truncations.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct FileStamp {
@@ -192,8 +179,9 @@ pub struct HtpasswdSource {
     table: ArcSwap<UserTable>,
     loaded: AtomicBool,
     stamp: Mutex<Stamps>,
-    /// Reload counters.
-    pub stats: ReloadStats,
+    // The kind of the last read failure, so a file that stays missing is reported once,
+    // not on every poll.
+    last_error: Mutex<Option<std::io::ErrorKind>>,
 }
 
 /// What the reloader remembers about the file between polls.
@@ -213,7 +201,7 @@ impl HtpasswdSource {
             table: ArcSwap::from_pointee(UserTable::empty()),
             loaded: AtomicBool::new(false),
             stamp: Mutex::new(Stamps::default()),
-            stats: ReloadStats::default(),
+            last_error: Mutex::new(None),
         }
     }
 
@@ -235,22 +223,6 @@ impl HtpasswdSource {
 
     /// Re-reads the file if it changed (or always, with `force`).
     pub fn reload(&self, force: bool) -> ReloadOutcome {
-        let outcome = self.reload_inner(force);
-        let counter = match &outcome {
-            ReloadOutcome::Unchanged => None,
-            ReloadOutcome::Loaded { .. } => Some(&self.stats.loaded),
-            _ => Some(&self.stats.kept_previous),
-        };
-        if let Some(counter) = counter {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        if let ReloadOutcome::Loaded { problems, .. } | ReloadOutcome::KeptPrevious { problems } = &outcome {
-            self.stats.bad_lines.store(problems.len() as u64, Ordering::Relaxed);
-        }
-        outcome
-    }
-
-    fn reload_inner(&self, force: bool) -> ReloadOutcome {
         let path = &self.config.path;
         let failed = |source| {
             ReloadOutcome::Failed(SourceError::Read {
@@ -263,9 +235,15 @@ impl HtpasswdSource {
             Ok(meta) => FileStamp::of(&meta),
             Err(source) => {
                 stamps.read = None;
+                let mut last_error = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+                if !force && *last_error == Some(source.kind()) {
+                    return ReloadOutcome::Unchanged;
+                }
+                *last_error = Some(source.kind());
                 return failed(source);
             }
         };
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if !force && stamps.read.as_ref() == Some(&current) && self.is_available() {
             return ReloadOutcome::Unchanged;
         }

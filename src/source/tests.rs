@@ -24,8 +24,6 @@ fn a_file_emptied_is_taken_only_once_it_holds_still() {
     assert!(matches!(src.reload(false), ReloadOutcome::Loaded { users: 0, .. }));
     assert!(src.table().is_empty());
     assert!(matches!(src.reload(false), ReloadOutcome::Unchanged));
-    assert_eq!(src.stats.kept_previous.load(Ordering::Relaxed), 1);
-    assert_eq!(src.stats.loaded.load(Ordering::Relaxed), 2);
 }
 
 #[test]
@@ -52,7 +50,7 @@ fn sighup_takes_an_empty_file_at_once() {
 }
 
 #[test]
-fn broken_lines_keep_the_last_good_table_and_are_counted() {
+fn broken_lines_keep_the_last_good_table() {
     let dir = tempfile::tempdir().unwrap();
     let src = source(dir.path());
     std::fs::write(src.path(), "a:{PLAIN}x\n").unwrap();
@@ -64,8 +62,6 @@ fn broken_lines_keep_the_last_good_table_and_are_counted() {
     assert_eq!(problems.len(), 2);
     assert_eq!(problems[0].line, 2);
     assert!(src.table().get(b"a").unwrap().hash.verify(b"x"));
-    assert_eq!(src.stats.bad_lines.load(Ordering::Relaxed), 2);
-    assert_eq!(src.stats.kept_previous.load(Ordering::Relaxed), 1);
     // Not re-read (nor re-logged) until it changes again.
     assert!(matches!(src.reload(false), ReloadOutcome::Unchanged));
 }
