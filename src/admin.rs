@@ -103,9 +103,56 @@ async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Respon
             );
             resp
         }
+        (&Method::GET, "/bans") => bans(&state, &req, false).await,
+        (&Method::DELETE, "/bans") | (&Method::POST, "/bans/clear") => bans(&state, &req, true).await,
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(resp)
+}
+
+/// `GET /bans` lists the bans in force, one per line; `DELETE /bans` (or `POST /bans/clear`)
+/// lifts those selected by `?ip=` and/or `?user=` (all without either). Both need the token:
+/// the list names users and addresses.
+async fn bans<B>(state: &AdminState, req: &Request<B>, clear: bool) -> Response<Body> {
+    if state.token.is_none() {
+        return text(StatusCode::FORBIDDEN, "set [admin] token to use /bans\n");
+    }
+    if !authorized(state, req) {
+        return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+    }
+    let policy = &state.auth.policy;
+    if !clear {
+        return match policy.bans().await {
+            Ok(list) => text(
+                StatusCode::OK,
+                list.iter().map(|b| format!("{b}\n")).collect::<String>(),
+            ),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        };
+    }
+    let (mut ip, mut user) = (None, None);
+    for pair in req.uri().query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = crate::protocol::percent_decode(value.as_bytes()).map(|v| String::from_utf8_lossy(&v).into_owned());
+        match (name, value) {
+            ("ip", Some(v)) => match v.parse::<std::net::IpAddr>() {
+                Ok(addr) => ip = Some(addr),
+                Err(_) => return text(StatusCode::BAD_REQUEST, "ip= is not an IP address\n"),
+            },
+            ("user", Some(v)) => user = Some(v),
+            _ => return text(StatusCode::BAD_REQUEST, "use ?ip=ADDRESS and/or ?user=NAME\n"),
+        }
+    }
+    let filter = policy.filter(ip, user.as_deref());
+    match policy.clear(&filter).await {
+        Ok(n) => {
+            let ip = ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+            let user = filter.user.as_deref().unwrap_or("-");
+            tracing::info!(target: "mailauthd::policy", ip, user, cleared = n, "bans lifted by admin");
+            text(StatusCode::OK, format!("cleared {n} ban(s)\n"))
+        }
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+    }
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` completes.

@@ -14,6 +14,8 @@ use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
 
+mod bans;
+
 use crate::config::Config;
 use crate::decide::Authenticator;
 use crate::protocol::{self, AuthMethod, AuthRequest, MailProtocol, Verdict};
@@ -117,6 +119,21 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// List or lift brute-force bans through the running daemon's admin endpoint.
+    Bans {
+        /// What to do.
+        #[command(subcommand)]
+        action: bans::BansAction,
+        /// Config file whose `[admin] listen` and `token` are used.
+        #[arg(long, short, env = "MAILAUTHD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Admin address, instead of `[admin] listen`.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// Bearer token, instead of `[admin] token`.
+        #[arg(long, env = "MAILAUTHD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
 }
 
 fn parse_protocol(s: &str) -> Result<MailProtocol, String> {
@@ -148,6 +165,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig { config } => check_config(config.as_ref()),
         Command::User { command } => user::run(command),
+        Command::Bans {
+            action,
+            config,
+            admin,
+            token,
+        } => {
+            let file = match &config {
+                Some(path) => Some(Config::load(path)?),
+                None => None,
+            };
+            let admin = admin
+                .or_else(|| file.as_ref().and_then(|c| c.admin.listen))
+                .context("no admin address: pass --admin or --config with [admin] listen")?;
+            let token = token
+                .or_else(|| file.as_ref().and_then(|c| c.admin.token.clone()))
+                .context("no admin token: set MAILAUTHD_ADMIN_TOKEN or [admin] token")?;
+            bans::run(&action, admin, &token)
+        }
         Command::Test {
             config,
             user,

@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 use crate::config::Config;
 use crate::hash::StoredHash;
 use crate::metrics::Metrics;
+use crate::policy::{Check, Gate, Policy, Scope, SystemClock, escalated_wait};
 use crate::protocol::{
     Accept, AuthMethod, AuthRequest, MAX_ECHOED_PASSWORD, MailProtocol, Refusal, RefuseKind, Verdict, is_sendable_value,
 };
@@ -51,6 +52,8 @@ pub struct Authenticator {
     pub sources: Vec<Source>,
     /// Counters and histograms, shared with the admin listener.
     pub metrics: Arc<Metrics>,
+    /// The brute-force defence, asked before any password is hashed.
+    pub policy: Policy,
     pool: VerifyPool,
 }
 
@@ -60,21 +63,59 @@ impl Authenticator {
         let sources = config.sources.iter().map(Source::new).collect();
         let metrics = Arc::new(Metrics::new());
         let pool = VerifyPool::with_metrics(config.verify_threads, config.verify_queue, metrics.clone());
+        let policy = Policy::new(&config.policy, &config.state, Arc::new(SystemClock));
         Authenticator {
             config,
             sources,
             metrics,
+            policy,
             pool,
         }
     }
 
-    /// Decides one login.
+    /// Decides one login. Password and digest logins pass the brute-force policy first: a
+    /// banned client is refused before anything is hashed.
     pub async fn decide(&self, req: &AuthRequest) -> Decision {
-        match req.method {
+        let counted = matches!(req.method, AuthMethod::Plain | AuthMethod::Apop | AuthMethod::CramMd5);
+        let gate = match counted.then_some(self.policy.check(req.client_ip, &req.user).await) {
+            Some(Check::Allowed(gate)) => Some(gate),
+            Some(Check::Banned(scope)) => return banned(scope),
+            Some(Check::Unavailable) => return refuse(RefuseKind::Temporary, None, "policy-unavailable"),
+            Some(Check::Exempt) | None => None,
+        };
+        let mut decision = match req.method {
             AuthMethod::Plain => self.decide_plain(req).await,
             AuthMethod::Apop | AuthMethod::CramMd5 => self.decide_digest(req),
             AuthMethod::None => self.decide_smtp_none(req),
             AuthMethod::External => refuse(RefuseKind::InvalidCredentials, None, "external-not-supported"),
+        };
+        if let Some(gate) = gate {
+            self.settle(req, &gate, &mut decision).await;
+        }
+        decision
+    }
+
+    /// Tells the policy how a login ended and escalates its `Auth-Wait`. Only a refused
+    /// password counts (whatever the reason, so that the count does not tell whether the
+    /// password was right); temporary failures are not the client's doing.
+    async fn settle(&self, req: &AuthRequest, gate: &Gate, decision: &mut Decision) {
+        match &mut decision.verdict {
+            Verdict::Accept(_) => self.policy.succeeded(gate).await,
+            Verdict::Refuse(refusal) if refusal.kind == RefuseKind::InvalidCredentials => {
+                let Some(recorded) = self.policy.failed(gate, &req.pass).await else {
+                    return;
+                };
+                // `wait` is set only for plain logins below the attempt cap; a ban just
+                // reached ends the session instead.
+                refusal.wait = match (refusal.wait, recorded.banned) {
+                    (Some(first), None) => {
+                        let failures = recorded.counts[0].max(recorded.counts[2]);
+                        Some(escalated_wait(first, self.policy.settings().wait_max_secs, failures))
+                    }
+                    _ => None,
+                };
+            }
+            Verdict::Refuse(_) => {}
         }
     }
 
@@ -232,6 +273,19 @@ impl Authenticator {
             },
             _ => refuse(RefuseKind::RelayDenied, None, "relay-denied"),
         }
+    }
+}
+
+/// A banned client: refused at once, with the policy as the deciding "source".
+fn banned(scope: Scope) -> Decision {
+    Decision {
+        verdict: Verdict::Refuse(Refusal {
+            kind: RefuseKind::Banned,
+            wait: None,
+        }),
+        reason: "banned",
+        scheme: None,
+        source: Some(format!("policy:{}", scope.as_str())),
     }
 }
 

@@ -6,6 +6,7 @@ mod logins;
 mod malformed;
 mod ops;
 mod passwd_file;
+mod policy;
 mod reload;
 mod reload_errors;
 mod user_cmd;
