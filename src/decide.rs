@@ -145,11 +145,12 @@ impl Authenticator {
             .then_some(auth.wait_secs)
     }
 
-    /// A password login: the sources are asked in order and the first that knows the user
-    /// decides (first match wins, as in a single file): a user refused by one source (wrong
-    /// password, `nologin`, `allow_nets`) is not tried against the next, so an old entry in a
-    /// later file cannot undo a refusal. If a source before it was unavailable, the answer is
-    /// temporary (a source that is down must not look like a wrong password).
+    /// A password login: the sources are asked in order and the first that accepts decides
+    /// (like Dovecot's passdb chain). A source that does not know the user, or rejects the
+    /// password, passes to the next; an account a source disables (`nologin`, `allow_nets`)
+    /// is refused at once, so an entry in a later source cannot re-enable it. If none accepts
+    /// and any source could not answer, the answer is temporary: a source that is down must
+    /// not look like a wrong password.
     async fn decide_plain(&self, req: &AuthRequest) -> Decision {
         let creds = Credentials {
             user: &req.user,
@@ -172,6 +173,10 @@ impl Authenticator {
                     };
                 }
                 PlainAnswer::Rejected { reason, scheme: s } => {
+                    rejected = rejected.or(Some((reason, source.name())));
+                    scheme = scheme.or(s);
+                }
+                PlainAnswer::Disabled { reason, scheme: s } => {
                     rejected = Some((reason, source.name()));
                     scheme = s;
                     break;
@@ -225,16 +230,17 @@ impl Authenticator {
             let Some(user) = table.get(&req.user) else {
                 continue;
             };
+            if user.nologin || !user.allowed_from(req.client_ip) {
+                // Final, as for passwords: a later source must not re-enable the account.
+                return refuse(RefuseKind::InvalidCredentials, None, "nologin");
+            }
             let matches = match req.method {
                 AuthMethod::Apop => user.hash.verify_apop(salt, &req.pass),
                 _ => user.hash.verify_cram_md5(salt, &req.pass),
             };
             if !matches {
-                // The first source that knows the user decides, as for passwords.
-                break;
-            }
-            if user.nologin || !user.allowed_from(req.client_ip) {
-                return refuse(RefuseKind::InvalidCredentials, None, "nologin");
+                // As for passwords: a later source may still hold the right secret.
+                continue;
             }
             let pass = user
                 .hash

@@ -55,9 +55,17 @@ pub enum PlainAnswer {
         /// The scheme and cost verified.
         scheme: Option<String>,
     },
-    /// The user is known, and the password is wrong or the user may not log in.
+    /// The user is known and the password is wrong: the next source may still accept it.
     Rejected {
-        /// Why, e.g. `wrong-password`, `nologin`.
+        /// Why, e.g. `wrong-password`.
+        reason: &'static str,
+        /// The scheme and cost verified.
+        scheme: Option<String>,
+    },
+    /// The user is known and may not log in (`nologin`, `allow_nets`): final, so an entry
+    /// in a later source cannot re-enable a disabled account.
+    Disabled {
+        /// Why, e.g. `nologin`, `not-allowed-from-network`.
         reason: &'static str,
         /// The scheme and cost verified.
         scheme: Option<String>,
@@ -289,13 +297,13 @@ impl HtpasswdSource {
         let scheme = Some(user.hash.cost_label());
         let pass = creds.pass.clone();
         match pool.run(user.hash.clone(), move |h| h.verify(&pass)).await {
-            // The password is checked first so that the answer does not tell whether it was
-            // right for a user who may not log in.
-            Ok(true) if user.nologin => PlainAnswer::Rejected {
+            // The password is verified first, so a disabled account costs the same, and the
+            // refusal is final whatever the password: a later source must not re-enable it.
+            Ok(_) if user.nologin => PlainAnswer::Disabled {
                 reason: "nologin",
                 scheme,
             },
-            Ok(true) if !user.allowed_from(creds.client_ip) => PlainAnswer::Rejected {
+            Ok(_) if !user.allowed_from(creds.client_ip) => PlainAnswer::Disabled {
                 reason: "not-allowed-from-network",
                 scheme,
             },

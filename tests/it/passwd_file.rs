@@ -1,5 +1,5 @@
 //! Dovecot passwd-file lines through the daemon: `nologin` and `allow_nets=` refuse, unknown
-//! extra fields do not drop the user; several files, first match wins.
+//! extra fields do not drop the user; several files, the first that accepts wins.
 
 use std::time::Duration;
 
@@ -45,7 +45,7 @@ fn nologin_and_allow_nets_refuse_through_the_daemon() {
 }
 
 #[test]
-fn two_files_first_match_wins() {
+fn two_files_the_first_that_accepts_wins_and_a_disabled_account_stays_disabled() {
     let dir = tempfile::tempdir().unwrap();
     let (primary, secondary) = (dir.path().join("primary"), dir.path().join("secondary"));
     std::fs::write(&primary, "alice:{PLAIN}one\ndave:{PLAIN}dd:::::: nologin\n").unwrap();
@@ -57,12 +57,15 @@ fn two_files_first_match_wins() {
          [[source]]\nkind = \"htpasswd\"\npath = \"secondary\"\n",
     );
     assert!(accepted(&daemon, "alice", "one"));
-    // alice is decided by the first file: the second file's password does not open it.
-    assert!(invalid(&daemon, "alice", "two"));
+    // A password the first file rejects passes to the second (a passdb chain).
+    assert!(accepted(&daemon, "alice", "two"));
+    assert!(invalid(&daemon, "alice", "three"));
     // bob is only in the second file.
     assert!(accepted(&daemon, "bob", "bb"));
-    // A nologin in the first file is not undone by an entry in the second.
+    // A nologin in the first file is not undone by an entry in the second, whatever the
+    // password.
     assert!(invalid(&daemon, "dave", "dd"));
+    assert!(invalid(&daemon, "dave", "wrong"));
     assert!(invalid(&daemon, "zed", "x"));
 
     // Both files are watched.
@@ -77,4 +80,5 @@ fn two_files_first_match_wins() {
     });
     // alice left the first file (and the second): unknown now.
     assert!(invalid(&daemon, "alice", "one"));
+    assert!(invalid(&daemon, "alice", "two"));
 }
