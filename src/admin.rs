@@ -56,11 +56,9 @@ pub fn authorized<B>(state: &AdminState, req: &Request<B>) -> bool {
     given.ct_eq(token.as_bytes()).into()
 }
 
-/// Whether every source has a loaded table.
+/// Whether every source can answer: htpasswd tables loaded, http-basic breakers closed.
 pub fn ready(auth: &Authenticator) -> bool {
-    auth.sources.iter().all(|s| match s {
-        Source::Htpasswd(f) => f.is_available(),
-    })
+    auth.sources.iter().all(Source::is_available)
 }
 
 async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
@@ -72,7 +70,7 @@ async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Respon
             } else {
                 text(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: a source has no users loaded\n",
+                    "not ready: a source has no users loaded or its upstream is failing\n",
                 )
             }
         }

@@ -96,7 +96,10 @@ pub fn log_reload(source: &Source, outcome: &ReloadOutcome) {
 /// Re-reads every source that changed (all of them with `force`).
 pub fn reload_sources(auth: &Authenticator, force: bool) {
     for source in &auth.sources {
-        let Source::Htpasswd(file) = source;
+        // An http-basic upstream has nothing to reload.
+        let Source::Htpasswd(file) = source else {
+            continue;
+        };
         let outcome = file.reload(force);
         log_reload(source, &outcome);
     }

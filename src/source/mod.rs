@@ -3,6 +3,7 @@
 //! in only when it is good, so a request never sees a half-read file.
 
 pub mod htpasswd;
+pub mod http_basic;
 
 use std::fs::Metadata;
 use std::path::Path;
@@ -244,6 +245,8 @@ impl HtpasswdSource {
 pub enum Source {
     /// An htpasswd users file.
     Htpasswd(HtpasswdSource),
+    /// A URL protected by HTTP Basic auth.
+    HttpBasic(Box<http_basic::HttpBasicSource>),
 }
 
 impl Source {
@@ -251,6 +254,7 @@ impl Source {
     pub fn new(config: &SourceConfig) -> Source {
         match config {
             SourceConfig::Htpasswd(c) => Source::Htpasswd(HtpasswdSource::new(c.clone())),
+            SourceConfig::HttpBasic(c) => Source::HttpBasic(Box::new(http_basic::HttpBasicSource::new((**c).clone()))),
         }
     }
 
@@ -258,14 +262,24 @@ impl Source {
     pub fn serves(&self, protocol: MailProtocol) -> bool {
         let protocols = match self {
             Source::Htpasswd(s) => &s.config.protocols,
+            Source::HttpBasic(s) => &s.config.protocols,
         };
         protocols.as_ref().is_none_or(|list| list.contains(&protocol))
+    }
+
+    /// Whether the source can answer now: a loaded table, a closed breaker.
+    pub fn is_available(&self) -> bool {
+        match self {
+            Source::Htpasswd(s) => s.is_available(),
+            Source::HttpBasic(s) => s.is_available(),
+        }
     }
 
     /// Checks a password login against this source.
     pub async fn check_plain(&self, creds: &Credentials<'_>, pool: &VerifyPool) -> PlainAnswer {
         match self {
             Source::Htpasswd(file) => file.check_plain(creds, pool).await,
+            Source::HttpBasic(upstream) => upstream.check_plain(creds).await,
         }
     }
 
@@ -273,6 +287,7 @@ impl Source {
     pub fn name(&self) -> String {
         match self {
             Source::Htpasswd(s) => format!("htpasswd:{}", s.path().display()),
+            Source::HttpBasic(s) => s.name().to_owned(),
         }
     }
 }
