@@ -136,7 +136,8 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
                 addr: format!("admin {addr}"),
                 source,
             })?;
-            tracing::info!("admin endpoints on {addr}");
+            let bound = l.local_addr().map_or_else(|_| addr.to_string(), |a| a.to_string());
+            tracing::info!("admin endpoints on {bound}");
             Some(l)
         }
         None => None,
