@@ -1,12 +1,36 @@
 //! Stored password hashes: parsed once when a users file is loaded, verified in
 //! constant time. Knows nothing of files, users or nginx.
 //!
-//! (Placeholder with the interface the rest of the crate builds on; the full
-//! scheme list lives in the scheme modules.)
+//! [`StoredHash::parse`] reads every format nginx (`auth_basic_user_file`),
+//! Apache htpasswd, `/etc/shadow` (libxcrypt), passlib and Dovecot write, and
+//! validates it completely, so [`StoredHash::verify`] cannot fail on format.
+//! Unknown and unprefixed non-DES strings are refused, never compared as
+//! plaintext. Every family computes a digest from the candidate password and
+//! the comparison with the stored digest is done here, with `subtle`.
+//!
+//! Families: [`md5crypt`] (`$1$`, `$apr1$`), [`crypt`] (DES, sha-crypt,
+//! bcrypt, yescrypt, `$7$`), [`phc`] (argon2, scrypt, PBKDF2), [`digest`]
+//! (`{SHA}`, `{SSHA512}`, …), [`cram`] (APOP and CRAM-MD5).
 
-use sha2::{Digest, Sha256};
+mod cram;
+mod crypt;
+mod digest;
+mod md5crypt;
+mod new;
+mod phc;
+#[cfg(test)]
+mod tests;
+
+pub use new::{NewScheme, hash_password};
+
+use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
+
+use crypt::Crypt;
+use digest::{Encoding, Salted};
+use md5crypt::Md5Crypt;
+use phc::{Phc, Prf};
 
 /// Why a stored hash could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -27,22 +51,33 @@ pub enum HashError {
 /// How expensive a verification is; decides where it may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Weight {
-    /// Microseconds: may run inline.
+    /// Microseconds: may run inline (plain, digests, DES).
     Cheap,
-    /// Milliseconds of CPU (bcrypt, sha-crypt with many rounds, ...).
+    /// Milliseconds of CPU (bcrypt, sha-crypt, PBKDF2). md5-crypt and apr1
+    /// (~100 µs in release builds) are here too: too slow for an async worker.
     Slow,
     /// Large memory per verification (argon2, scrypt, yescrypt).
     MemoryHard,
 }
 
-enum Kind {
-    Plain(Zeroizing<Vec<u8>>),
-    Bcrypt(String),
+#[derive(Clone)]
+enum Algo {
+    /// Stored cleartext; the digest compared is its SHA-256, so the
+    /// comparison does not reveal the cleartext's length.
+    Clear(Zeroizing<Vec<u8>>),
+    Digest(Salted),
+    /// Dovecot `{CRAM-MD5}`: the digest is the 32-byte HMAC-MD5 state.
+    CramMd5,
+    Md5Crypt(Md5Crypt),
+    Crypt(Crypt),
+    Phc(Phc),
 }
 
 /// A stored password hash, parsed and ready to verify.
+#[derive(Clone)]
 pub struct StoredHash {
-    kind: Kind,
+    algo: Algo,
+    expected: Zeroizing<Vec<u8>>,
     fingerprint: [u8; 32],
 }
 
@@ -54,100 +89,99 @@ impl std::fmt::Debug for StoredHash {
     }
 }
 
+fn malformed(scheme: &'static str) -> impl FnOnce(String) -> HashError {
+    move |reason| HashError::Malformed { scheme, reason }
+}
+
 impl StoredHash {
-    /// Parses a stored hash as found in an htpasswd or passwd-file line.
+    /// Parses a stored hash as found in an htpasswd, shadow or passwd-file line.
     pub fn parse(stored: &str) -> Result<StoredHash, HashError> {
-        let fingerprint: [u8; 32] = Sha256::digest(stored.as_bytes()).into();
-        let kind = if let Some(rest) = stored.strip_prefix("{PLAIN}") {
-            Kind::Plain(Zeroizing::new(rest.as_bytes().to_vec()))
-        } else if stored.starts_with("$2") {
-            Kind::Bcrypt(stored.to_owned())
+        let (algo, expected) = if stored.starts_with('{') {
+            parse_braced(stored)?
         } else {
-            return Err(HashError::UnknownScheme(scheme_prefix(stored)));
+            parse_crypt(stored)?
         };
-        Ok(StoredHash { kind, fingerprint })
-    }
-
-    /// Checks `password` against the hash in constant time.
-    pub fn verify(&self, password: &[u8]) -> bool {
-        match &self.kind {
-            Kind::Plain(p) => p.as_slice().ct_eq(password).into(),
-            Kind::Bcrypt(h) => bcrypt::verify(password, h).unwrap_or(false),
-        }
-    }
-
-    /// Short scheme name, e.g. `plain`, `bcrypt`.
-    pub fn scheme_name(&self) -> &'static str {
-        match self.kind {
-            Kind::Plain(_) => "plain",
-            Kind::Bcrypt(_) => "bcrypt",
-        }
-    }
-
-    /// Scheme with its cost parameters, e.g. `bcrypt-10`.
-    pub fn cost_label(&self) -> String {
-        match &self.kind {
-            Kind::Plain(_) => "plain".to_owned(),
-            Kind::Bcrypt(h) => format!("bcrypt-{}", h.get(4..6).unwrap_or("?")),
-        }
-    }
-
-    /// A hash of the same scheme and cost over a random password nobody knows.
-    pub fn dummy_like(&self) -> StoredHash {
-        let secret: [u8; 16] = rand::random();
-        let stored = match &self.kind {
-            Kind::Plain(_) => format!("{{PLAIN}}{}", hex::encode(secret)),
-            Kind::Bcrypt(h) => {
-                let cost = h.get(4..6).and_then(|c| c.parse().ok()).unwrap_or(10);
-                bcrypt::hash(secret, cost).unwrap_or_default()
-            }
-        };
-        StoredHash::parse(&stored).unwrap_or_else(|_| StoredHash {
-            kind: Kind::Plain(Zeroizing::new(secret.to_vec())),
-            fingerprint: [0; 32],
+        let fingerprint = Sha256::digest(stored.as_bytes()).into();
+        Ok(StoredHash {
+            algo,
+            expected: Zeroizing::new(expected),
+            fingerprint,
         })
     }
 
-    /// APOP digest check against the stored cleartext.
-    pub fn verify_apop(&self, salt: &[u8], digest_hex: &[u8]) -> bool {
-        use md5::{Digest as _, Md5};
-        let Some(clear) = self.cleartext() else {
-            return false;
-        };
-        let mut h = Md5::new();
-        h.update(salt);
-        h.update(clear);
-        let want = hex::encode(h.finalize());
-        want.as_bytes().ct_eq(&digest_hex.to_ascii_lowercase()).into()
+    fn compute(&self, password: &[u8]) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(match &self.algo {
+            Algo::Clear(_) => Sha256::digest(password).to_vec(),
+            Algo::Digest(d) => d.compute(password),
+            Algo::CramMd5 => cram::cram_states(password),
+            Algo::Md5Crypt(m) => m.compute(password),
+            Algo::Crypt(c) => c.compute(password),
+            Algo::Phc(p) => p.compute(password, self.expected.len()),
+        })
     }
 
-    /// CRAM-MD5 digest check against the stored cleartext.
-    pub fn verify_cram_md5(&self, salt: &[u8], digest_hex: &[u8]) -> bool {
-        use hmac::{Hmac, KeyInit, Mac};
-        let Some(clear) = self.cleartext() else {
-            return false;
-        };
-        let Ok(mut mac) = <Hmac<md5::Md5> as KeyInit>::new_from_slice(clear) else {
-            return false;
-        };
-        mac.update(salt);
-        let want = hex::encode(mac.finalize().into_bytes());
-        want.as_bytes().ct_eq(&digest_hex.to_ascii_lowercase()).into()
+    /// Checks `password` against the hash; the final digests are compared in
+    /// constant time.
+    pub fn verify(&self, password: &[u8]) -> bool {
+        self.compute(password).as_slice().ct_eq(&self.expected).into()
+    }
+
+    /// A hash of the same scheme and cost params over a random password nobody
+    /// knows: unknown users are verified against it so they cost the same time
+    /// as a wrong password.
+    pub fn dummy_like(&self) -> StoredHash {
+        let random: [u8; 32] = rand::random();
+        let password = Zeroizing::new(hex::encode(random).into_bytes());
+        let mut dummy = self.clone();
+        if let Algo::Clear(_) = dummy.algo {
+            dummy.algo = Algo::Clear(password.clone());
+        }
+        dummy.expected = dummy.compute(&password);
+        dummy.fingerprint = Sha256::digest(&dummy.expected).into();
+        dummy
+    }
+
+    /// Short scheme name: `plain`, `sha1`, `ssha`, `apr1`, `des-crypt`,
+    /// `md5-crypt`, `sha512-crypt`, `bcrypt`, `yescrypt`, `argon2id`, ...
+    pub fn scheme_name(&self) -> &'static str {
+        match &self.algo {
+            Algo::Clear(_) => "plain",
+            Algo::Digest(d) => d.name,
+            Algo::CramMd5 => "cram-md5",
+            Algo::Md5Crypt(m) if m.magic == "$apr1$" => "apr1",
+            Algo::Md5Crypt(_) => "md5-crypt",
+            Algo::Crypt(c) => c.name(),
+            Algo::Phc(p) => p.name(),
+        }
+    }
+
+    /// Scheme with its cost parameters, e.g. `bcrypt-10`, `sha512-crypt-5000`,
+    /// `argon2id-m65536-t3-p1`: two hashes with the same label cost the same to
+    /// verify.
+    pub fn cost_label(&self) -> String {
+        match &self.algo {
+            Algo::Crypt(c) => c.cost_label(),
+            Algo::Phc(p) => p.cost_label(self.expected.len()),
+            _ => self.scheme_name().to_owned(),
+        }
     }
 
     /// Where the verification may run.
     pub fn weight(&self) -> Weight {
-        match self.kind {
-            Kind::Plain(_) => Weight::Cheap,
-            Kind::Bcrypt(_) => Weight::Slow,
+        match &self.algo {
+            Algo::Clear(_) | Algo::Digest(_) | Algo::CramMd5 | Algo::Crypt(Crypt::Des { .. }) => Weight::Cheap,
+            Algo::Crypt(Crypt::Yescrypt { .. } | Crypt::Scrypt { .. })
+            | Algo::Phc(Phc::Argon2 { .. } | Phc::Scrypt { .. }) => Weight::MemoryHard,
+            Algo::Md5Crypt(_) | Algo::Crypt(_) | Algo::Phc(_) => Weight::Slow,
         }
     }
 
-    /// The stored cleartext, for schemes that keep one (`{PLAIN}`).
+    /// The stored cleartext, for schemes that keep one (`{PLAIN}`, `{CLEAR}`,
+    /// `{PLAIN.b64}`, ...).
     pub fn cleartext(&self) -> Option<&[u8]> {
-        match &self.kind {
-            Kind::Plain(p) => Some(p),
-            Kind::Bcrypt(_) => None,
+        match &self.algo {
+            Algo::Clear(c) => Some(c),
+            _ => None,
         }
     }
 
@@ -155,12 +189,136 @@ impl StoredHash {
     pub fn fingerprint(&self) -> [u8; 32] {
         self.fingerprint
     }
+
+    /// APOP (RFC 1939): `digest_hex` == lowercase hex MD5(salt ‖ cleartext),
+    /// compared case-insensitively; false when no cleartext is stored.
+    pub fn verify_apop(&self, salt: &[u8], digest_hex: &[u8]) -> bool {
+        match &self.algo {
+            Algo::Clear(c) => cram::hex_matches(&cram::apop(c, salt), digest_hex),
+            _ => false,
+        }
+    }
+
+    /// CRAM-MD5 (RFC 2195): `digest_hex` == hex HMAC-MD5(key = cleartext,
+    /// msg = salt), from a stored cleartext or Dovecot's `{CRAM-MD5}` state;
+    /// false for every other scheme.
+    pub fn verify_cram_md5(&self, salt: &[u8], digest_hex: &[u8]) -> bool {
+        let mac = match &self.algo {
+            Algo::Clear(c) => cram::cram_from_cleartext(c, salt),
+            Algo::CramMd5 => cram::cram_from_states(&self.expected, salt),
+            _ => return false,
+        };
+        cram::hex_matches(&mac, digest_hex)
+    }
 }
 
-fn scheme_prefix(stored: &str) -> String {
-    stored
-        .chars()
-        .take_while(|c| *c != '$' || stored.starts_with('$'))
-        .take(12)
-        .collect()
+/// `{SCHEME[.enc]}rest`: Dovecot, OpenLDAP and htpasswd `{SHA}` prefixes.
+fn parse_braced(stored: &str) -> Result<(Algo, Vec<u8>), HashError> {
+    let Some(end) = stored.find('}') else {
+        return Err(HashError::UnknownScheme("{".into()));
+    };
+    let (label, rest) = stored.split_at(end + 1);
+    let upper = label[1..end].to_ascii_uppercase();
+    let unknown = || HashError::UnknownScheme(label.to_owned());
+    let (base, enc) = match upper.rsplit_once('.') {
+        Some((base, "B64")) => (base, Some(Encoding::B64)),
+        Some((base, "HEX")) => (base, Some(Encoding::Hex)),
+        Some(_) => return Err(unknown()),
+        None => (upper.as_str(), None),
+    };
+    match base {
+        "PLAIN" | "CLEAR" | "CLEARTEXT" | "PLAINTEXT" => {
+            let clear = enc
+                .unwrap_or(Encoding::Raw)
+                .decode(rest)
+                .ok_or_else(|| malformed("plain")("cleartext is not valid in its encoding".into()))?;
+            let digest = Sha256::digest(&clear).to_vec();
+            return Ok((Algo::Clear(Zeroizing::new(clear)), digest));
+        }
+        "CRAM-MD5" => {
+            let states = enc.unwrap_or(Encoding::Hex).decode(rest).filter(|s| s.len() == 32);
+            let states = states.ok_or_else(|| malformed("cram-md5")("not 32 bytes".into()))?;
+            return Ok((Algo::CramMd5, states));
+        }
+        _ => {}
+    }
+    if let Some((name, alg, salted, default)) = Salted::lookup(base) {
+        let (d, digest) =
+            Salted::parse(name, alg, salted, enc.unwrap_or(default), enc.is_some(), rest).map_err(malformed(name))?;
+        return Ok((Algo::Digest(d), digest));
+    }
+    // The crypt-style schemes: the text after the prefix is a crypt(3) string.
+    let want: Option<&[&str]> = match base {
+        "CRYPT" => None,
+        "DES-CRYPT" => Some(&["des-crypt"]),
+        "MD5" | "MD5-CRYPT" => Some(&["md5-crypt"]),
+        "SHA256-CRYPT" => Some(&["sha256-crypt"]),
+        "SHA512-CRYPT" => Some(&["sha512-crypt"]),
+        "BLF-CRYPT" => Some(&["bcrypt"]),
+        "ARGON2I" => Some(&["argon2i"]),
+        "ARGON2ID" => Some(&["argon2id"]),
+        "PBKDF2" => {
+            let (p, digest) = Phc::parse_dovecot_pbkdf2(rest).map_err(malformed("pbkdf2-sha1"))?;
+            return Ok((Algo::Phc(p), digest));
+        }
+        _ => return Err(unknown()),
+    };
+    if enc.is_some() {
+        return Err(malformed("crypt")("encoding suffix on a crypt scheme".into()));
+    }
+    let (algo, digest) = parse_crypt(rest)?;
+    let name = StoredHash {
+        algo: algo.clone(),
+        expected: Zeroizing::new(Vec::new()),
+        fingerprint: [0; 32],
+    }
+    .scheme_name();
+    match want {
+        Some(w) if !w.contains(&name) => Err(malformed(name)(format!("{label} holds a {name} hash"))),
+        _ => Ok((algo, digest)),
+    }
+}
+
+/// A crypt(3)/PHC string: `$id$...`, or 13 characters of traditional DES.
+fn parse_crypt(s: &str) -> Result<(Algo, Vec<u8>), HashError> {
+    let Some(after) = s.strip_prefix('$') else {
+        if s.len() == 13 && md5crypt::is_crypt64(s) {
+            let (c, d) = Crypt::parse_des(s).map_err(malformed("des-crypt"))?;
+            return Ok((Algo::Crypt(c), d));
+        }
+        // nginx would hand this to crypt(3), which fails; treating it as
+        // plaintext (as some servers do) would accept the hash as a password.
+        return Err(HashError::UnknownScheme("unprefixed".into()));
+    };
+    let (id, rest) = after.split_once('$').unwrap_or((after, ""));
+    let crypt =
+        |r: Result<(Crypt, Vec<u8>), String>, name| r.map(|(c, d)| (Algo::Crypt(c), d)).map_err(malformed(name));
+    let phc = |r: Result<(Phc, Vec<u8>), String>, name| r.map(|(p, d)| (Algo::Phc(p), d)).map_err(malformed(name));
+    match id {
+        "1" | "apr1" => {
+            let (magic, name) = if id == "1" {
+                ("$1$", "md5-crypt")
+            } else {
+                ("$apr1$", "apr1")
+            };
+            Md5Crypt::parse(magic, rest)
+                .map(|(m, d)| (Algo::Md5Crypt(m), d))
+                .map_err(malformed(name))
+        }
+        "5" => crypt(Crypt::parse_sha(false, rest), "sha256-crypt"),
+        "6" => crypt(Crypt::parse_sha(true, rest), "sha512-crypt"),
+        "2a" | "2b" | "2y" => crypt(Crypt::parse_bcrypt(rest), "bcrypt"),
+        "y" => crypt(Crypt::parse_yescrypt(rest), "yescrypt"),
+        "7" => crypt(Crypt::parse_scrypt(rest), "scrypt"),
+        "argon2id" => phc(Phc::parse_argon2(true, rest), "argon2id"),
+        "argon2i" => phc(Phc::parse_argon2(false, rest), "argon2i"),
+        "scrypt" => phc(Phc::parse_scrypt(rest), "scrypt"),
+        "pbkdf2" => phc(Phc::parse_pbkdf2(Prf::Sha1, rest), "pbkdf2-sha1"),
+        "pbkdf2-sha256" => phc(Phc::parse_pbkdf2(Prf::Sha256, rest), "pbkdf2-sha256"),
+        "pbkdf2-sha512" => phc(Phc::parse_pbkdf2(Prf::Sha512, rest), "pbkdf2-sha512"),
+        _ => {
+            let id: String = id.chars().take(16).collect();
+            Err(HashError::UnknownScheme(format!("${id}$")))
+        }
+    }
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
-use crate::hash::{HashError, StoredHash};
+use crate::hash::{HashError, StoredHash, Weight};
 
 /// One user of a users file.
 #[derive(Debug)]
@@ -232,14 +232,21 @@ fn parse_extra_fields(
     (nologin, allow_nets)
 }
 
+/// Picks the hash unknown users are verified against: the most common scheme and cost
+/// among the slow ones (bcrypt, sha-crypt, argon2, ...), or among all when the file has only
+/// cheap ones. Cheap hashes leak little through timing, and a file's one argon2 user must
+/// not make every unknown user cost 64 MiB.
 fn dummy_for(users: &HashMap<Vec<u8>, Arc<User>>) -> Option<Arc<StoredHash>> {
     let mut counts: HashMap<String, (usize, &Arc<StoredHash>)> = HashMap::new();
     for user in users.values() {
         counts.entry(user.hash.cost_label()).or_insert((0, &user.hash)).0 += 1;
     }
+    let slow = |h: &StoredHash| h.weight() != Weight::Cheap;
+    let any_slow = counts.values().any(|(_, h)| slow(h));
     // Ties are broken by label so the choice does not depend on hash-map order.
     let (_, (_, hash)) = counts
         .iter()
+        .filter(|(_, (_, h))| !any_slow || slow(h))
         .max_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| b.0.cmp(a.0)))?;
     Some(Arc::new(hash.dummy_like()))
 }
@@ -305,8 +312,8 @@ mod tests {
     }
 
     #[test]
-    fn dummy_follows_the_most_common_scheme() {
-        let (table, _) = parse(&format!("a:{BCRYPT_5}\nb:{BCRYPT_5}\nc:{{PLAIN}}x\n"));
+    fn dummy_follows_the_most_common_slow_scheme() {
+        let (table, _) = parse(&format!("a:{BCRYPT_5}\nc:{{PLAIN}}x\nd:{{PLAIN}}y\n"));
         let dummy = table.dummy().unwrap();
         assert_eq!(dummy.cost_label(), table.get(b"a").unwrap().hash.cost_label());
         assert!(!dummy.verify(b"x"));

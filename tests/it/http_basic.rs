@@ -1,11 +1,15 @@
 //! The `http-basic` source against a real nginx `auth_basic` upstream and stub upstreams
 //! that fail in each way, and chained with an htpasswd source.
 
+mod support;
+
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::{Daemon, Nginx, Stub, fixture, free_port, plain, wait_until};
+use crate::common::{Daemon, free_port, wait_until};
+use support::{Nginx, Reply, Stub, admin_status, log_count, login, wait_log};
 
 const IMAP_TEMP: &str = "[UNAVAILABLE] Temporary authentication failure, try again later";
 const POP3_TEMP: &str = "[SYS/TEMP] Temporary authentication failure, try again later";
@@ -28,7 +32,7 @@ const UPSTREAM_USERS: &[(&str, &str)] = &[
 /// nginx with `auth_basic` over the fixture users: the `/auth` location of the nginx-only
 /// chain, a routing variant, and locations that fail.
 fn upstream() -> Nginx {
-    let users = fixture("http-basic/upstream.htpasswd");
+    let users = fixture("upstream.htpasswd");
     let guard = format!("auth_basic \"mail\"; auth_basic_user_file {};", users.display());
     // `return` would run before auth_basic (rewrite phase); try_files runs after it.
     let ok = "try_files /nonexistent =204;";
@@ -42,14 +46,25 @@ fn upstream() -> Nginx {
     ))
 }
 
-/// A daemon config: admin listener on, fixed routes, the given `[[source]]` entries.
-fn config(sources: &str) -> String {
-    format!(
-        "listen = \"127.0.0.1:0\"\nreload_interval = \"0s\"\n\
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/http-basic")
+        .join(name)
+}
+
+/// Starts the daemon with fixed routes, an admin listener and the given `[[source]]`
+/// entries; returns it and its admin address.
+fn start(sources: &str) -> (Daemon, SocketAddr) {
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = format!(
+        "reload_interval = \"0s\"\n\
          [auth]\nwait = \"3s\"\n\
          [route]\nimap = \"127.0.0.1:143\"\npop3 = \"127.0.0.1:110\"\nsmtp = \"127.0.0.1:25\"\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n{sources}"
-    )
+         [admin]\nlisten = \"{admin}\"\n{sources}"
+    );
+    let d = Daemon::start(&config, "");
+    wait_log(&d, "admin endpoints on");
+    (d, admin)
 }
 
 fn http_basic(url: &str, extra: &str) -> String {
@@ -59,34 +74,35 @@ fn http_basic(url: &str, extra: &str) -> String {
 fn local_htpasswd() -> String {
     format!(
         "[[source]]\nkind = \"htpasswd\"\npath = \"{}\"\n",
-        fixture("http-basic/local.htpasswd").display()
+        fixture("local.htpasswd").display()
     )
-}
-
-fn login(d: &Daemon, protocol: &str, user: &str, pass: &str) -> crate::common::Reply {
-    d.ask(&plain(protocol, user.as_bytes(), pass.as_bytes()))
 }
 
 fn assert_ok(d: &Daemon, protocol: &str, user: &str, pass: &str, port: &str) {
     let r = login(d, protocol, user, pass);
-    assert_eq!(r.status(), "OK", "{user:?} over {protocol}: {}", r.text);
-    assert_eq!(r.header("Auth-Server"), Some("127.0.0.1"), "{}", r.text);
-    assert_eq!(r.header("Auth-Port"), Some(port), "{}", r.text);
+    assert_eq!(r.status(), "OK", "{user:?} over {protocol}: {}", r.text());
+    assert_eq!(r.header("Auth-Server").as_deref(), Some("127.0.0.1"), "{}", r.text());
+    assert_eq!(r.header("Auth-Port").as_deref(), Some(port), "{}", r.text());
 }
 
 fn assert_invalid(d: &Daemon, user: &str, pass: &str) {
     let r = login(d, "imap", user, pass);
-    assert_eq!(r.status(), IMAP_INVALID, "{user:?}: {}", r.text);
+    assert_eq!(r.status(), IMAP_INVALID, "{user:?}: {}", r.text());
 }
 
 /// Every protocol gets its temporary text, with the plain `Auth-Wait`, within `limit`.
 fn assert_temporary(d: &Daemon, user: &str, pass: &str, limit: Duration) {
     for (protocol, text) in [("imap", IMAP_TEMP), ("pop3", POP3_TEMP), ("smtp", SMTP_TEMP)] {
         let r = login(d, protocol, user, pass);
-        assert_eq!(r.status(), text, "{user:?} over {protocol}: {}", r.text);
-        assert_eq!(r.header("Auth-Wait"), Some("3"), "{}", r.text);
+        assert_eq!(r.status(), text, "{user:?} over {protocol}: {}", r.text());
+        assert_eq!(r.header("Auth-Wait").as_deref(), Some("3"), "{}", r.text());
         if protocol == "smtp" {
-            assert_eq!(r.header("Auth-Error-Code"), Some("454 4.7.0"), "{}", r.text);
+            assert_eq!(
+                r.header("Auth-Error-Code").as_deref(),
+                Some("454 4.7.0"),
+                "{}",
+                r.text()
+            );
         }
         assert!(r.elapsed < limit, "{protocol} answered after {:?}", r.elapsed);
     }
@@ -110,7 +126,7 @@ fn basic_status(nginx: &Nginx, user: &[u8], pass: &[u8]) -> u16 {
 #[test]
 fn users_log_in_with_any_password_bytes_through_nginx_auth_basic() {
     let nginx = upstream();
-    let d = Daemon::start(&config(&http_basic(&nginx.url("/auth"), "")));
+    let (d, _) = start(&http_basic(&nginx.url("/auth"), ""));
     for (user, pass) in UPSTREAM_USERS {
         assert_ok(&d, "imap", user, pass, "143");
         assert_invalid(&d, user, &format!("{pass}x"));
@@ -120,15 +136,20 @@ fn users_log_in_with_any_password_bytes_through_nginx_auth_basic() {
     assert_ok(&d, "smtp", "tab", "t\tab", "25");
     assert_invalid(&d, "nobody", "correct horse battery");
     let r = login(&d, "pop3", "space", "wrong");
-    assert_eq!(r.status(), POP3_INVALID, "{}", r.text);
+    assert_eq!(r.status(), POP3_INVALID, "{}", r.text());
     let r = login(&d, "smtp", "space", "wrong");
-    assert_eq!(r.status(), SMTP_INVALID, "{}", r.text);
-    assert_eq!(r.header("Auth-Error-Code"), Some("535 5.7.8"), "{}", r.text);
-    d.log.wait_for("upstream-rejected", Duration::from_secs(5));
+    assert_eq!(r.status(), SMTP_INVALID, "{}", r.text());
+    assert_eq!(
+        r.header("Auth-Error-Code").as_deref(),
+        Some("535 5.7.8"),
+        "{}",
+        r.text()
+    );
+    wait_log(&d, "upstream-rejected");
 
     // One pooled keep-alive connection carried the sequential questions.
     let asked = UPSTREAM_USERS.len() * 3 + 5;
-    wait_until("nginx's access log", Duration::from_secs(5), || {
+    wait_until(Duration::from_secs(5), "nginx's access log", || {
         nginx.access_log().len() >= asked
     });
     let log = nginx.access_log();
@@ -151,14 +172,17 @@ fn users_log_in_with_any_password_bytes_through_nginx_auth_basic() {
 fn a_user_with_a_colon_and_digest_logins_are_refused_without_asking() {
     // The upstream is down: had it been asked, the answer would be a temporary failure.
     let down = format!("http://127.0.0.1:{}/auth", free_port());
-    let d = Daemon::start(&config(&http_basic(&down, "")));
+    let (d, _) = start(&http_basic(&down, ""));
     assert_invalid(&d, "a:b", "pw");
-    d.log.wait_for("colon-in-user", Duration::from_secs(5));
+    wait_log(&d, "colon-in-user");
     let cram = b"GET /check HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: cram-md5\r\nAuth-User: space\r\n\
         Auth-Pass: 0123456789abcdef0123456789abcdef\r\nAuth-Salt: <1.2@mail.test>\r\nAuth-Protocol: imap\r\n\
         Auth-Login-Attempt: 1\r\nClient-IP: 127.0.0.1\r\n\r\n";
-    let r = d.ask(cram);
-    assert_eq!(r.status(), IMAP_INVALID, "{}", r.text);
+    let r = Reply {
+        bytes: d.ask(cram),
+        elapsed: Duration::ZERO,
+    };
+    assert_eq!(r.status(), IMAP_INVALID, "{}", r.text());
     // The source can answer plain logins only when the upstream is there.
     assert_temporary(&d, "space", "correct horse battery", Duration::from_secs(5));
 }
@@ -175,10 +199,10 @@ fn upstream_failures_are_temporary_never_a_wrong_password() {
         (nginx.url("/redirect"), "upstream-redirect"),
     ];
     for (url, reason) in cases {
-        let d = Daemon::start(&config(&http_basic(&url, never_open)));
+        let (d, _) = start(&http_basic(&url, never_open));
         // Within the timeout plus the time a process takes to answer on a busy machine.
         assert_temporary(&d, "space", "correct horse battery", Duration::from_millis(500 + 1500));
-        d.log.wait_for(reason, Duration::from_secs(5));
+        wait_log(&d, reason);
     }
     assert!(hanging.accepted() >= 3, "the hanging stub was not asked");
 }
@@ -190,43 +214,43 @@ fn the_breaker_opens_answers_at_once_and_closes_again() {
         &stub.url(),
         "timeout = \"300ms\"\nbreaker_failures = 2\nbreaker_cooldown = \"1s\"",
     );
-    let d = Daemon::start(&config(&source));
-    assert_eq!(d.admin_status("/readyz"), 200);
+    let (d, admin) = start(&source);
+    assert_eq!(admin_status(admin, "/readyz"), 200);
     let user = ("space", "correct horse battery");
 
     for _ in 0..2 {
         let r = login(&d, "imap", user.0, user.1);
-        assert_eq!(r.status(), IMAP_TEMP, "{}", r.text);
+        assert_eq!(r.status(), IMAP_TEMP, "{}", r.text());
     }
     assert_eq!(stub.accepted(), 2);
-    d.log.wait_for("breaker open:", Duration::from_secs(5));
-    assert_eq!(d.admin_status("/readyz"), 503);
+    wait_log(&d, "breaker open:");
+    assert_eq!(admin_status(admin, "/readyz"), 503);
 
     // Open: answered without asking.
     let r = login(&d, "imap", user.0, user.1);
-    assert_eq!(r.status(), IMAP_TEMP, "{}", r.text);
-    d.log.wait_for("breaker-open", Duration::from_secs(5));
+    assert_eq!(r.status(), IMAP_TEMP, "{}", r.text());
+    wait_log(&d, "breaker-open");
     assert_eq!(stub.accepted(), 2);
 
     // After the cooldown one login probes; the upstream still hangs, so it opens again.
-    wait_until("the probe", Duration::from_secs(10), || {
+    wait_until(Duration::from_secs(10), "the probe", || {
         let r = login(&d, "imap", user.0, user.1);
-        assert_eq!(r.status(), IMAP_TEMP, "{}", r.text);
+        assert_eq!(r.status(), IMAP_TEMP, "{}", r.text());
         stub.accepted() == 3
     });
-    d.log.wait_for("breaker stays open", Duration::from_secs(5));
+    wait_log(&d, "breaker stays open");
 
     // The upstream recovers: the next probe closes the breaker.
     stub.answer_with(204);
-    wait_until("the breaker to close", Duration::from_secs(10), || {
+    wait_until(Duration::from_secs(10), "the breaker to close", || {
         login(&d, "imap", user.0, user.1).status() == "OK"
     });
-    d.log.wait_for("breaker closed", Duration::from_secs(5));
-    assert_eq!(d.admin_status("/readyz"), 200);
+    wait_log(&d, "breaker closed");
+    assert_eq!(admin_status(admin, "/readyz"), 200);
     assert_ok(&d, "imap", user.0, user.1, "143");
     // State changes are logged once each, not per request.
-    assert_eq!(d.log.count("breaker open:"), 1, "{}", d.log.text());
-    assert_eq!(d.log.count("breaker closed"), 1, "{}", d.log.text());
+    assert_eq!(log_count(&d, "breaker open:"), 1, "{}", d.log());
+    assert_eq!(log_count(&d, "breaker closed"), 1, "{}", d.log());
 }
 
 #[test]
@@ -236,15 +260,15 @@ fn logins_over_the_in_flight_bound_get_a_temporary_failure() {
         &stub.url(),
         "timeout = \"1s\"\nmax_in_flight = 1\nbreaker_failures = 1000",
     );
-    let d = Daemon::start(&config(&source));
+    let (d, _) = start(&source);
     std::thread::scope(|s| {
         let first = s.spawn(|| login(&d, "imap", "space", "correct horse battery"));
-        wait_until("the first question", Duration::from_secs(5), || stub.accepted() == 1);
+        wait_until(Duration::from_secs(5), "the first question", || stub.accepted() == 1);
         let second = login(&d, "imap", "percent", "100%sure");
-        assert_eq!(second.status(), IMAP_TEMP, "{}", second.text);
-        d.log.wait_for("upstream-busy", Duration::from_secs(5));
+        assert_eq!(second.status(), IMAP_TEMP, "{}", second.text());
+        wait_log(&d, "upstream-busy");
         let first = first.join().expect("first login");
-        assert_eq!(first.status(), IMAP_TEMP, "{}", first.text);
+        assert_eq!(first.status(), IMAP_TEMP, "{}", first.text());
     });
     assert_eq!(stub.accepted(), 1, "the login over the bound was sent");
 }
@@ -252,11 +276,7 @@ fn logins_over_the_in_flight_bound_get_a_temporary_failure() {
 #[test]
 fn chain_htpasswd_first_then_the_upstream() {
     let nginx = upstream();
-    let d = Daemon::start(&config(&format!(
-        "{}{}",
-        local_htpasswd(),
-        http_basic(&nginx.url("/auth"), "")
-    )));
+    let (d, _) = start(&format!("{}{}", local_htpasswd(), http_basic(&nginx.url("/auth"), "")));
     assert_ok(&d, "imap", "local", "local pw", "143");
     // Known only upstream.
     assert_ok(&d, "imap", "space", "correct horse battery", "143");
@@ -266,23 +286,19 @@ fn chain_htpasswd_first_then_the_upstream() {
     assert_invalid(&d, "shared", "neither");
     assert_invalid(&d, "local", "wrong");
     assert_invalid(&d, "nobody", "x");
-    let accepted_by = |user: &str| {
-        d.log
-            .wait_for(&format!("user=\"{user}\""), Duration::from_secs(5))
-            .contains("source=\"http-basic:")
-    };
-    assert!(!accepted_by("local"), "{}", d.log.text());
-    assert!(accepted_by("space"), "{}", d.log.text());
+    let accepted_by = |user: &str| wait_log(&d, &format!("user=\"{user}\"")).contains("source=\"http-basic:");
+    assert!(!accepted_by("local"), "{}", d.log());
+    assert!(accepted_by("space"), "{}", d.log());
 }
 
 #[test]
 fn chain_with_the_upstream_down_is_temporary_for_users_not_in_the_file() {
     let down = format!("http://127.0.0.1:{}/auth", free_port());
-    let d = Daemon::start(&config(&format!(
+    let (d, _) = start(&format!(
         "{}{}",
         local_htpasswd(),
         http_basic(&down, "breaker_failures = 1000")
-    )));
+    ));
     // The first source accepts: the upstream is not needed.
     assert_ok(&d, "imap", "local", "local pw", "143");
     assert_ok(&d, "smtp", "shared", "local-pw", "25");
@@ -295,14 +311,14 @@ fn chain_with_the_upstream_down_is_temporary_for_users_not_in_the_file() {
 #[test]
 fn protocols_restrict_what_an_upstream_may_accept() {
     let nginx = upstream();
-    let d = Daemon::start(&config(&format!(
+    let (d, _) = start(&format!(
         "{}{}",
         local_htpasswd(),
         http_basic(&nginx.url("/auth"), "protocols = [\"smtp\"]")
-    )));
+    ));
     assert_invalid(&d, "space", "correct horse battery");
     let r = login(&d, "pop3", "space", "correct horse battery");
-    assert_eq!(r.status(), POP3_INVALID, "{}", r.text);
+    assert_eq!(r.status(), POP3_INVALID, "{}", r.text());
     assert_ok(&d, "smtp", "space", "correct horse battery", "25");
     assert_ok(&d, "imap", "local", "local pw", "143");
 }
@@ -312,35 +328,32 @@ fn the_upstream_answer_routes_the_login() {
     let nginx = upstream();
     let user = ("ütf8-ñame@exämple.org", "pässwörd ✓ 20%");
     for method in ["GET", "HEAD"] {
-        let d = Daemon::start(&config(&http_basic(
-            &nginx.url("/routed"),
-            &format!("method = \"{method}\""),
-        )));
+        let (d, _) = start(&http_basic(&nginx.url("/routed"), &format!("method = \"{method}\"")));
         let r = login(&d, "imap", user.0, user.1);
-        assert_eq!(r.status(), "OK", "{method}: {}", r.text);
-        assert_eq!(r.header("Auth-Server"), Some("192.0.2.10"), "{}", r.text);
-        assert_eq!(r.header("Auth-Port"), Some("1143"), "{}", r.text);
+        assert_eq!(r.status(), "OK", "{method}: {}", r.text());
+        assert_eq!(r.header("Auth-Server").as_deref(), Some("192.0.2.10"), "{}", r.text());
+        assert_eq!(r.header("Auth-Port").as_deref(), Some("1143"), "{}", r.text());
         // nginx adds the headers to its 401 too (`always`): still a refusal.
         assert_invalid(&d, user.0, "wrong");
     }
 
     // A host name is resolved: nginx takes only IP literals.
-    let d = Daemon::start(&config(&http_basic(&nginx.url("/routed-name"), "")));
+    let (d, _) = start(&http_basic(&nginx.url("/routed-name"), ""));
     let r = login(&d, "pop3", user.0, user.1);
-    assert_eq!(r.status(), "OK", "{}", r.text);
+    assert_eq!(r.status(), "OK", "{}", r.text());
     let server = r.header("Auth-Server").unwrap_or_default();
-    assert!(server == "127.0.0.1" || server == "::1", "{}", r.text);
-    assert_eq!(r.header("Auth-Port"), Some("10143"), "{}", r.text);
+    assert!(server == "127.0.0.1" || server == "::1", "{}", r.text());
+    assert_eq!(r.header("Auth-Port").as_deref(), Some("10143"), "{}", r.text());
 
     // A port nginx would refuse: a temporary failure, not a broken reply.
-    let d = Daemon::start(&config(&http_basic(&nginx.url("/routed-bad"), "")));
+    let (d, _) = start(&http_basic(&nginx.url("/routed-bad"), ""));
     assert_temporary(&d, user.0, user.1, Duration::from_secs(5));
-    d.log.wait_for("upstream-route-bad-port", Duration::from_secs(5));
+    wait_log(&d, "upstream-route-bad-port");
 
     // Routing off: `[route]` applies.
-    let d = Daemon::start(&config(&http_basic(
+    let (d, _) = start(&http_basic(
         &nginx.url("/routed"),
         "server_header = \"\"\nport_header = \"\"",
-    )));
+    ));
     assert_ok(&d, "smtp", user.0, user.1, "25");
 }

@@ -1,5 +1,7 @@
-//! Integration tests: the `mailauthd` binary run as a subprocess against real components
-//! (nginx, test listeners), spoken to with nginx-shaped requests as raw bytes.
+//! Integration tests: the real `mailauthd` binary, spoken to as nginx speaks to it.
 
+mod cli;
 mod common;
 mod http_basic;
+mod malformed;
+mod vectors;

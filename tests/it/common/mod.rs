@@ -1,140 +1,187 @@
-//! Helpers shared by the integration tests: the daemon as a subprocess, a real nginx, a stub
-//! upstream, raw nginx-shaped requests. Every process is killed by a Drop guard; readiness
-//! is polled against a deadline.
+//! Shared harness for the integration tests: the real `mailauthd` binary started on a free
+//! loopback port with a config and users file in a temp dir, raw nginx-shaped requests,
+//! readiness polled with a deadline, the process killed on drop.
 
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test module uses a different part of the harness")]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long anything may take to become ready.
-pub const READY_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a started process may take to become ready.
+pub const READY_DEADLINE: Duration = Duration::from_secs(20);
 
-/// A file under `tests/fixtures/`.
-pub fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path)
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
-/// Polls `ready` every 20 ms until it holds; panics with `what` after `deadline`.
-pub fn wait_until(what: &str, deadline: Duration, mut ready: impl FnMut() -> bool) {
-    let end = Instant::now() + deadline;
+/// Polls `ready` every 20 ms until it is true or `deadline` has passed.
+pub fn wait_until(deadline: Duration, what: &str, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
     while !ready() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
-}
-
-/// Lines a child process wrote to stderr, collected by a thread.
-#[derive(Default)]
-pub struct Log {
-    lines: Mutex<Vec<String>>,
-    changed: Condvar,
-}
-
-impl Log {
-    fn collect(self: &Arc<Self>, stream: impl Read + Send + 'static) {
-        let log = self.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                log.lines.lock().unwrap().push(line);
-                log.changed.notify_all();
-            }
-        });
-    }
-
-    /// Waits for a line containing `needle` and returns it.
-    pub fn wait_for(&self, needle: &str, deadline: Duration) -> String {
-        let end = Instant::now() + deadline;
-        let mut lines = self.lines.lock().unwrap();
-        loop {
-            if let Some(line) = lines.iter().find(|l| l.contains(needle)) {
-                return line.clone();
-            }
-            let left = end.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "no log line with {needle:?} in:\n{}", lines.join("\n"));
-            lines = self.changed.wait_timeout(lines, left).unwrap().0;
+/// Escapes like nginx's `NGX_ESCAPE_MAIL_AUTH`: controls, space and `%` become `%XX`.
+pub fn nginx_escape(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    for &b in raw {
+        if b <= 0x20 || b == b'%' {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        } else {
+            out.push(b);
         }
     }
-
-    /// How many lines contain `needle`.
-    pub fn count(&self, needle: &str) -> usize {
-        self.lines.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
-    }
-
-    /// Everything logged so far.
-    pub fn text(&self) -> String {
-        self.lines.lock().unwrap().join("\n")
-    }
+    out
 }
 
-/// The `mailauthd` daemon, killed on drop.
+/// An auth request as nginx sends it for a password login.
+pub fn plain_request(protocol: &str, user: &[u8], pass: &[u8], client_ip: &str, attempt: u32) -> Vec<u8> {
+    let mut req = b"GET /check HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: plain\r\nAuth-User: ".to_vec();
+    req.extend_from_slice(&nginx_escape(user));
+    req.extend_from_slice(b"\r\nAuth-Pass: ");
+    req.extend_from_slice(&nginx_escape(pass));
+    req.extend_from_slice(
+        format!("\r\nAuth-Protocol: {protocol}\r\nAuth-Login-Attempt: {attempt}\r\nClient-IP: {client_ip}\r\n")
+            .as_bytes(),
+    );
+    if protocol == "smtp" {
+        req.extend_from_slice(b"Client-Host: [UNAVAILABLE]\r\n");
+    }
+    req.extend_from_slice(b"\r\n");
+    req
+}
+
+/// Sends `request` on a new connection and reads the reply until the server closes.
+pub fn ask(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut stream = TcpStream::connect(addr).expect("connect to mailauthd");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    stream.write_all(request).expect("send request");
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).expect("read reply");
+    reply
+}
+
+/// The value of header `name` in a reply, if present.
+pub fn header(reply: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(reply);
+    text.lines().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// A running mailauthd with its own temp dir.
 pub struct Daemon {
     child: Child,
-    /// Its auth_http address.
+    /// The auth_http address.
     pub addr: SocketAddr,
-    /// Its admin address, when the config has `[admin]`.
-    pub admin: Option<SocketAddr>,
-    /// Its stderr.
-    pub log: Arc<Log>,
-    _dir: tempfile::TempDir,
+    /// The temp dir holding the config, users file and log.
+    pub dir: tempfile::TempDir,
 }
 
 impl Daemon {
-    /// Starts `mailauthd serve` with `config` (which should listen on `127.0.0.1:0`) and
-    /// waits until it listens.
-    pub fn start(config: &str) -> Daemon {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("mailauthd.toml");
-        std::fs::write(&path, config).expect("write config");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mailauthd"))
+    /// Writes `users.htpasswd` and a config (`listen` on a free port, then `config_body`)
+    /// and starts the daemon. `config_body` may use `users.htpasswd` as a relative path.
+    pub fn start(config_body: &str, users: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("users.htpasswd"), users).expect("write users");
+        Daemon::start_in(dir, config_body)
+    }
+
+    /// Starts the daemon with a config written into an existing temp dir.
+    pub fn start_in(dir: tempfile::TempDir, config_body: &str) -> Daemon {
+        let port = free_port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let config = format!("listen = \"{addr}\"\n{config_body}");
+        let config_path = dir.path().join("mailauthd.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log = std::fs::File::create(dir.path().join("mailauthd.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_mailauthd"))
             .args(["serve", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
+            .arg(&config_path)
+            .env(
+                "RUST_LOG",
+                std::env::var("MAILAUTHD_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(log)
             .spawn()
-            .expect("spawn mailauthd");
-        let log = Arc::new(Log::default());
-        log.collect(child.stderr.take().expect("stderr"));
-        let mut daemon = Daemon {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            admin: None,
-            log,
-            _dir: dir,
-        };
-        let line = daemon.log.wait_for("listening on ", READY_DEADLINE);
-        daemon.addr = after(&line, "listening on ").parse().expect("listen address");
-        if config.contains("[admin]") {
-            let line = daemon.log.wait_for("admin endpoints on ", READY_DEADLINE);
-            daemon.admin = Some(after(&line, "admin endpoints on ").parse().expect("admin address"));
-        }
+            .expect("start mailauthd");
+        let mut daemon = Daemon { child, addr, dir };
+        wait_until(READY_DEADLINE, "mailauthd to listen", || {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("mailauthd exited with {status}:\n{}", daemon.log());
+            }
+            daemon.log().contains("listening on")
+        });
         daemon
     }
 
-    /// Sends one raw request and reads the reply.
-    pub fn ask(&self, request: &[u8]) -> Reply {
+    /// Path of a file in the daemon's temp dir.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mailauthd.log")).unwrap_or_default()
+    }
+
+    /// Sends one raw request.
+    pub fn ask(&self, request: &[u8]) -> Vec<u8> {
         ask(self.addr, request)
     }
 
-    /// The status of `GET path` on the admin listener.
-    pub fn admin_status(&self, path: &str) -> u16 {
-        let addr = self.admin.expect("no [admin] listener");
-        let reply = ask(addr, format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes());
-        reply.text[9..12].parse().expect("status code")
+    /// Sends a password login and returns the reply.
+    pub fn login(&self, protocol: &str, user: &str, pass: &str) -> Vec<u8> {
+        self.ask(&plain_request(
+            protocol,
+            user.as_bytes(),
+            pass.as_bytes(),
+            "127.0.0.1",
+            1,
+        ))
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status();
+        assert!(status.map(|s| s.success()).unwrap_or(false), "kill -{signal} failed");
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit; returns whether it exited 0.
+    pub fn stop(mut self) -> bool {
+        self.signal("TERM");
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            if start.elapsed() > READY_DEADLINE {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -145,246 +192,10 @@ impl Drop for Daemon {
     }
 }
 
-fn after<'a>(line: &'a str, marker: &str) -> &'a str {
-    let rest = &line[line.find(marker).expect("marker") + marker.len()..];
-    rest.split_whitespace().next().unwrap_or(rest)
-}
-
-/// A reply from the daemon.
-#[derive(Debug)]
-pub struct Reply {
-    /// The reply, as text (lossy).
-    pub text: String,
-    /// How long it took.
-    pub elapsed: Duration,
-}
-
-impl Reply {
-    /// The value of header `name` (first match, case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.text.split("\r\n").find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-
-    /// `Auth-Status`.
-    pub fn status(&self) -> &str {
-        self.header("Auth-Status")
-            .unwrap_or_else(|| panic!("no Auth-Status in {:?}", self.text))
-    }
-}
-
-/// Sends `request` on a new connection, as nginx does, and reads until the server closes.
-pub fn ask(addr: SocketAddr, request: &[u8]) -> Reply {
-    let started = Instant::now();
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
-    stream.write_all(request).expect("write request");
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).expect("read reply");
-    Reply {
-        text: String::from_utf8_lossy(&reply).into_owned(),
-        elapsed: started.elapsed(),
-    }
-}
-
-/// nginx's `Auth-User` / `Auth-Pass` escaping: controls, space and `%` as `%XX`.
-pub fn nginx_escape(value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(value.len());
-    for &b in value {
-        if b <= 0x20 || b == b'%' {
-            out.extend_from_slice(format!("%{b:02X}").as_bytes());
-        } else {
-            out.push(b);
-        }
-    }
-    out
-}
-
-/// An nginx `Auth-Method: plain` request.
-pub fn plain(protocol: &str, user: &[u8], pass: &[u8]) -> Vec<u8> {
-    let mut r = b"GET /check HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: plain\r\nAuth-User: ".to_vec();
-    r.extend_from_slice(&nginx_escape(user));
-    r.extend_from_slice(b"\r\nAuth-Pass: ");
-    r.extend_from_slice(&nginx_escape(pass));
-    r.extend_from_slice(
-        format!("\r\nAuth-Protocol: {protocol}\r\nAuth-Login-Attempt: 1\r\nClient-IP: 192.0.2.77\r\n").as_bytes(),
-    );
-    if protocol == "smtp" {
-        r.extend_from_slice(b"Client-Host: [UNAVAILABLE]\r\n");
-    }
-    r.extend_from_slice(b"\r\n");
-    r
-}
-
-/// A real nginx (Debian's), in its own prefix directory, killed on drop.
-pub struct Nginx {
-    child: Child,
-    /// Its loopback port.
-    pub port: u16,
-    /// Its prefix directory (config, logs).
-    pub dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    /// Starts nginx with `server_body` inside `server { listen ...; }`. `{dir}` in the body is
-    /// replaced by the prefix directory.
-    pub fn start(server_body: &str) -> Nginx {
-        // The port is picked free and may be taken in between: try a few.
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            match Nginx::try_start(server_body) {
-                Ok(n) => return n,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("nginx did not start: {last_error}");
-    }
-
-    fn try_start(server_body: &str) -> Result<Nginx, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let d = dir.path().display().to_string();
-        let port = free_port();
-        let body = server_body.replace("{dir}", &d);
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{\n  log_format conn '$connection $connection_requests $status';\n  access_log {d}/access.log conn;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-               fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               server {{\n    listen 127.0.0.1:{port};\n{body}\n  }}\n}}\n"
-        );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run nginx (apt-get install nginx): {e}"))?;
-        let mut nginx = Nginx { child, port, dir };
-        let end = Instant::now() + READY_DEADLINE;
-        loop {
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                let log = std::fs::read_to_string(nginx.dir.path().join("error.log")).unwrap_or_default();
-                return Err(format!("nginx exited with {status}: {log}"));
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(nginx);
-            }
-            if Instant::now() > end {
-                return Err("nginx did not listen in time".to_owned());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The access log: one `connection-number requests-on-it status` line per request.
-    pub fn access_log(&self) -> Vec<(u64, u64, u16)> {
-        let text = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| {
-                let mut f = l.split(' ').map(str::parse::<u64>);
-                Some((f.next()?.ok()?, f.next()?.ok()?, u16::try_from(f.next()?.ok()?).ok()?))
-            })
-            .collect()
-    }
-
-    /// `http://127.0.0.1:<port><path>`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A stub upstream on a loopback port: it counts connections and either holds each one
-/// without answering (`status` 0) or answers every request with `status`.
-pub struct Stub {
-    /// Its address.
-    pub addr: SocketAddr,
-    status: Arc<AtomicU16>,
-    accepted: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-}
-
-impl Stub {
-    /// Starts a stub that never answers.
-    pub fn hanging() -> Stub {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind stub");
-        let addr = listener.local_addr().expect("stub addr");
-        let stub = Stub {
-            addr,
-            status: Arc::new(AtomicU16::new(0)),
-            accepted: Arc::new(AtomicUsize::new(0)),
-            stop: Arc::new(AtomicBool::new(false)),
-        };
-        let (status, accepted, stop) = (stub.status.clone(), stub.accepted.clone(), stub.stop.clone());
-        std::thread::spawn(move || {
-            let mut held = Vec::new();
-            for stream in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                accepted.fetch_add(1, Ordering::SeqCst);
-                let code = status.load(Ordering::SeqCst);
-                if code == 0 {
-                    // Held open, never answered, until the stub is dropped.
-                    held.push(stream);
-                } else {
-                    std::thread::spawn(move || answer(stream, code));
-                }
-            }
-        });
-        stub
-    }
-
-    /// From now on, answer every request with `status`.
-    pub fn answer_with(&self, status: u16) {
-        self.status.store(status, Ordering::SeqCst);
-    }
-
-    /// Connections accepted so far.
-    pub fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-
-    /// `http://<addr>/auth`.
-    pub fn url(&self) -> String {
-        format!("http://{}/auth", self.addr)
-    }
-}
-
-fn answer(mut stream: TcpStream, code: u16) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let _ =
-        stream.write_all(format!("HTTP/1.1 {code} Stub\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
-}
-
-impl Drop for Stub {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so that it sees the flag and drops the held connections.
-        let _ = TcpStream::connect(self.addr);
-    }
+/// Writes `contents` to `path` through a temp file and a rename, as editors and
+/// `mailauthd user` do.
+pub fn replace_file(path: &Path, contents: &str) {
+    let tmp = path.with_extension("tmp-replace");
+    std::fs::write(&tmp, contents).expect("write temp");
+    std::fs::rename(&tmp, path).expect("rename");
 }
