@@ -14,7 +14,9 @@
 //! - A circuit breaker: after `breaker_failures` failed questions in a row the source stops
 //!   asking for `breaker_cooldown` and answers temporary failure at once; then one login
 //!   probes, and its answer closes or re-opens the breaker. Changes are logged once each.
-//! - A 2xx answer may name the backend (`X-Mail-Server` / `X-Mail-Port`).
+//! - A 2xx answer may name the backend (`X-Mail-Server` / `X-Mail-Port`); without the server
+//!   header `[route]` applies; a server without a port, a bad port or an unresolvable name
+//!   is a temporary failure (never a reply nginx would reject).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -183,13 +185,16 @@ pub fn map_response(status: StatusCode, headers: &HeaderMap, route: Option<&Rout
         let Some(route) = route else {
             return Upstream::Accepted(None);
         };
+        // No server header: `[route]` applies, whatever the port header says (nginx drops a
+        // header whose value is empty, so a `map` that names servers for some users only
+        // leaves the port alone for the others).
         return match (headers.get(&route.server), headers.get(&route.port)) {
-            (None, None) => Upstream::Accepted(None),
+            (None, _) => Upstream::Accepted(None),
             (Some(server), Some(port)) => match parse_route(server.as_bytes(), port.as_bytes()) {
                 Ok(target) => Upstream::Accepted(Some(target)),
                 Err(reason) => Upstream::BadRoute(reason),
             },
-            _ => Upstream::BadRoute("upstream-route-incomplete"),
+            (Some(_), None) => Upstream::BadRoute("upstream-route-incomplete"),
         };
     }
     match status.as_u16() {

@@ -36,14 +36,21 @@ fn upstream() -> Nginx {
     let guard = format!("auth_basic \"mail\"; auth_basic_user_file {};", users.display());
     // `return` would run before auth_basic (rewrite phase); try_files runs after it.
     let ok = "try_files /nonexistent =204;";
-    Nginx::start(&format!(
-        "location = /auth {{ {guard} {ok} }}\n\
+    // Per-user routing as the README shows it: users the map does not name get no server
+    // header (nginx drops empty values), so `[route]` applies to them.
+    let map = "map $remote_user $mail_server { default \"\"; space 192.0.2.20; }";
+    Nginx::start(
+        map,
+        &format!(
+            "location = /auth {{ {guard} {ok} }}\n\
          location = /routed {{ {guard} add_header X-Mail-Server 192.0.2.10 always; add_header X-Mail-Port 1143 always; {ok} }}\n\
          location = /routed-name {{ {guard} add_header X-Mail-Server localhost always; add_header X-Mail-Port 10143 always; {ok} }}\n\
          location = /routed-bad {{ {guard} add_header X-Mail-Server 192.0.2.10 always; add_header X-Mail-Port 70000 always; {ok} }}\n\
+         location = /routed-map {{ {guard} add_header X-Mail-Server $mail_server; add_header X-Mail-Port 2143; {ok} }}\n\
          location = /fail500 {{ return 500; }}\n\
          location = /redirect {{ return 302 /x; }}\n"
-    ))
+        ),
+    )
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -336,6 +343,14 @@ fn the_upstream_answer_routes_the_login() {
         // nginx adds the headers to its 401 too (`always`): still a refusal.
         assert_invalid(&d, user.0, "wrong");
     }
+
+    // Routed per user by a map; the others go to `[route]`.
+    let (d, _) = start(&http_basic(&nginx.url("/routed-map"), ""));
+    let r = login(&d, "imap", "space", "correct horse battery");
+    assert_eq!(r.status(), "OK", "{}", r.text());
+    assert_eq!(r.header("Auth-Server").as_deref(), Some("192.0.2.20"), "{}", r.text());
+    assert_eq!(r.header("Auth-Port").as_deref(), Some("2143"), "{}", r.text());
+    assert_ok(&d, "imap", "percent", "100%sure", "143");
 
     // A host name is resolved: nginx takes only IP literals.
     let (d, _) = start(&http_basic(&nginx.url("/routed-name"), ""));

@@ -94,6 +94,11 @@ fn a_2xx_may_route_the_login() {
         map_response(StatusCode::OK, &half, Some(&r)),
         Upstream::BadRoute("upstream-route-incomplete")
     );
+    let port_only = headers(&[("x-mail-port", "143")]);
+    assert_eq!(
+        map_response(StatusCode::OK, &port_only, Some(&r)),
+        Upstream::Accepted(None)
+    );
     let bad = headers(&[("x-mail-server", "10.0.0.7"), ("x-mail-port", "0")]);
     assert_eq!(
         map_response(StatusCode::OK, &bad, Some(&r)),

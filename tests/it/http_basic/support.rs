@@ -90,13 +90,13 @@ pub struct Nginx {
 }
 
 impl Nginx {
-    /// Starts nginx with `server_body` inside `server { listen ...; }`. `{dir}` in the body is
-    /// replaced by the prefix directory.
-    pub fn start(server_body: &str) -> Nginx {
+    /// Starts nginx with `http_body` in `http {}` and `server_body` inside
+    /// `server { listen ...; }`. `{dir}` in the bodies is replaced by the prefix directory.
+    pub fn start(http_body: &str, server_body: &str) -> Nginx {
         // The port is picked free and may be taken in between: try a few.
         let mut last_error = String::new();
         for _ in 0..5 {
-            match Nginx::try_start(server_body) {
+            match Nginx::try_start(http_body, server_body) {
                 Ok(n) => return n,
                 Err(e) => last_error = e,
             }
@@ -104,17 +104,18 @@ impl Nginx {
         panic!("nginx did not start: {last_error}");
     }
 
-    fn try_start(server_body: &str) -> Result<Nginx, String> {
+    fn try_start(http_body: &str, server_body: &str) -> Result<Nginx, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let d = dir.path().display().to_string();
         let port = free_port();
         let body = server_body.replace("{dir}", &d);
+        let http_body = http_body.replace("{dir}", &d);
         let conf = format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
              events {{ worker_connections 256; }}\n\
              http {{\n  log_format conn '$connection $connection_requests $status';\n  access_log {d}/access.log conn;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
                fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               server {{\n    listen 127.0.0.1:{port};\n{body}\n  }}\n}}\n"
+               {http_body}\n  server {{\n    listen 127.0.0.1:{port};\n{body}\n  }}\n}}\n"
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
