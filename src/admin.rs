@@ -1,6 +1,13 @@
 //! The admin listener (`[admin] listen`), separate from the auth_http one: health and
-//! readiness for supervisors and load balancers, and the operator endpoints. Endpoints
-//! that change state need `Authorization: Bearer <[admin] token>`.
+//! readiness for supervisors and load balancers, Prometheus metrics, and the operator
+//! endpoints. Endpoints that change state need `Authorization: Bearer <[admin] token>`.
+//!
+//! - `GET /healthz`: 200 while the process answers.
+//! - `GET /readyz`: 200 when every source has a users table in use, 503 while one has never
+//!   loaded. A source whose file became unreadable or broken keeps its last good table and
+//!   stays ready: logins keep working and the failure shows in the log and in
+//!   `mailauthd_reloads_total{result="failed"}`. The body lists each source.
+//! - `GET /metrics`: OpenMetrics text (`crate::metrics`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -61,22 +68,93 @@ pub fn ready(auth: &Authenticator) -> bool {
     auth.sources.iter().all(Source::is_available)
 }
 
+/// The `/readyz` reply: the verdict, then one line per source.
+fn readiness(auth: &Authenticator) -> Response<Body> {
+    let mut body = String::new();
+    let status = if ready(auth) {
+        body.push_str("ready\n");
+        StatusCode::OK
+    } else {
+        body.push_str("not ready: a source has no users loaded or its upstream is failing\n");
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    for source in &auth.sources {
+        match source {
+            Source::Htpasswd(file) if file.is_available() => {
+                body.push_str(&format!("{} users={}\n", source.name(), file.table().len()));
+            }
+            Source::HttpBasic(upstream) if upstream.is_available() => {
+                body.push_str(&format!("{} breaker=closed\n", source.name()));
+            }
+            Source::HttpBasic(_) => body.push_str(&format!("{} breaker=open\n", source.name())),
+            Source::Htpasswd(_) => body.push_str(&format!("{} unavailable\n", source.name())),
+        }
+    }
+    text(status, body)
+}
+
 async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let resp = match (req.method(), req.uri().path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => {
-            if ready(&state.auth) {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "not ready: a source has no users loaded or its upstream is failing\n",
-                )
-            }
+        (&Method::GET, "/readyz") => readiness(&state.auth),
+        (&Method::GET, "/metrics") => {
+            let mut resp = text(StatusCode::OK, state.auth.metrics.render());
+            resp.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            resp
         }
+        (&Method::GET, "/bans") => bans(&state, &req, false).await,
+        (&Method::DELETE, "/bans") | (&Method::POST, "/bans/clear") => bans(&state, &req, true).await,
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(resp)
+}
+
+/// `GET /bans` lists the bans in force, one per line; `DELETE /bans` (or `POST /bans/clear`)
+/// lifts those selected by `?ip=` and/or `?user=` (all without either). Both need the token:
+/// the list names users and addresses.
+async fn bans<B>(state: &AdminState, req: &Request<B>, clear: bool) -> Response<Body> {
+    if state.token.is_none() {
+        return text(StatusCode::FORBIDDEN, "set [admin] token to use /bans\n");
+    }
+    if !authorized(state, req) {
+        return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+    }
+    let policy = &state.auth.policy;
+    if !clear {
+        return match policy.bans().await {
+            Ok(list) => text(
+                StatusCode::OK,
+                list.iter().map(|b| format!("{b}\n")).collect::<String>(),
+            ),
+            Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+        };
+    }
+    let (mut ip, mut user) = (None, None);
+    for pair in req.uri().query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = crate::protocol::percent_decode(value.as_bytes()).map(|v| String::from_utf8_lossy(&v).into_owned());
+        match (name, value) {
+            ("ip", Some(v)) => match v.parse::<std::net::IpAddr>() {
+                Ok(addr) => ip = Some(addr),
+                Err(_) => return text(StatusCode::BAD_REQUEST, "ip= is not an IP address\n"),
+            },
+            ("user", Some(v)) => user = Some(v),
+            _ => return text(StatusCode::BAD_REQUEST, "use ?ip=ADDRESS and/or ?user=NAME\n"),
+        }
+    }
+    let filter = policy.filter(ip, user.as_deref());
+    match policy.clear(&filter).await {
+        Ok(n) => {
+            let ip = ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+            let user = filter.user.as_deref().unwrap_or("-");
+            tracing::info!(target: "mailauthd::policy", ip, user, cleared = n, "bans lifted by admin");
+            text(StatusCode::OK, format!("cleared {n} ban(s)\n"))
+        }
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")),
+    }
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` completes.

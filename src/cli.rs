@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check-config` and `test`. `anyhow` lives here and in
+//! The command line: `serve`, `check-config`, `test`, `nginx-config`, and for packagers
+//! `man` and `completions`. `anyhow` lives here and in
 //! `main.rs` only.
 
 use std::io::Read;
@@ -8,8 +9,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use zeroize::Zeroizing;
+
+mod bans;
 
 use crate::config::Config;
 use crate::decide::Authenticator;
@@ -82,6 +85,46 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         attempt: u32,
     },
+    /// Print an nginx `mail {}` block (IMAP, POP3, submission, inbound MX) that sends every
+    /// login to this daemon's listen address.
+    NginxConfig {
+        /// Config file (the built-in default without it).
+        #[arg(long, short, env = "MAILAUTHD_CONFIG")]
+        config: Option<PathBuf>,
+        /// nginx `server_name` (nginx uses the host name without it).
+        #[arg(long)]
+        server_name: Option<String>,
+        /// TLS certificate chain (PEM).
+        #[arg(long, default_value = "/etc/ssl/certs/ssl-cert-snakeoil.pem")]
+        tls_cert: PathBuf,
+        /// TLS private key (PEM).
+        #[arg(long, default_value = "/etc/ssl/private/ssl-cert-snakeoil.key")]
+        tls_key: PathBuf,
+    },
+    /// Print the man page (roff) on stdout.
+    #[command(hide = true)]
+    Man,
+    /// Print a shell completion script on stdout.
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// List or lift brute-force bans through the running daemon's admin endpoint.
+    Bans {
+        /// What to do.
+        #[command(subcommand)]
+        action: bans::BansAction,
+        /// Config file whose `[admin] listen` and `token` are used.
+        #[arg(long, short, env = "MAILAUTHD_CONFIG")]
+        config: Option<PathBuf>,
+        /// Admin address, instead of `[admin] listen`.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// Bearer token, instead of `[admin] token`.
+        #[arg(long, env = "MAILAUTHD_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
 }
 
 fn parse_protocol(s: &str) -> Result<MailProtocol, String> {
@@ -112,6 +155,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => check_config(config.as_ref()),
+        Command::Bans {
+            action,
+            config,
+            admin,
+            token,
+        } => {
+            let file = match &config {
+                Some(path) => Some(Config::load(path)?),
+                None => None,
+            };
+            let admin = admin
+                .or_else(|| file.as_ref().and_then(|c| c.admin.listen))
+                .context("no admin address: pass --admin or --config with [admin] listen")?;
+            let token = token
+                .or_else(|| file.as_ref().and_then(|c| c.admin.token.clone()))
+                .context("no admin token: set MAILAUTHD_ADMIN_TOKEN or [admin] token")?;
+            bans::run(&action, admin, &token)
+        }
         Command::Test {
             config,
             user,
@@ -149,7 +210,44 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             test_login(config, &req)
         }
+        Command::NginxConfig {
+            config,
+            server_name,
+            tls_cert,
+            tls_key,
+        } => {
+            let config = load_config(config.as_ref())?;
+            let opts = crate::nginx_config::NginxOptions {
+                server_name,
+                tls_cert,
+                tls_key,
+            };
+            write_stdout(crate::nginx_config::render(&config, &opts).as_bytes())
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .context("cannot render the man page")?;
+            write_stdout(&out)
+        }
+        Command::Completions { shell } => {
+            // Into a buffer first: clap_complete panics when its writer fails.
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "mailauthd", &mut out);
+            write_stdout(&out)
+        }
     }
+}
+
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .context("cannot write to stdout")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check_config(path: Option<&PathBuf>) -> anyhow::Result<ExitCode> {

@@ -11,8 +11,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::admin::{self, AdminState};
 use crate::config::{Config, ListenAddr};
 use crate::decide::Authenticator;
+use crate::metrics::Metrics;
 use crate::server::{self, Listener, ServerLimits};
 use crate::source::{ReloadOutcome, Source};
+use sd_notify::NotifyState;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -93,8 +95,10 @@ pub fn log_reload(source: &Source, outcome: &ReloadOutcome) {
     }
 }
 
-/// Re-reads every source that changed (all of them with `force`).
-pub fn reload_sources(auth: &Authenticator, force: bool) {
+/// Re-reads every source that changed (all of them with `force`). Returns whether a
+/// source read a new file (good or broken), so the caller can log what is in use.
+pub fn reload_sources(auth: &Authenticator, force: bool) -> bool {
+    let mut read = false;
     for source in &auth.sources {
         // An http-basic upstream has nothing to reload.
         let Source::Htpasswd(file) = source else {
@@ -102,6 +106,50 @@ pub fn reload_sources(auth: &Authenticator, force: bool) {
         };
         let outcome = file.reload(force);
         log_reload(source, &outcome);
+        count_reload(&auth.metrics, source, &outcome);
+        read |= matches!(
+            outcome,
+            ReloadOutcome::Loaded { .. } | ReloadOutcome::KeptPrevious { .. }
+        );
+    }
+    read
+}
+
+fn count_reload(metrics: &Metrics, source: &Source, outcome: &ReloadOutcome) {
+    match outcome {
+        ReloadOutcome::Unchanged => {}
+        ReloadOutcome::Loaded { users, .. } => metrics.reload_ok(&source.name(), *users),
+        ReloadOutcome::KeptPrevious { .. } => metrics.reload_failed(&source.name(), "broken-lines"),
+        ReloadOutcome::Failed(_) => metrics.reload_failed(&source.name(), "unreadable"),
+    }
+}
+
+/// Logs one line with what is in use: each source with its user count (or `unavailable`
+/// when it never loaded), the total, and the routes.
+pub fn log_in_use(auth: &Authenticator) {
+    let mut total = 0;
+    let sources: Vec<String> = auth
+        .sources
+        .iter()
+        .map(|source| match source {
+            Source::Htpasswd(file) if file.is_available() => {
+                let users = file.table().len();
+                total += users;
+                format!("{}={users}", source.name())
+            }
+            Source::HttpBasic(_) => format!("{}=upstream", source.name()),
+            Source::Htpasswd(_) => format!("{}=unavailable", source.name()),
+        })
+        .collect();
+    let r = &auth.config.routes;
+    let routes = format!("imap={} pop3={} smtp={}", r.imap.addr, r.pop3.addr, r.smtp.addr);
+    tracing::info!(sources = %sources.join(" "), users = total, routes = %routes, "in use");
+}
+
+/// Tells systemd (`Type=notify`) about a state change; a no-op outside systemd.
+fn notify(state: &[NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::debug!("cannot notify the service manager: {e}");
     }
 }
 
@@ -122,12 +170,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     for route in [&config.routes.imap, &config.routes.pop3, &config.routes.smtp] {
         tracing::debug!(backend = %route.spec, addr = %route.addr, "route");
     }
-    tracing::info!(
-        imap = %config.routes.imap.addr,
-        pop3 = %config.routes.pop3.addr,
-        smtp = %config.routes.smtp.addr,
-        "routes"
-    );
+    log_in_use(&auth);
 
     let listener = bind(&config.listen).await?;
     let admin = match config.admin.listen {
@@ -146,6 +189,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let mut terminate = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
     tracing::info!("listening on {}", listener.local_addr());
+    notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
 
     let reloader = {
         let auth = auth.clone();
@@ -168,8 +212,22 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
                 if !force && interval.is_zero() {
                     continue;
                 }
+                if force {
+                    let now = NotifyState::monotonic_usec_now().ok();
+                    let mut state = vec![NotifyState::Reloading];
+                    state.extend(now);
+                    notify(&state);
+                }
                 let auth = auth.clone();
-                let _ = tokio::task::spawn_blocking(move || reload_sources(&auth, force)).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    if reload_sources(&auth, force) || force {
+                        log_in_use(&auth);
+                    }
+                })
+                .await;
+                if force {
+                    notify(&[NotifyState::Ready, NotifyState::Status("serving")]);
+                }
             }
         })
     };
@@ -190,6 +248,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
             _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = interrupt.recv() => tracing::info!("SIGINT: shutting down"),
         }
+        notify(&[NotifyState::Stopping]);
         let _ = stop_tx.send(true);
     };
     let limits = ServerLimits {

@@ -10,6 +10,8 @@ use zeroize::Zeroizing;
 
 use crate::config::Config;
 use crate::hash::StoredHash;
+use crate::metrics::Metrics;
+use crate::policy::{Check, Gate, Policy, Scope, SystemClock, escalated_wait};
 use crate::protocol::{
     Accept, AuthMethod, AuthRequest, MAX_ECHOED_PASSWORD, MailProtocol, Refusal, RefuseKind, Verdict, is_sendable_value,
 };
@@ -30,6 +32,17 @@ pub struct Decision {
     pub source: Option<String>,
 }
 
+impl Decision {
+    /// The result as logs and metrics name it: `ok`, `invalid`, `tempfail`, `banned`,
+    /// `relay-denied` or `bad-request`.
+    pub fn result(&self) -> &'static str {
+        match &self.verdict {
+            Verdict::Accept(_) => "ok",
+            Verdict::Refuse(r) => r.kind.as_str(),
+        }
+    }
+}
+
 /// Everything needed to decide logins: configuration, sources and the verification pool.
 #[derive(Debug)]
 pub struct Authenticator {
@@ -37,6 +50,10 @@ pub struct Authenticator {
     pub config: Arc<Config>,
     /// Credential sources, asked in order.
     pub sources: Vec<Source>,
+    /// Counters and histograms, shared with the admin listener.
+    pub metrics: Arc<Metrics>,
+    /// The brute-force defence, asked before any password is hashed.
+    pub policy: Policy,
     pool: VerifyPool,
 }
 
@@ -44,17 +61,61 @@ impl Authenticator {
     /// Builds the sources of `config` (not loaded yet) and starts the verification pool.
     pub fn new(config: Arc<Config>) -> Authenticator {
         let sources = config.sources.iter().map(Source::new).collect();
-        let pool = VerifyPool::new(config.verify_threads, config.verify_queue);
-        Authenticator { config, sources, pool }
+        let metrics = Arc::new(Metrics::new());
+        let pool = VerifyPool::with_metrics(config.verify_threads, config.verify_queue, metrics.clone());
+        let policy = Policy::new(&config.policy, &config.state, Arc::new(SystemClock));
+        Authenticator {
+            config,
+            sources,
+            metrics,
+            policy,
+            pool,
+        }
     }
 
-    /// Decides one login.
+    /// Decides one login. Password and digest logins pass the brute-force policy first: a
+    /// banned client is refused before anything is hashed.
     pub async fn decide(&self, req: &AuthRequest) -> Decision {
-        match req.method {
+        let counted = matches!(req.method, AuthMethod::Plain | AuthMethod::Apop | AuthMethod::CramMd5);
+        let gate = match counted.then_some(self.policy.check(req.client_ip, &req.user).await) {
+            Some(Check::Allowed(gate)) => Some(gate),
+            Some(Check::Banned(scope)) => return banned(scope),
+            Some(Check::Unavailable) => return refuse(RefuseKind::Temporary, None, "policy-unavailable"),
+            Some(Check::Exempt) | None => None,
+        };
+        let mut decision = match req.method {
             AuthMethod::Plain => self.decide_plain(req).await,
             AuthMethod::Apop | AuthMethod::CramMd5 => self.decide_digest(req),
             AuthMethod::None => self.decide_smtp_none(req),
             AuthMethod::External => refuse(RefuseKind::InvalidCredentials, None, "external-not-supported"),
+        };
+        if let Some(gate) = gate {
+            self.settle(req, &gate, &mut decision).await;
+        }
+        decision
+    }
+
+    /// Tells the policy how a login ended and escalates its `Auth-Wait`. Only a refused
+    /// password counts (whatever the reason, so that the count does not tell whether the
+    /// password was right); temporary failures are not the client's doing.
+    async fn settle(&self, req: &AuthRequest, gate: &Gate, decision: &mut Decision) {
+        match &mut decision.verdict {
+            Verdict::Accept(_) => self.policy.succeeded(gate).await,
+            Verdict::Refuse(refusal) if refusal.kind == RefuseKind::InvalidCredentials => {
+                let Some(recorded) = self.policy.failed(gate, &req.pass).await else {
+                    return;
+                };
+                // `wait` is set only for plain logins below the attempt cap; a ban just
+                // reached ends the session instead.
+                refusal.wait = match (refusal.wait, recorded.banned) {
+                    (Some(first), None) => {
+                        let failures = recorded.counts[0].max(recorded.counts[2]);
+                        Some(escalated_wait(first, self.policy.settings().wait_max_secs, failures))
+                    }
+                    _ => None,
+                };
+            }
+            Verdict::Refuse(_) => {}
         }
     }
 
@@ -113,7 +174,10 @@ impl Authenticator {
                     scheme = scheme.or(s);
                 }
                 PlainAnswer::UnknownUser { dummy: d } => dummy = dummy.or(d),
-                PlainAnswer::Unavailable { reason } => temporary = temporary.or(Some(reason)),
+                PlainAnswer::Unavailable { reason } => {
+                    self.metrics.source_error(&source.name(), reason);
+                    temporary = temporary.or(Some(reason));
+                }
             }
         }
         if rejected.is_none()
@@ -211,6 +275,19 @@ impl Authenticator {
     }
 }
 
+/// A banned client: refused at once, with the policy as the deciding "source".
+fn banned(scope: Scope) -> Decision {
+    Decision {
+        verdict: Verdict::Refuse(Refusal {
+            kind: RefuseKind::Banned,
+            wait: None,
+        }),
+        reason: "banned",
+        scheme: None,
+        source: Some(format!("policy:{}", scope.as_str())),
+    }
+}
+
 fn refuse(kind: RefuseKind, wait: Option<u32>, reason: &'static str) -> Decision {
     Decision {
         verdict: Verdict::Refuse(Refusal { kind, wait }),
@@ -237,20 +314,22 @@ pub fn recipient_domain(line: &[u8]) -> Option<String> {
 }
 
 /// Writes the one log line per decision. The password never appears, at any level.
+///
+/// The fields come in a fixed order, `client_ip` first and everything the client chooses
+/// (the user name) after the fixed-vocabulary ones, so that a text-format line reads
+/// `login refused client_ip="203.0.113.9" result="invalid" reason="wrong-password" ...` and
+/// a log filter (fail2ban, `contrib/fail2ban/`) can anchor on the start of the line.
 pub fn log_decision(req: &AuthRequest, decision: &Decision, started: Instant) {
-    let result = match &decision.verdict {
-        Verdict::Accept(_) => "ok",
-        Verdict::Refuse(r) => r.kind.as_str(),
-    };
+    let result = decision.result();
     let micros = started.elapsed().as_micros() as u64;
     let user = printable(&req.user);
     let client_ip = req.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
     let scheme = decision.scheme.as_deref().unwrap_or("-");
     let source = decision.source.as_deref().unwrap_or("-");
     if matches!(decision.verdict, Verdict::Accept(_)) {
-        tracing::info!(target: "mailauthd::auth", result, reason = decision.reason, user, protocol = %req.protocol, method = %req.method, client_ip, scheme, source, micros, "login accepted");
+        tracing::info!(target: "mailauthd::auth", client_ip, result, reason = decision.reason, protocol = %req.protocol, method = %req.method, user, scheme, source, micros, "login accepted");
     } else {
-        tracing::warn!(target: "mailauthd::auth", result, reason = decision.reason, user, protocol = %req.protocol, method = %req.method, client_ip, scheme, source, micros, "login refused");
+        tracing::warn!(target: "mailauthd::auth", client_ip, result, reason = decision.reason, protocol = %req.protocol, method = %req.method, user, scheme, source, micros, "login refused");
     }
 }
 

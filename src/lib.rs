@@ -6,6 +6,7 @@
 //! ```text
 //!  nginx ──TCP/unix──▶ server ──bytes──▶ protocol ──AuthRequest──▶ decide
 //!                        ▲                                          │
+//!                        │                      policy (bans, counts: before any hashing)
 //!                        │                               source/* (users, hashes)
 //!                        │                                          │
 //!                        │                               verify_pool ─▶ hash
@@ -21,6 +22,9 @@ pub mod config;
 pub mod daemon;
 pub mod decide;
 pub mod hash;
+pub mod metrics;
+pub mod nginx_config;
+pub mod policy;
 pub mod protocol;
 pub mod server;
 pub mod source;

@@ -152,13 +152,16 @@ async fn serve_connection(mut stream: Box<dyn Stream>, auth: &Authenticator, rea
             Ok(req) => {
                 let decision = auth.decide(&req).await;
                 log_decision(&req, &decision, started);
+                let (protocol, method) = (req.protocol.as_str(), req.method.as_str());
+                auth.metrics
+                    .decision(protocol, method, decision.result(), started.elapsed());
                 protocol::render_reply(&decision.verdict, Some(req.protocol))
             }
-            Err(e) => bad_request(&e),
+            Err(e) => bad_request(auth, &e, started),
         },
-        Err(ReadEnd::TooLarge) => bad_request(&ProtocolError::TooLarge),
+        Err(ReadEnd::TooLarge) => bad_request(auth, &ProtocolError::TooLarge, started),
         Err(ReadEnd::TimedOut(0) | ReadEnd::Closed(0) | ReadEnd::Failed) => return,
-        Err(ReadEnd::TimedOut(_) | ReadEnd::Closed(_)) => bad_request(&ProtocolError::Incomplete),
+        Err(ReadEnd::TimedOut(_) | ReadEnd::Closed(_)) => bad_request(auth, &ProtocolError::Incomplete, started),
     };
     // Zero the request bytes: they held the password.
     zeroize::Zeroize::zeroize(&mut buf);
@@ -170,7 +173,9 @@ async fn serve_connection(mut stream: Box<dyn Stream>, auth: &Authenticator, rea
     let _ = tokio::time::timeout(read_timeout, write).await;
 }
 
-fn bad_request(error: &ProtocolError) -> Vec<u8> {
+fn bad_request(auth: &Authenticator, error: &ProtocolError, started: Instant) -> Vec<u8> {
+    auth.metrics
+        .decision("unknown", "unknown", "bad-request", started.elapsed());
     tracing::warn!(target: "mailauthd::auth", result = "bad-request", reason = %error, "malformed auth request");
     let verdict = Verdict::Refuse(Refusal {
         kind: RefuseKind::BadRequest,

@@ -5,11 +5,13 @@
 
 use std::sync::Arc;
 use std::thread;
+use std::time::Instant;
 
 use crossbeam_channel::{Sender, TrySendError};
 use tokio::sync::oneshot;
 
 use crate::hash::{StoredHash, Weight};
+use crate::metrics::Metrics;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -28,16 +30,24 @@ pub enum PoolError {
 #[derive(Debug, Clone)]
 pub struct VerifyPool {
     jobs: Sender<Job>,
+    metrics: Arc<Metrics>,
 }
 
 impl VerifyPool {
     /// Starts `threads` verification threads with room for `queue` waiting jobs.
     pub fn new(threads: usize, queue: usize) -> VerifyPool {
+        VerifyPool::with_metrics(threads, queue, Arc::new(Metrics::new()))
+    }
+
+    /// As [`VerifyPool::new`], recording verification times and queue depth in `metrics`.
+    pub fn with_metrics(threads: usize, queue: usize, metrics: Arc<Metrics>) -> VerifyPool {
         let (jobs, receiver) = crossbeam_channel::bounded::<Job>(queue);
         for index in 0..threads.max(1) {
             let receiver = receiver.clone();
+            let metrics = metrics.clone();
             let spawned = thread::Builder::new().name(format!("verify-{index}")).spawn(move || {
                 while let Ok(job) = receiver.recv() {
+                    metrics.queue_depth(receiver.len());
                     job();
                 }
             });
@@ -45,7 +55,7 @@ impl VerifyPool {
                 tracing::error!("cannot start verification thread {index}: {e}");
             }
         }
-        VerifyPool { jobs }
+        VerifyPool { jobs, metrics }
     }
 
     /// Runs `check` against `hash`: inline for cheap schemes, on the pool otherwise.
@@ -54,17 +64,30 @@ impl VerifyPool {
         T: Send + 'static,
         F: FnOnce(&StoredHash) -> T + Send + 'static,
     {
+        let metrics = self.metrics.clone();
+        let timed = move |hash: &StoredHash| {
+            let started = Instant::now();
+            let answer = check(hash);
+            metrics.hash_verified(hash.scheme_name(), started.elapsed());
+            answer
+        };
         if hash.weight() == Weight::Cheap {
-            return Ok(check(&hash));
+            return Ok(timed(&hash));
         }
         let (reply, result) = oneshot::channel();
         let job: Job = Box::new(move || {
             // The receiver may be gone if the client hung up; nothing to do then.
-            let _ = reply.send(check(&hash));
+            let _ = reply.send(timed(&hash));
         });
         match self.jobs.try_send(job) {
-            Ok(()) => result.await.map_err(|_| PoolError::Stopped),
-            Err(TrySendError::Full(_)) => Err(PoolError::Overloaded),
+            Ok(()) => {
+                self.metrics.queue_depth(self.jobs.len());
+                result.await.map_err(|_| PoolError::Stopped)
+            }
+            Err(TrySendError::Full(_)) => {
+                self.metrics.pool_rejected();
+                Err(PoolError::Overloaded)
+            }
             Err(TrySendError::Disconnected(_)) => Err(PoolError::Stopped),
         }
     }

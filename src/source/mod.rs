@@ -128,6 +128,9 @@ pub struct HtpasswdSource {
     table: ArcSwap<UserTable>,
     loaded: AtomicBool,
     stamp: Mutex<Option<FileStamp>>,
+    // The kind of the last read failure, so a file that stays missing is reported once,
+    // not on every poll.
+    last_error: Mutex<Option<std::io::ErrorKind>>,
 }
 
 impl HtpasswdSource {
@@ -138,6 +141,7 @@ impl HtpasswdSource {
             table: ArcSwap::from_pointee(UserTable::empty()),
             loaded: AtomicBool::new(false),
             stamp: Mutex::new(None),
+            last_error: Mutex::new(None),
         }
     }
 
@@ -170,12 +174,18 @@ impl HtpasswdSource {
             Ok(meta) => FileStamp::of(&meta),
             Err(source) => {
                 *stamp = None;
+                let mut last_error = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+                if !force && *last_error == Some(source.kind()) {
+                    return ReloadOutcome::Unchanged;
+                }
+                *last_error = Some(source.kind());
                 return ReloadOutcome::Failed(SourceError::Read {
                     path: path.clone(),
                     source,
                 });
             }
         };
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if !force && stamp.as_ref() == Some(&current) && self.is_available() {
             return ReloadOutcome::Unchanged;
         }

@@ -190,7 +190,13 @@ fn a_user_with_a_colon_and_digest_logins_are_refused_without_asking() {
         elapsed: Duration::ZERO,
     };
     assert_eq!(r.status(), IMAP_INVALID, "{}", r.text());
-    // The source can answer plain logins only when the upstream is there.
+    // Refusals escalate Auth-Wait (the brute-force policy); a temporary failure does not:
+    // an upstream that is down is not the client's doing.
+    // (The policy counts a repeated wrong password once: two different ones.)
+    login(&d, "imap", "a:b", "pw1");
+    let r = login(&d, "imap", "a:b", "pw2");
+    let escalated: u32 = r.header("Auth-Wait").and_then(|w| w.parse().ok()).unwrap_or(0);
+    assert!(escalated > 3, "{}\n{}", r.text(), d.log());
     assert_temporary(&d, "space", "correct horse battery", Duration::from_secs(5));
 }
 

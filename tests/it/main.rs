@@ -4,4 +4,7 @@ mod cli;
 mod common;
 mod http_basic;
 mod malformed;
+mod ops;
+mod policy;
+mod reload_errors;
 mod vectors;

@@ -47,6 +47,12 @@ max_attempts = {max}
 [smtp]
 local_domains = ["example.test"]
 
+# Every client of the shared setup is 127.0.0.1 and the scenarios repeat wrong passwords on
+# purpose; the brute-force policy (which would ban them and escalate Auth-Wait) has its own
+# tests in tests/it/policy.
+[policy]
+enabled = false
+
 [route]
 imap = "{imap}"
 pop3 = "{pop3}"

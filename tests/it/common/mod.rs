@@ -1,6 +1,7 @@
 //! Shared harness for the integration tests: the real `mailauthd` binary started on a free
 //! loopback port with a config and users file in a temp dir, raw nginx-shaped requests,
-//! readiness polled with a deadline, the process killed on drop.
+//! readiness polled with a deadline, the process killed on drop. The admin listener, when
+//! configured on port 0, is found through the daemon's log.
 
 #![allow(dead_code, reason = "each test module uses a different part of the harness")]
 
@@ -82,11 +83,68 @@ pub fn header(reply: &[u8], name: &str) -> Option<String> {
     })
 }
 
+/// Polls `check` every 20 ms until it gives a value, or panics after [`READY_DEADLINE`].
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(start.elapsed() < READY_DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mailauthd")
+}
+
+/// The crate's root folder.
+pub fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Whether `program` is on PATH.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `GET path` over HTTP/1.0 (the admin listener); returns the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let reply = ask(
+        addr,
+        format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes(),
+    );
+    let reply = String::from_utf8(reply).expect("utf-8 reply");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("a header block");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, body.to_owned())
+}
+
+/// The address logged after `marker` (`admin endpoints on 127.0.0.1:1234`), text or JSON.
+fn address_after(line: &str, marker: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(marker)? + marker.len()..];
+    let end = rest.find(|c: char| c.is_whitespace() || c == '"').unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
 /// A running mailauthd with its own temp dir.
 pub struct Daemon {
     child: Child,
     /// The auth_http address.
     pub addr: SocketAddr,
+    /// The admin address, when the config has `[admin] listen`.
+    pub admin: Option<SocketAddr>,
     /// The temp dir holding the config, users file and log.
     pub dir: tempfile::TempDir,
 }
@@ -102,6 +160,12 @@ impl Daemon {
 
     /// Starts the daemon with a config written into an existing temp dir.
     pub fn start_in(dir: tempfile::TempDir, config_body: &str) -> Daemon {
+        Daemon::start_with(dir, config_body, &[], &[])
+    }
+
+    /// As [`Daemon::start_in`], with command-line arguments before `serve` (e.g.
+    /// `--log-format json`) and extra environment variables (e.g. `RUST_LOG`).
+    pub fn start_with(dir: tempfile::TempDir, config_body: &str, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let port = free_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let config = format!("listen = \"{addr}\"\n{config_body}");
@@ -109,23 +173,40 @@ impl Daemon {
         std::fs::write(&config_path, config).expect("write config");
         let log = std::fs::File::create(dir.path().join("mailauthd.log")).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_mailauthd"))
+            .args(args)
             .args(["serve", "--config"])
             .arg(&config_path)
             .env(
                 "RUST_LOG",
                 std::env::var("MAILAUTHD_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
             )
+            .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start mailauthd");
-        let mut daemon = Daemon { child, addr, dir };
-        wait_until(READY_DEADLINE, "mailauthd to listen", || {
+        let mut daemon = Daemon {
+            child,
+            addr,
+            admin: None,
+            dir,
+        };
+        let wants_admin = config_body.contains("[admin]");
+        daemon.admin = wait_for("mailauthd to listen", || {
             if let Ok(Some(status)) = daemon.child.try_wait() {
                 panic!("mailauthd exited with {status}:\n{}", daemon.log());
             }
-            daemon.log().contains("listening on")
+            let log = daemon.log();
+            if !log.contains("listening on") {
+                return None;
+            }
+            let admin = log.lines().find_map(|l| address_after(l, "admin endpoints on "));
+            if wants_admin && admin.is_none() {
+                return None;
+            }
+            Some(admin)
         });
         daemon
     }
@@ -138,6 +219,42 @@ impl Daemon {
     /// Everything the daemon logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mailauthd.log")).unwrap_or_default()
+    }
+
+    /// The log, one entry per line.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log().lines().map(str::to_owned).collect()
+    }
+
+    /// Waits until a log line at or after index `from` contains `needle`; returns its index.
+    pub fn wait_for_log(&self, from: usize, needle: &str) -> usize {
+        wait_for(&format!("a log line with {needle:?}"), || {
+            self.log_lines()
+                .iter()
+                .enumerate()
+                .skip(from)
+                .find(|(_, l)| l.contains(needle))
+                .map(|(i, _)| i)
+        })
+    }
+
+    /// The admin address; panics when the config has no `[admin]`.
+    pub fn admin(&self) -> SocketAddr {
+        self.admin.expect("the config has [admin] listen")
+    }
+
+    /// Sends a password login from `client_ip`; returns the `Auth-Status` value.
+    pub fn auth_status(&self, protocol: &str, user: &str, pass: &str, client_ip: &str) -> String {
+        let reply = self.ask(&plain_request(protocol, user.as_bytes(), pass.as_bytes(), client_ip, 1));
+        header(&reply, "Auth-Status").unwrap_or_else(|| panic!("no Auth-Status in {reply:?}"))
+    }
+
+    /// Stops the daemon (SIGTERM), checks that it exited 0, and returns its whole log.
+    pub fn stop_and_log(mut self) -> Vec<String> {
+        self.signal("TERM");
+        let status = wait_for("mailauthd to exit", || self.child.try_wait().ok().flatten());
+        assert!(status.success(), "mailauthd exited with {status}");
+        self.log_lines()
     }
 
     /// Sends one raw request.

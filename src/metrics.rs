@@ -1,0 +1,339 @@
+//! Prometheus metrics: one [`Metrics`] per daemon, shared through the [`Authenticator`]
+//! (`crate::decide::Authenticator::metrics`), rendered as OpenMetrics text by the admin
+//! listener's `GET /metrics`. Every metric name starts with `mailauthd_`; labels carry
+//! protocol, method, result, hash scheme and source names, never a user or an address, so
+//! the number of series stays small and fixed.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::{Registry, Unit};
+
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Labels of `mailauthd_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    protocol: &'static str,
+    method: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SchemeLabels {
+    scheme: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceErrorLabels {
+    source: String,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
+
+/// Seconds, from 100 µs (a `{PLAIN}` login) to 10 s (a queue of argon2 hashes).
+const SECONDS_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+fn seconds_histogram() -> Histogram {
+    Histogram::new(SECONDS_BUCKETS)
+}
+
+/// The daemon's metrics: a registry and a typed handle on each family. Recording is a few
+/// atomic operations (plus a read lock on a labelled family), cheap beside a decision.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    decision_seconds: Histogram,
+    verify_seconds: HistogramFamily<SchemeLabels>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    queue_depth: Gauge,
+    pool_rejections: Counter,
+    source_errors: Family<SourceErrorLabels, Counter>,
+    source_users: Family<SourceLabels, Gauge>,
+    reloads: Family<ResultLabels, Counter>,
+    last_reload: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every family registered (and empty).
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("mailauthd");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Auth requests answered, by mail protocol, auth method and result (ok, invalid, tempfail, banned, relay-denied, bad-request)",
+            requests.clone(),
+        );
+        let decision_seconds = seconds_histogram();
+        registry.register_with_unit(
+            "decision_duration",
+            "Time from accepting an auth connection to its decision",
+            Unit::Seconds,
+            decision_seconds.clone(),
+        );
+        let verify_seconds: HistogramFamily<SchemeLabels> = Family::new_with_constructor(seconds_histogram);
+        registry.register_with_unit(
+            "hash_verify_duration",
+            "Time spent verifying one password hash, by scheme (queue wait excluded)",
+            Unit::Seconds,
+            verify_seconds.clone(),
+        );
+        let cache_hits = Counter::default();
+        registry.register(
+            "cache_hits",
+            "Logins answered from the verification cache",
+            cache_hits.clone(),
+        );
+        let cache_misses = Counter::default();
+        registry.register(
+            "cache_misses",
+            "Logins the verification cache could not answer",
+            cache_misses.clone(),
+        );
+        let queue_depth = Gauge::default();
+        registry.register(
+            "verify_queue_depth",
+            "Slow hash verifications waiting for a thread",
+            queue_depth.clone(),
+        );
+        let pool_rejections = Counter::default();
+        registry.register(
+            "verify_rejections",
+            "Verifications refused because the queue was full (answered as temporary failures)",
+            pool_rejections.clone(),
+        );
+        let source_errors = Family::<SourceErrorLabels, Counter>::default();
+        registry.register(
+            "source_errors",
+            "Source failures: unreadable or broken users files on reload, unavailable answers to logins",
+            source_errors.clone(),
+        );
+        let source_users = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "source_users",
+            "Users in the table each source has in use",
+            source_users.clone(),
+        );
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "reloads",
+            "Source reloads that put a new table in use (ok) or kept the last one (failed)",
+            reloads.clone(),
+        );
+        let last_reload = Gauge::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "last_reload_timestamp",
+            "Unix time of the last reload that put a new table in use",
+            Unit::Seconds,
+            last_reload.clone(),
+        );
+        registry.register(
+            "build",
+            "The running version",
+            Info::new([("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        Metrics {
+            registry,
+            requests,
+            decision_seconds,
+            verify_seconds,
+            cache_hits,
+            cache_misses,
+            queue_depth,
+            pool_rejections,
+            source_errors,
+            source_users,
+            reloads,
+            last_reload,
+        }
+    }
+
+    /// Records one answered request and how long its decision took.
+    pub fn decision(&self, protocol: &'static str, method: &'static str, result: &'static str, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                protocol,
+                method,
+                result,
+            })
+            .inc();
+        self.decision_seconds.observe(took.as_secs_f64());
+    }
+
+    /// Records the time one hash verification took.
+    pub fn hash_verified(&self, scheme: &'static str, took: Duration) {
+        self.verify_seconds
+            .get_or_create(&SchemeLabels { scheme })
+            .observe(took.as_secs_f64());
+    }
+
+    /// A login answered from the verification cache.
+    pub fn cache_hit(&self) {
+        self.cache_hits.inc();
+    }
+
+    /// A login the verification cache could not answer.
+    pub fn cache_miss(&self) {
+        self.cache_misses.inc();
+    }
+
+    /// The verification queue now holds `depth` jobs.
+    pub fn queue_depth(&self, depth: usize) {
+        self.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// A verification refused because the queue was full.
+    pub fn pool_rejected(&self) {
+        self.pool_rejections.inc();
+    }
+
+    /// A source failed: `reason` is a short stable word (`unreadable`, `broken-lines`,
+    /// `source-unavailable`, `overloaded`, ...).
+    pub fn source_error(&self, source: &str, reason: &'static str) {
+        self.source_errors
+            .get_or_create(&SourceErrorLabels {
+                source: source.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// A reload of `source` put a table of `users` users in use.
+    pub fn reload_ok(&self, source: &str, users: usize) {
+        // Series that exist from the first load at 0, so that rate() and alerts on them
+        // work before the first failure.
+        for reason in ["unreadable", "broken-lines"] {
+            let _ = self.source_errors.get_or_create(&SourceErrorLabels {
+                source: source.to_owned(),
+                reason,
+            });
+        }
+        let _ = self.reloads.get_or_create(&ResultLabels { result: "failed" });
+        self.source_users
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .set(i64::try_from(users).unwrap_or(i64::MAX));
+        self.reloads.get_or_create(&ResultLabels { result: "ok" }).inc();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        self.last_reload.set(now.as_secs_f64());
+    }
+
+    /// A reload of `source` failed (`reason` as for [`Metrics::source_error`]); the last
+    /// good table, if any, stays in use.
+    pub fn reload_failed(&self, source: &str, reason: &'static str) {
+        self.reloads.get_or_create(&ResultLabels { result: "failed" }).inc();
+        self.source_error(source, reason);
+    }
+
+    /// The metrics as OpenMetrics text ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing to a String cannot fail; an encoder error would be a bug in a label type.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!("cannot encode metrics: {e}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+    }
+
+    #[test]
+    fn recorded_values_appear_in_the_text() {
+        let m = Metrics::new();
+        m.decision("imap", "plain", "ok", Duration::from_millis(2));
+        m.decision("imap", "plain", "ok", Duration::from_millis(3));
+        m.decision("pop3", "plain", "invalid", Duration::from_millis(3));
+        m.hash_verified("bcrypt", Duration::from_millis(40));
+        m.cache_hit();
+        m.cache_miss();
+        m.cache_miss();
+        m.queue_depth(7);
+        m.pool_rejected();
+        m.reload_ok("htpasswd:/u", 12);
+        m.reload_failed("htpasswd:/u", "unreadable");
+        let text = m.render();
+        assert_eq!(
+            sample(
+                &text,
+                r#"mailauthd_requests_total{protocol="imap",method="plain",result="ok"}"#
+            ),
+            Some("2")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"mailauthd_requests_total{protocol="pop3",method="plain",result="invalid"}"#
+            ),
+            Some("1")
+        );
+        assert_eq!(sample(&text, "mailauthd_decision_duration_seconds_count"), Some("3"));
+        assert_eq!(
+            sample(
+                &text,
+                r#"mailauthd_hash_verify_duration_seconds_bucket{le="0.05",scheme="bcrypt"}"#
+            ),
+            Some("1")
+        );
+        assert_eq!(sample(&text, "mailauthd_cache_hits_total"), Some("1"));
+        assert_eq!(sample(&text, "mailauthd_cache_misses_total"), Some("2"));
+        assert_eq!(sample(&text, "mailauthd_verify_queue_depth"), Some("7"));
+        assert_eq!(sample(&text, "mailauthd_verify_rejections_total"), Some("1"));
+        assert_eq!(
+            sample(&text, r#"mailauthd_source_users{source="htpasswd:/u"}"#),
+            Some("12")
+        );
+        assert_eq!(sample(&text, r#"mailauthd_reloads_total{result="ok"}"#), Some("1"));
+        assert_eq!(sample(&text, r#"mailauthd_reloads_total{result="failed"}"#), Some("1"));
+        assert_eq!(
+            sample(
+                &text,
+                r#"mailauthd_source_errors_total{source="htpasswd:/u",reason="unreadable"}"#
+            ),
+            Some("1")
+        );
+        let last: f64 = sample(&text, "mailauthd_last_reload_timestamp_seconds")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(last > 1.0e9, "{last}");
+        assert!(text.contains(r#"mailauthd_build_info{version=""#));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

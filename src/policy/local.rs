@@ -1,0 +1,150 @@
+//! The policy state in this process: failure windows, bans and recent successes in three
+//! bounded moka caches. A flood of distinct networks or user names evicts the coldest
+//! entries instead of growing memory; idle entries expire on their own.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use moka::sync::Cache;
+
+use super::{BanEntry, BanFilter, Limits, Lookup, Recorded, SCOPES, Scope, Subject, millis};
+use crate::config::PolicySettings;
+
+/// The distinct failures (password tags) of one key inside its window. Holds at most as
+/// many entries as the limit, so its size is bounded too.
+#[derive(Debug, Default)]
+pub struct Window {
+    entries: Vec<(String, u64)>,
+}
+
+impl Window {
+    /// Adds a failure with password tag `tag` at `now` and returns how many distinct
+    /// failures the window holds: entries older than `window_ms` are dropped first, a tag
+    /// already present only moves to `now`, and past `limit` the oldest go.
+    pub fn record(&mut self, tag: &str, now: u64, window_ms: u64, limit: u32) -> u32 {
+        self.entries.retain(|(_, at)| at.saturating_add(window_ms) > now);
+        match self.entries.iter_mut().find(|(t, _)| t == tag) {
+            Some(entry) => entry.1 = now,
+            None => self.entries.push((tag.to_owned(), now)),
+        }
+        let cap = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+        while self.entries.len() > cap {
+            let oldest = self
+                .entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, (_, at))| *at)
+                .map_or(0, |(i, _)| i);
+            self.entries.swap_remove(oldest);
+        }
+        u32::try_from(self.entries.len()).unwrap_or(u32::MAX)
+    }
+}
+
+/// Failure windows, bans and successes of this process.
+#[derive(Debug)]
+pub struct LocalStore {
+    windows: Cache<String, Arc<Mutex<Window>>>,
+    bans: Cache<String, u64>,
+    successes: Cache<String, u64>,
+    success_ms: u64,
+}
+
+impl LocalStore {
+    /// Empty tables bounded by `settings.max_entries` each.
+    pub fn new(settings: &PolicySettings) -> LocalStore {
+        let cap = settings.max_entries;
+        LocalStore {
+            windows: Cache::builder().max_capacity(cap).time_to_idle(settings.window).build(),
+            bans: Cache::builder().max_capacity(cap).time_to_live(settings.ban).build(),
+            successes: Cache::builder()
+                .max_capacity(cap)
+                .time_to_live(settings.success_memory)
+                .build(),
+            success_ms: millis(settings.success_memory),
+        }
+    }
+
+    /// Bans and successes of `subject`.
+    pub fn lookup(&self, subject: &Subject, now: u64) -> Lookup {
+        let ban = |scope: Scope| self.bans.get(&subject.key(scope)).filter(|until| *until > now);
+        let recent = |scope: Scope| {
+            self.successes
+                .get(&subject.key(scope))
+                .is_some_and(|at| at.saturating_add(self.success_ms) > now)
+        };
+        Lookup {
+            bans: SCOPES.map(ban),
+            net_trusted: recent(Scope::Net),
+            pair_known: recent(Scope::Pair),
+        }
+    }
+
+    /// Records one failure in each scope's window; a window that reaches its limit becomes
+    /// a ban and starts again from zero.
+    pub fn fail(&self, subject: &Subject, tag: &str, limits: &Limits, now: u64) -> Recorded {
+        let mut recorded = Recorded::default();
+        for (i, scope) in SCOPES.into_iter().enumerate() {
+            let limit = limits.failures[i];
+            if limit == 0 {
+                continue;
+            }
+            let key = subject.key(scope);
+            let window = self.windows.get_with_by_ref(&key, Arc::default);
+            let count = match window.lock() {
+                Ok(mut w) => w.record(tag, now, limits.window_ms, limit),
+                Err(poisoned) => poisoned.into_inner().record(tag, now, limits.window_ms, limit),
+            };
+            recorded.counts[i] = count;
+            if count >= limit {
+                self.bans.insert(key.clone(), now.saturating_add(limits.ban_ms));
+                self.windows.invalidate(&key);
+                recorded.banned = recorded.banned.or(Some(scope));
+            }
+        }
+        recorded
+    }
+
+    /// Forgets the pair's failures and remembers the success of the network and the pair.
+    pub fn succeed(&self, subject: &Subject, now: u64) {
+        self.windows.invalidate(&subject.key(Scope::Pair));
+        self.successes.insert(subject.key(Scope::Net), now);
+        self.successes.insert(subject.key(Scope::Pair), now);
+    }
+
+    /// The bans in force at `now`.
+    pub fn bans(&self, now: u64) -> Vec<BanEntry> {
+        let mut out: Vec<BanEntry> = self
+            .bans
+            .iter()
+            .filter(|(_, until)| *until > now)
+            .filter_map(|(key, until)| BanEntry::from_key(&key, Duration::from_millis(until - now)))
+            .collect();
+        out.sort_by(|a, b| (a.scope.as_str(), &a.net, &a.user).cmp(&(b.scope.as_str(), &b.net, &b.user)));
+        out
+    }
+
+    /// Lifts the bans `filter` selects and forgets their failures; returns how many.
+    pub fn clear(&self, filter: &BanFilter, now: u64) -> usize {
+        let mut cleared = 0;
+        for (key, until) in self.bans.iter() {
+            let Some(ban) = BanEntry::from_key(&key, Duration::ZERO) else {
+                continue;
+            };
+            if filter.matches(&ban) {
+                self.bans.invalidate(key.as_str());
+                self.windows.invalidate(key.as_str());
+                cleared += usize::from(until > now);
+            }
+        }
+        cleared
+    }
+
+    /// Entries held in all three tables, after pending evictions are applied.
+    pub fn entry_count(&self) -> u64 {
+        self.windows.run_pending_tasks();
+        self.bans.run_pending_tasks();
+        self.successes.run_pending_tasks();
+        self.windows.entry_count() + self.bans.entry_count() + self.successes.entry_count()
+    }
+}

@@ -1,0 +1,486 @@
+//! The brute-force defence: failures counted per client network, per user and per
+//! (user, network) in sliding windows; bans with a TTL; escalating `Auth-Wait`.
+//!
+//! The policy is asked before any password is hashed ([`Policy::check`]) and told the
+//! outcome afterwards ([`Policy::failed`], [`Policy::succeeded`]). It never sees a password
+//! in the clear beyond computing a keyed, truncated HMAC of it, which makes a repeated
+//! identical wrong password count once (a phone retrying a stale password is not an attack).
+//! Counters live in this process ([`local`]) or in Redis ([`redis`]), shared by every
+//! instance; time comes from a [`Clock`] so the rules can be tested exactly.
+
+pub mod local;
+pub mod redis;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::config::{OnRedisError, PolicySettings, StateSettings};
+
+/// Milliseconds since the Unix epoch, from a clock the tests can drive.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time in milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64;
+}
+
+/// The system's wall clock (shared with other instances through Redis, so keep it in sync).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    /// A clock showing `start_ms`.
+    pub fn new(start_ms: u64) -> ManualClock {
+        ManualClock(AtomicU64::new(start_ms))
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// What a counter or a ban is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// A client network (an IPv4 /32 or IPv6 /64 by default).
+    Net,
+    /// A user, from any network.
+    User,
+    /// A user from one network.
+    Pair,
+}
+
+/// The scopes in the order stores report them.
+pub const SCOPES: [Scope; 3] = [Scope::Net, Scope::User, Scope::Pair];
+
+impl Scope {
+    /// A short stable name for logs and the admin listing.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Net => "net",
+            Scope::User => "user",
+            Scope::Pair => "pair",
+        }
+    }
+
+    /// The one-letter code used inside store keys.
+    fn code(self) -> char {
+        match self {
+            Scope::Net => 'n',
+            Scope::User => 'u',
+            Scope::Pair => 'p',
+        }
+    }
+
+    fn from_code(code: char) -> Option<Scope> {
+        SCOPES.into_iter().find(|s| s.code() == code)
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Scope::Net => 0,
+            Scope::User => 1,
+            Scope::Pair => 2,
+        }
+    }
+}
+
+/// Who one login is counted against: its client network and its (normalised) user name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// The client network, e.g. `192.0.2.7/32`, or `unknown` without a `Client-IP`.
+    pub net: String,
+    /// The user name: lower-case, and hashed when very long so keys stay small.
+    pub user: String,
+}
+
+/// User names longer than this are counted under a hash of the name.
+const MAX_USER_KEY: usize = 128;
+
+impl Subject {
+    /// The counter key of `scope`, as `<code>:<id>`. A pair is `<net>|<user>`: the network
+    /// never contains `|`, so the first `|` splits it.
+    pub fn key(&self, scope: Scope) -> String {
+        match scope {
+            Scope::Net => format!("n:{}", self.net),
+            Scope::User => format!("u:{}", self.user),
+            Scope::Pair => format!("p:{}|{}", self.net, self.user),
+        }
+    }
+}
+
+/// The network `ip` belongs to with the configured prefix lengths.
+pub fn network(ip: Option<IpAddr>, ipv4_prefix: u8, ipv6_prefix: u8) -> String {
+    let Some(ip) = ip else {
+        return "unknown".to_owned();
+    };
+    // An IPv4-mapped IPv6 address is the IPv4 client it stands for.
+    let ip = ip.to_canonical();
+    let prefix = if ip.is_ipv4() { ipv4_prefix } else { ipv6_prefix };
+    ipnet::IpNet::new(ip, prefix)
+        .map(|n| n.trunc().to_string())
+        .unwrap_or_else(|_| ip.to_string())
+}
+
+/// The user part of the keys: lower-case printable text, or a hash for very long names.
+pub fn user_key(user: &[u8]) -> String {
+    let text: String = String::from_utf8_lossy(user)
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect::<String>()
+        .to_lowercase();
+    if text.len() <= MAX_USER_KEY {
+        return text;
+    }
+    format!("#{}", hex::encode(Sha256::digest(user)))
+}
+
+/// A ban as the admin endpoint lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BanEntry {
+    /// What is banned.
+    pub scope: Scope,
+    /// The network, for net and pair bans.
+    pub net: Option<String>,
+    /// The user, for user and pair bans.
+    pub user: Option<String>,
+    /// Time left.
+    pub remaining: Duration,
+}
+
+impl BanEntry {
+    /// Reads a ban back from its counter key (see [`Subject::key`]).
+    pub fn from_key(key: &str, remaining: Duration) -> Option<BanEntry> {
+        let mut chars = key.chars();
+        let scope = Scope::from_code(chars.next()?)?;
+        let id = key.get(2..)?;
+        let (net, user) = match scope {
+            Scope::Net => (Some(id.to_owned()), None),
+            Scope::User => (None, Some(id.to_owned())),
+            Scope::Pair => {
+                let (net, user) = id.split_once('|')?;
+                (Some(net.to_owned()), Some(user.to_owned()))
+            }
+        };
+        Some(BanEntry {
+            scope,
+            net,
+            user,
+            remaining,
+        })
+    }
+}
+
+impl fmt::Display for BanEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} net={} user={} ttl={}s",
+            self.scope.as_str(),
+            self.net.as_deref().unwrap_or("-"),
+            self.user.as_deref().unwrap_or("-"),
+            self.remaining.as_secs()
+        )
+    }
+}
+
+/// Which bans to lift. A given field must match: `net` clears net and pair bans of that
+/// network, `user` clears user and pair bans of that user, both clear that pair's ban; an
+/// empty filter clears every ban.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BanFilter {
+    /// A network as [`network`] writes it.
+    pub net: Option<String>,
+    /// A user as [`user_key`] writes it.
+    pub user: Option<String>,
+}
+
+impl BanFilter {
+    /// Whether `ban` is one to lift.
+    pub fn matches(&self, ban: &BanEntry) -> bool {
+        let net_ok = self.net.as_ref().is_none_or(|n| ban.net.as_ref() == Some(n));
+        let user_ok = self.user.as_ref().is_none_or(|u| ban.user.as_ref() == Some(u));
+        net_ok && user_ok
+    }
+}
+
+/// Limits and lifetimes for one recorded failure, as the stores apply them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Failures that ban, per scope in [`SCOPES`] order (0: never).
+    pub failures: [u32; 3],
+    /// How long a failure counts, in ms.
+    pub window_ms: u64,
+    /// How long a ban lasts, in ms.
+    pub ban_ms: u64,
+}
+
+/// What a store knows about a subject before the password is checked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lookup {
+    /// Ban expiry (ms since the epoch) per scope in [`SCOPES`] order.
+    pub bans: [Option<u64>; 3],
+    /// A login succeeded from this network lately.
+    pub net_trusted: bool,
+    /// This user logged in from this network lately.
+    pub pair_known: bool,
+}
+
+/// What recording one failure did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Distinct failures now in each window, in [`SCOPES`] order.
+    pub counts: [u32; 3],
+    /// The scope this failure banned, if it reached a limit.
+    pub banned: Option<Scope>,
+}
+
+/// Why an admin operation on the policy state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// Redis did not answer (in time).
+    #[error("redis is unreachable: {0}")]
+    Redis(String),
+}
+
+/// What [`Policy::check`] says about a login before its password is checked.
+#[derive(Debug)]
+pub enum Check {
+    /// The client network is allow-listed (or the policy is off): nothing is counted.
+    Exempt,
+    /// The login may be checked; report its outcome with this gate.
+    Allowed(Gate),
+    /// Refuse at once, without checking the password.
+    Banned(Scope),
+    /// The shared state is unreachable and `on_redis_error = "tempfail"`.
+    Unavailable,
+}
+
+/// A login that passed [`Policy::check`], to report its outcome.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    /// Who the login is counted against.
+    pub subject: Subject,
+    net_trusted: bool,
+}
+
+/// The brute-force policy with its state store(s).
+#[derive(Debug)]
+pub struct Policy {
+    settings: PolicySettings,
+    key: Vec<u8>,
+    clock: Arc<dyn Clock>,
+    local: local::LocalStore,
+    shared: Option<redis::RedisStore>,
+    on_error: OnRedisError,
+}
+
+impl Policy {
+    /// A policy with the given settings; Redis (when configured) is connected lazily.
+    pub fn new(settings: &PolicySettings, state: &StateSettings, clock: Arc<dyn Clock>) -> Policy {
+        let key = match &settings.hmac_key {
+            Some(k) => k.as_bytes().to_vec(),
+            None => rand::random::<[u8; 32]>().to_vec(),
+        };
+        let shared = state.redis.as_ref().map(|url| redis::RedisStore::new(url, state));
+        Policy {
+            settings: settings.clone(),
+            key,
+            clock,
+            local: local::LocalStore::new(settings),
+            shared,
+            on_error: state.on_redis_error,
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &PolicySettings {
+        &self.settings
+    }
+
+    /// The in-process store (used alone without Redis, and as the fallback).
+    pub fn local(&self) -> &local::LocalStore {
+        &self.local
+    }
+
+    /// The client network of `ip` with the configured prefix lengths.
+    pub fn network(&self, ip: Option<IpAddr>) -> String {
+        network(ip, self.settings.ipv4_prefix, self.settings.ipv6_prefix)
+    }
+
+    /// Whether `ip` is never limited.
+    pub fn is_allowed(&self, ip: Option<IpAddr>) -> bool {
+        ip.is_some_and(|ip| {
+            let ip = ip.to_canonical();
+            self.settings.allow.iter().any(|n| n.contains(&ip))
+        })
+    }
+
+    fn limits(&self, net_trusted: bool) -> Limits {
+        let s = &self.settings;
+        let net = if net_trusted {
+            s.net_failures_trusted.max(s.net_failures)
+        } else {
+            s.net_failures
+        };
+        Limits {
+            failures: [net, s.user_failures, s.pair_failures],
+            window_ms: millis(s.window),
+            ban_ms: millis(s.ban),
+        }
+    }
+
+    /// The keyed, truncated HMAC that identifies a password attempt (per user, so one
+    /// password sprayed over many users counts once per user).
+    pub fn tag(&self, subject: &Subject, secret: &[u8]) -> String {
+        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key) else {
+            return String::new();
+        };
+        mac.update(subject.user.as_bytes());
+        mac.update(&[0]);
+        mac.update(secret);
+        let full = mac.finalize().into_bytes();
+        hex::encode(&full[..8])
+    }
+
+    /// Decides, before any hashing, whether a login from `ip` as `user` may be checked.
+    pub async fn check(&self, ip: Option<IpAddr>, user: &[u8]) -> Check {
+        if !self.settings.enabled || self.is_allowed(ip) {
+            return Check::Exempt;
+        }
+        let subject = Subject {
+            net: self.network(ip),
+            user: user_key(user),
+        };
+        let now = self.clock.now_ms();
+        let lookup = match &self.shared {
+            Some(shared) => match shared.lookup(&subject, now).await {
+                Ok(l) => l,
+                Err(_) if self.on_error == OnRedisError::Local => self.local.lookup(&subject, now),
+                Err(_) => return Check::Unavailable,
+            },
+            None => self.local.lookup(&subject, now),
+        };
+        let live = |scope: Scope| lookup.bans[scope.index()].is_some_and(|until| until > now);
+        if live(Scope::Net) {
+            return Check::Banned(Scope::Net);
+        }
+        if live(Scope::Pair) {
+            return Check::Banned(Scope::Pair);
+        }
+        // A user under a distributed attack stays reachable from networks where they logged
+        // in lately; otherwise anyone could lock any user out by failing on purpose.
+        if live(Scope::User) && !lookup.pair_known {
+            return Check::Banned(Scope::User);
+        }
+        Check::Allowed(Gate {
+            subject,
+            net_trusted: lookup.net_trusted,
+        })
+    }
+
+    /// Records a wrong password (or digest) for a login that passed [`Policy::check`].
+    /// `None` when the shared state is unreachable and nothing could be recorded.
+    pub async fn failed(&self, gate: &Gate, secret: &[u8]) -> Option<Recorded> {
+        let now = self.clock.now_ms();
+        let tag = self.tag(&gate.subject, secret);
+        let limits = self.limits(gate.net_trusted);
+        let recorded = match &self.shared {
+            Some(shared) => match shared.fail(&gate.subject, &tag, &limits, now).await {
+                Ok(r) => r,
+                Err(_) if self.on_error == OnRedisError::Local => self.local.fail(&gate.subject, &tag, &limits, now),
+                Err(_) => return None,
+            },
+            None => self.local.fail(&gate.subject, &tag, &limits, now),
+        };
+        if let Some(scope) = recorded.banned {
+            let key = gate.subject.key(scope);
+            tracing::warn!(target: "mailauthd::policy", scope = scope.as_str(), key, ban_secs = self.settings.ban.as_secs(), "ban");
+        }
+        Some(recorded)
+    }
+
+    /// Records a successful login: the (user, network) failures are forgotten, and the
+    /// network and the pair are remembered as recently successful.
+    pub async fn succeeded(&self, gate: &Gate) {
+        let now = self.clock.now_ms();
+        let memory = millis(self.settings.success_memory);
+        if let Some(shared) = &self.shared
+            && shared.succeed(&gate.subject, memory, now).await.is_ok()
+        {
+            return;
+        }
+        self.local.succeed(&gate.subject, now);
+    }
+
+    /// Every ban in force, from the store in use.
+    pub async fn bans(&self) -> Result<Vec<BanEntry>, PolicyError> {
+        let now = self.clock.now_ms();
+        match &self.shared {
+            Some(shared) => match shared.bans().await {
+                Ok(bans) => Ok(bans),
+                Err(_) if self.on_error == OnRedisError::Local => Ok(self.local.bans(now)),
+                Err(e) => Err(e),
+            },
+            None => Ok(self.local.bans(now)),
+        }
+    }
+
+    /// Lifts the bans `filter` selects, with their failure counts, everywhere; returns how
+    /// many bans were lifted.
+    pub async fn clear(&self, filter: &BanFilter) -> Result<usize, PolicyError> {
+        let now = self.clock.now_ms();
+        let mut cleared = self.local.clear(filter, now);
+        if let Some(shared) = &self.shared {
+            cleared += shared.clear(filter).await?;
+        }
+        Ok(cleared)
+    }
+
+    /// A [`BanFilter`] from an IP address and a user name as an admin types them.
+    pub fn filter(&self, ip: Option<IpAddr>, user: Option<&str>) -> BanFilter {
+        BanFilter {
+            net: ip.map(|ip| self.network(Some(ip))),
+            user: user.map(|u| user_key(u.as_bytes())),
+        }
+    }
+}
+
+/// `Auth-Wait` after the `failures`-th failure: `first`, doubled each time, at most `max`.
+pub fn escalated_wait(first: u32, max: u32, failures: u32) -> u32 {
+    if first == 0 {
+        return 0;
+    }
+    let doublings = failures.saturating_sub(1).min(31);
+    first.saturating_mul(1 << doublings).min(max.max(first))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
