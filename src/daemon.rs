@@ -106,7 +106,10 @@ pub fn log_reload(source: &Source, outcome: &ReloadOutcome) {
 pub fn reload_sources(auth: &Authenticator, force: bool) -> bool {
     let mut read = false;
     for source in &auth.sources {
-        let Source::Htpasswd(file) = source;
+        // An http-basic upstream has nothing to reload.
+        let Source::Htpasswd(file) = source else {
+            continue;
+        };
         let outcome = file.reload(force);
         log_reload(source, &outcome);
         count_reload(&auth.metrics, source, &outcome);
@@ -136,15 +139,14 @@ pub fn log_in_use(auth: &Authenticator) {
     let sources: Vec<String> = auth
         .sources
         .iter()
-        .map(|source| {
-            let Source::Htpasswd(file) = source;
-            if file.is_available() {
+        .map(|source| match source {
+            Source::Htpasswd(file) if file.is_available() => {
                 let users = file.table().len();
                 total += users;
                 format!("{}={users}", source.name())
-            } else {
-                format!("{}=unavailable", source.name())
             }
+            Source::HttpBasic(_) => format!("{}=upstream", source.name()),
+            Source::Htpasswd(_) => format!("{}=unavailable", source.name()),
         })
         .collect();
     let r = &auth.config.routes;

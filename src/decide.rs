@@ -221,7 +221,10 @@ impl Authenticator {
         };
         let mut temporary = false;
         for source in self.sources.iter().filter(|s| s.serves(req.protocol)) {
-            let Source::Htpasswd(file) = source;
+            // An upstream sees only cleartext passwords: it cannot check a digest.
+            let Source::Htpasswd(file) = source else {
+                continue;
+            };
             if !file.is_available() {
                 temporary = true;
                 continue;

@@ -13,6 +13,7 @@
 
 pub mod edit;
 pub mod htpasswd;
+pub mod http_basic;
 
 use std::fs::Metadata;
 use std::path::Path;
@@ -127,6 +128,17 @@ pub enum ReloadOutcome {
 
 /// Reads of a changing file before giving up until the next poll.
 const READ_TRIES: usize = 5;
+/// A file modified less than this long ago may still be in the middle of an in-place
+/// rewrite (a writer paused at a line boundary leaves a file that parses, with users
+/// missing): a poll leaves it for the next one, SIGHUP waits this long at most.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// How much longer `stamp`'s file must stay unmodified to have been quiet for `quiet` (zero
+/// if it has, or if its mtime is unknown or in the future).
+fn quiet_in(stamp: &FileStamp, quiet: Duration) -> Duration {
+    let age = stamp.modified.and_then(|m| SystemTime::now().duration_since(m).ok());
+    age.map_or(Duration::ZERO, |age| quiet.saturating_sub(age))
+}
 /// A file modified this recently may still be in the middle of an in-place rewrite.
 const RECENT: Duration = Duration::from_secs(2);
 /// How long to wait before looking again at a recently modified file: a writer in the middle
@@ -190,6 +202,8 @@ pub struct HtpasswdSource {
     // The kind of the last read failure, so a file that stays missing is reported once,
     // not on every poll.
     last_error: Mutex<Option<std::io::ErrorKind>>,
+    // How long a modified file must stay untouched before a poll reads it (`QUIET`).
+    quiet: Duration,
 }
 
 /// What the reloader remembers about the file between polls.
@@ -210,7 +224,15 @@ impl HtpasswdSource {
             loaded: AtomicBool::new(false),
             stamp: Mutex::new(Stamps::default()),
             last_error: Mutex::new(None),
+            quiet: QUIET,
         }
+    }
+
+    /// The same source with another quiet period, for tests of what happens after it.
+    #[cfg(test)]
+    fn with_quiet(mut self, quiet: Duration) -> HtpasswdSource {
+        self.quiet = quiet;
+        self
     }
 
     /// The table in use.
@@ -254,6 +276,14 @@ impl HtpasswdSource {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if !force && stamps.read.as_ref() == Some(&current) && self.is_available() {
             return ReloadOutcome::Unchanged;
+        }
+        let wait = quiet_in(&current, self.quiet);
+        if !wait.is_zero() {
+            if !force {
+                // Not recorded as read: the next poll looks again.
+                return ReloadOutcome::Unchanged;
+            }
+            std::thread::sleep(wait);
         }
         let (read_stamp, text) = match read_settled(path) {
             Ok(Some(v)) => v,
@@ -325,6 +355,8 @@ impl HtpasswdSource {
 pub enum Source {
     /// An htpasswd users file.
     Htpasswd(HtpasswdSource),
+    /// A URL protected by HTTP Basic auth.
+    HttpBasic(Box<http_basic::HttpBasicSource>),
 }
 
 impl Source {
@@ -332,6 +364,7 @@ impl Source {
     pub fn new(config: &SourceConfig) -> Source {
         match config {
             SourceConfig::Htpasswd(c) => Source::Htpasswd(HtpasswdSource::new(c.clone())),
+            SourceConfig::HttpBasic(c) => Source::HttpBasic(Box::new(http_basic::HttpBasicSource::new((**c).clone()))),
         }
     }
 
@@ -339,14 +372,24 @@ impl Source {
     pub fn serves(&self, protocol: MailProtocol) -> bool {
         let protocols = match self {
             Source::Htpasswd(s) => &s.config.protocols,
+            Source::HttpBasic(s) => &s.config.protocols,
         };
         protocols.as_ref().is_none_or(|list| list.contains(&protocol))
+    }
+
+    /// Whether the source can answer now: a loaded table, a closed breaker.
+    pub fn is_available(&self) -> bool {
+        match self {
+            Source::Htpasswd(s) => s.is_available(),
+            Source::HttpBasic(s) => s.is_available(),
+        }
     }
 
     /// Checks a password login against this source.
     pub async fn check_plain(&self, creds: &Credentials<'_>, pool: &VerifyPool) -> PlainAnswer {
         match self {
             Source::Htpasswd(file) => file.check_plain(creds, pool).await,
+            Source::HttpBasic(upstream) => upstream.check_plain(creds).await,
         }
     }
 
@@ -354,6 +397,7 @@ impl Source {
     pub fn name(&self) -> String {
         match self {
             Source::Htpasswd(s) => format!("htpasswd:{}", s.path().display()),
+            Source::HttpBasic(s) => s.name().to_owned(),
         }
     }
 }

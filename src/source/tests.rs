@@ -1,11 +1,34 @@
 use super::*;
 use crate::config::HtpasswdConfig;
 
+/// A source without the quiet period, so each test can reload right after writing.
 fn source(dir: &Path) -> HtpasswdSource {
     HtpasswdSource::new(HtpasswdConfig {
         path: dir.join("users"),
         protocols: None,
     })
+    .with_quiet(Duration::ZERO)
+}
+
+#[test]
+fn a_just_modified_file_waits_for_the_quiet_period_and_sighup_waits_it_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = Duration::from_millis(200);
+    let src = source(dir.path()).with_quiet(quiet);
+    std::fs::write(src.path(), "a:{PLAIN}x\n").unwrap();
+    let written = std::time::Instant::now();
+    // A poll right after the write leaves it, and the first load has not happened yet.
+    assert!(matches!(src.reload(false), ReloadOutcome::Unchanged));
+    assert!(!src.is_available());
+    // SIGHUP waits out the rest of the quiet period, then loads.
+    assert!(matches!(src.reload(true), ReloadOutcome::Loaded { users: 1, .. }));
+    assert!(written.elapsed() >= quiet);
+    std::fs::write(src.path(), "a:{PLAIN}y\n").unwrap();
+    assert!(matches!(src.reload(false), ReloadOutcome::Unchanged));
+    assert!(src.table().get(b"a").unwrap().hash.verify(b"x"));
+    std::thread::sleep(quiet);
+    assert!(matches!(src.reload(false), ReloadOutcome::Loaded { users: 1, .. }));
+    assert!(src.table().get(b"a").unwrap().hash.verify(b"y"));
 }
 
 #[test]

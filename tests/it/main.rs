@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod http_basic;
 mod logins;
 mod malformed;
 mod ops;
