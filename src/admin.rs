@@ -63,11 +63,9 @@ pub fn authorized<B>(state: &AdminState, req: &Request<B>) -> bool {
     given.ct_eq(token.as_bytes()).into()
 }
 
-/// Whether every source has a loaded table.
+/// Whether every source can answer: htpasswd tables loaded, http-basic breakers closed.
 pub fn ready(auth: &Authenticator) -> bool {
-    auth.sources.iter().all(|s| match s {
-        Source::Htpasswd(f) => f.is_available(),
-    })
+    auth.sources.iter().all(Source::is_available)
 }
 
 /// The `/readyz` reply: the verdict, then one line per source.
@@ -77,15 +75,19 @@ fn readiness(auth: &Authenticator) -> Response<Body> {
         body.push_str("ready\n");
         StatusCode::OK
     } else {
-        body.push_str("not ready: a source has no users loaded\n");
+        body.push_str("not ready: a source has no users loaded or its upstream is failing\n");
         StatusCode::SERVICE_UNAVAILABLE
     };
     for source in &auth.sources {
-        let Source::Htpasswd(file) = source;
-        if file.is_available() {
-            body.push_str(&format!("{} users={}\n", source.name(), file.table().len()));
-        } else {
-            body.push_str(&format!("{} unavailable\n", source.name()));
+        match source {
+            Source::Htpasswd(file) if file.is_available() => {
+                body.push_str(&format!("{} users={}\n", source.name(), file.table().len()));
+            }
+            Source::HttpBasic(upstream) if upstream.is_available() => {
+                body.push_str(&format!("{} breaker=closed\n", source.name()));
+            }
+            Source::HttpBasic(_) => body.push_str(&format!("{} breaker=open\n", source.name())),
+            Source::Htpasswd(_) => body.push_str(&format!("{} unavailable\n", source.name())),
         }
     }
     text(status, body)

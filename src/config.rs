@@ -14,6 +14,8 @@ use toml::Spanned;
 use crate::cache::CacheSettings;
 use crate::protocol::MailProtocol;
 
+mod http_basic;
+
 /// The address the auth_http server listens on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenAddr {
@@ -112,6 +114,52 @@ pub struct AdminSettings {
 pub enum SourceConfig {
     /// An htpasswd / passwd-file users file.
     Htpasswd(HtpasswdConfig),
+    /// A URL protected by HTTP Basic auth that checks the credentials.
+    HttpBasic(Box<HttpBasicConfig>),
+}
+
+/// The HTTP method an `http-basic` source asks with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BasicMethod {
+    /// `GET` (the default).
+    Get,
+    /// `HEAD`: no response body to read.
+    Head,
+}
+
+/// An HTTP Basic-auth upstream (`kind = "http-basic"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpBasicConfig {
+    /// The protected URL (`http` or `https`, no user info).
+    pub url: reqwest::Url,
+    /// Connect plus response deadline for one question.
+    pub timeout: Duration,
+    /// The request method.
+    pub method: BasicMethod,
+    /// A header that carries the mail client's address to the upstream (`None`: not sent).
+    pub forward_client_ip: Option<reqwest::header::HeaderName>,
+    /// Questions in flight at once; more wait briefly, then get a temporary failure.
+    pub max_in_flight: usize,
+    /// Extra request headers, sent verbatim.
+    pub headers: Vec<(reqwest::header::HeaderName, reqwest::header::HeaderValue)>,
+    /// The response headers naming a backend for the login (`None`: routing from the answer
+    /// is off and `[route]` applies).
+    pub route_headers: Option<RouteHeaders>,
+    /// Consecutive failed questions that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker answers without asking.
+    pub breaker_cooldown: Duration,
+    /// The protocols whose logins this source may accept (`None` = all).
+    pub protocols: Option<Vec<MailProtocol>>,
+}
+
+/// Names of the response headers that route a login (`X-Mail-Server`, `X-Mail-Port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteHeaders {
+    /// The backend address (an IP literal or a host name, resolved per login).
+    pub server: reqwest::header::HeaderName,
+    /// The backend port.
+    pub port: reqwest::header::HeaderName,
 }
 
 /// An htpasswd users file.
@@ -289,6 +337,41 @@ struct RawSource {
     kind: Spanned<String>,
     path: Option<Spanned<String>>,
     protocols: Option<Spanned<Vec<String>>>,
+    url: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    method: Option<Spanned<String>>,
+    forward_client_ip: Option<Spanned<String>>,
+    max_in_flight: Option<Spanned<i64>>,
+    headers: Option<Spanned<std::collections::BTreeMap<String, String>>>,
+    server_header: Option<Spanned<String>>,
+    port_header: Option<Spanned<String>>,
+    breaker_failures: Option<Spanned<i64>>,
+    breaker_cooldown: Option<Spanned<String>>,
+}
+
+impl RawSource {
+    /// The fields present in this entry besides `kind` and `protocols`, with their spans.
+    fn kind_fields(&self) -> Vec<(&'static str, std::ops::Range<usize>)> {
+        fn span<T>(v: &Option<Spanned<T>>) -> Option<std::ops::Range<usize>> {
+            v.as_ref().map(Spanned::span)
+        }
+        [
+            ("path", span(&self.path)),
+            ("url", span(&self.url)),
+            ("timeout", span(&self.timeout)),
+            ("method", span(&self.method)),
+            ("forward_client_ip", span(&self.forward_client_ip)),
+            ("max_in_flight", span(&self.max_in_flight)),
+            ("headers", span(&self.headers)),
+            ("server_header", span(&self.server_header)),
+            ("port_header", span(&self.port_header)),
+            ("breaker_failures", span(&self.breaker_failures)),
+            ("breaker_cooldown", span(&self.breaker_cooldown)),
+        ]
+        .into_iter()
+        .filter_map(|(name, span)| span.map(|s| (name, s)))
+        .collect()
+    }
 }
 
 /// Collects problems while validating.
@@ -460,8 +543,9 @@ impl Config {
     pub fn users_files(&self) -> Vec<&Path> {
         self.sources
             .iter()
-            .map(|s| match s {
-                SourceConfig::Htpasswd(h) => h.path.as_path(),
+            .filter_map(|s| match s {
+                SourceConfig::Htpasswd(h) => Some(h.path.as_path()),
+                SourceConfig::HttpBasic(_) => None,
             })
             .collect()
     }
@@ -638,7 +722,25 @@ fn validate_source(source: &Spanned<RawSource>, index: usize, c: &mut Checker<'_
     let raw = source.get_ref();
     let key = |field: &str| format!("source[{index}].{field}");
     let protocols = validate_protocols(&raw.protocols, &key("protocols"), c);
-    match raw.kind.get_ref().as_str() {
+    let kind = raw.kind.get_ref().as_str();
+    let allowed: &[&str] = match kind {
+        "htpasswd" => &["path"],
+        "http-basic" => http_basic::FIELDS,
+        _ => &[],
+    };
+    if !allowed.is_empty() {
+        for (field, span) in raw.kind_fields() {
+            if !allowed.contains(&field) {
+                c.problem(
+                    Some(span),
+                    &key(field),
+                    format!("not allowed for kind = {kind:?}; remove it"),
+                );
+            }
+        }
+    }
+    match kind {
+        "http-basic" => http_basic::validate(raw, protocols, &key, c).map(|h| SourceConfig::HttpBasic(Box::new(h))),
         "htpasswd" => {
             let Some(path) = &raw.path else {
                 c.problem(
@@ -655,7 +757,7 @@ fn validate_source(source: &Spanned<RawSource>, index: usize, c: &mut Checker<'_
             c.problem(
                 Some(raw.kind.span()),
                 &key("kind"),
-                format!("unknown source kind {other:?}; known: \"htpasswd\""),
+                format!("unknown source kind {other:?}; known: \"htpasswd\", \"http-basic\""),
             );
             None
         }

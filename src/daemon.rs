@@ -83,6 +83,12 @@ pub fn log_reload(source: &Source, outcome: &ReloadOutcome) {
             }
             tracing::error!(source = %name, "users file has broken lines; keeping the last good version");
         }
+        ReloadOutcome::Unsettled => {
+            tracing::warn!(source = %name, "users file kept changing while it was read; keeping the last version, retrying at the next poll");
+        }
+        ReloadOutcome::SuspiciousEmpty { kept_users } => {
+            tracing::warn!(source = %name, kept_users, "users file has no users any more; keeping the last version until the file is unchanged at the next poll (SIGHUP takes it at once)");
+        }
         ReloadOutcome::Failed(e) => {
             if let Source::Htpasswd(s) = source
                 && s.is_available()
@@ -100,7 +106,10 @@ pub fn log_reload(source: &Source, outcome: &ReloadOutcome) {
 pub fn reload_sources(auth: &Authenticator, force: bool) -> bool {
     let mut read = false;
     for source in &auth.sources {
-        let Source::Htpasswd(file) = source;
+        // An http-basic upstream has nothing to reload.
+        let Source::Htpasswd(file) = source else {
+            continue;
+        };
         let outcome = file.reload(force);
         log_reload(source, &outcome);
         count_reload(&auth.metrics, source, &outcome);
@@ -118,6 +127,8 @@ fn count_reload(metrics: &Metrics, source: &Source, outcome: &ReloadOutcome) {
         ReloadOutcome::Loaded { users, .. } => metrics.reload_ok(&source.name(), *users),
         ReloadOutcome::KeptPrevious { .. } => metrics.reload_failed(&source.name(), "broken-lines"),
         ReloadOutcome::Failed(_) => metrics.reload_failed(&source.name(), "unreadable"),
+        ReloadOutcome::Unsettled => metrics.reload_failed(&source.name(), "unsettled"),
+        ReloadOutcome::SuspiciousEmpty { .. } => metrics.reload_failed(&source.name(), "emptied"),
     }
 }
 
@@ -128,15 +139,14 @@ pub fn log_in_use(auth: &Authenticator) {
     let sources: Vec<String> = auth
         .sources
         .iter()
-        .map(|source| {
-            let Source::Htpasswd(file) = source;
-            if file.is_available() {
+        .map(|source| match source {
+            Source::Htpasswd(file) if file.is_available() => {
                 let users = file.table().len();
                 total += users;
                 format!("{}={users}", source.name())
-            } else {
-                format!("{}=unavailable", source.name())
             }
+            Source::HttpBasic(_) => format!("{}=upstream", source.name()),
+            Source::Htpasswd(_) => format!("{}=unavailable", source.name()),
         })
         .collect();
     let r = &auth.config.routes;

@@ -152,9 +152,12 @@ impl Authenticator {
             .then_some(auth.wait_secs)
     }
 
-    /// A password login: the sources are asked in order and the first that accepts decides.
-    /// If none accepts, a temporary failure of any of them makes the answer temporary (a
-    /// source that is down must not look like a wrong password), otherwise it is "invalid".
+    /// A password login: the sources are asked in order and the first that accepts decides
+    /// (like Dovecot's passdb chain). A source that does not know the user, or rejects the
+    /// password, passes to the next; an account a source disables (`nologin`, `allow_nets`)
+    /// is refused at once, so an entry in a later source cannot re-enable it. If none accepts
+    /// and any source could not answer, the answer is temporary: a source that is down must
+    /// not look like a wrong password.
     async fn decide_plain(&self, req: &AuthRequest) -> Decision {
         let creds = Credentials {
             user: &req.user,
@@ -179,6 +182,11 @@ impl Authenticator {
                 PlainAnswer::Rejected { reason, scheme: s } => {
                     rejected = rejected.or(Some((reason, source.name())));
                     scheme = scheme.or(s);
+                }
+                PlainAnswer::Disabled { reason, scheme: s } => {
+                    rejected = Some((reason, source.name()));
+                    scheme = s;
+                    break;
                 }
                 PlainAnswer::UnknownUser { dummy: d } => dummy = dummy.or(d),
                 PlainAnswer::Unavailable { reason } => {
@@ -221,7 +229,10 @@ impl Authenticator {
         };
         let mut temporary = false;
         for source in self.sources.iter().filter(|s| s.serves(req.protocol)) {
-            let Source::Htpasswd(file) = source;
+            // An upstream sees only cleartext passwords: it cannot check a digest.
+            let Source::Htpasswd(file) = source else {
+                continue;
+            };
             if !file.is_available() {
                 temporary = true;
                 continue;
@@ -230,15 +241,17 @@ impl Authenticator {
             let Some(user) = table.get(&req.user) else {
                 continue;
             };
+            if user.nologin || !user.allowed_from(req.client_ip) {
+                // Final, as for passwords: a later source must not re-enable the account.
+                return refuse(RefuseKind::InvalidCredentials, None, "nologin");
+            }
             let matches = match req.method {
                 AuthMethod::Apop => user.hash.verify_apop(salt, &req.pass),
                 _ => user.hash.verify_cram_md5(salt, &req.pass),
             };
             if !matches {
+                // As for passwords: a later source may still hold the right secret.
                 continue;
-            }
-            if user.nologin || !user.allowed_from(req.client_ip) {
-                return refuse(RefuseKind::InvalidCredentials, None, "nologin");
             }
             let pass = user
                 .hash

@@ -216,6 +216,7 @@ impl Metrics {
     }
 
     /// A source failed: `reason` is a short stable word (`unreadable`, `broken-lines`,
+    /// `unsettled` (changed during every read), `emptied` (no users any more, held back),
     /// `source-unavailable`, `overloaded`, ...).
     pub fn source_error(&self, source: &str, reason: &'static str) {
         self.source_errors
@@ -230,7 +231,7 @@ impl Metrics {
     pub fn reload_ok(&self, source: &str, users: usize) {
         // Series that exist from the first load at 0, so that rate() and alerts on them
         // work before the first failure.
-        for reason in ["unreadable", "broken-lines"] {
+        for reason in ["unreadable", "broken-lines", "unsettled", "emptied"] {
             let _ = self.source_errors.get_or_create(&SourceErrorLabels {
                 source: source.to_owned(),
                 reason,

@@ -200,7 +200,9 @@ mod through_a_source {
         ));
         // Same user, new password: the old one must stop working at once.
         std::fs::write(file.path(), "bob:{PLAIN}new\n").unwrap();
-        let Source::Htpasswd(s) = &source;
+        let Source::Htpasswd(s) = &source else {
+            unreachable!("built as an htpasswd source")
+        };
         s.reload(true);
         let answer = check(&source, &pool, b"bob", b"x").await;
         assert!(

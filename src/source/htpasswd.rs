@@ -30,6 +30,27 @@ pub struct User {
     pub nologin: bool,
     /// Dovecot `allow_nets=` extra field: the user may log in only from these networks.
     pub allow_nets: Option<Vec<IpNet>>,
+    /// Every Dovecot extra field of the line, in order, including the ones mailauthd does
+    /// not use (`quota_rule=...`, `userdb_mail=...`).
+    pub extra_fields: Vec<ExtraField>,
+}
+
+/// One Dovecot passwd-file extra field: `key=value`, or a bare `key` (e.g. `nologin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraField {
+    /// The key, e.g. `allow_nets`.
+    pub key: String,
+    /// The value after `=`; `None` for a bare key.
+    pub value: Option<String>,
+}
+
+impl fmt::Display for ExtraField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{}={v}", self.key),
+            None => f.write_str(&self.key),
+        }
+    }
 }
 
 impl User {
@@ -46,8 +67,8 @@ impl User {
 /// How serious a problem with a line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
-    /// The line is skipped, the rest of the file is fine (an unsupported scheme, a
-    /// duplicate user, an unknown extra field).
+    /// The line is skipped (an unsupported scheme, a duplicate user) or a part of it is not
+    /// used (an unknown extra field); the rest of the file is fine.
     Warning,
     /// The line is broken (no hash, a malformed hash): on a reload, the last good table is
     /// kept.
@@ -122,12 +143,14 @@ impl UserTable {
         // The line parsed when the table was built, so this cannot fail; the text is
         // immutable.
         let hash = StoredHash::parse(std::str::from_utf8(stored).ok()?).ok()?;
-        let (nologin, allow_nets) = parse_extra_fields(rest, line_no, &mut |_, _, _| {});
+        let extra_fields = parse_extra_fields(rest);
+        let (nologin, allow_nets) = apply_extra_fields(&extra_fields, line_no, &mut |_, _, _| {});
         Some(Arc::new(User {
             hash: Arc::new(hash),
             line: line_no,
             nologin,
             allow_nets,
+            extra_fields,
         }))
     }
 
@@ -230,7 +253,7 @@ pub fn parse_users_owned(text: Vec<u8>, path: &Path) -> (UserTable, Vec<LineProb
             }
         };
         // Problems in the extra fields are reported here, once; lookups parse them quietly.
-        let _ = parse_extra_fields(rest, line_no, &mut problem);
+        let _ = apply_extra_fields(&parse_extra_fields(rest), line_no, &mut problem);
         let (Ok(len), Ok(name_len), Ok(line32)) = (
             u32::try_from(line.len()),
             u32::try_from(name.len()),
@@ -277,32 +300,56 @@ pub fn parse_users_owned(text: Vec<u8>, path: &Path) -> (UserTable, Vec<LineProb
     )
 }
 
-/// Reads the Dovecot passwd-file extra fields (`uid:gid:gecos:home:shell:extra`), when
-/// present. Only `nologin` and `allow_nets` change what mailauthd does.
-fn parse_extra_fields(
-    rest: Option<&[u8]>,
+/// Splits the Dovecot passwd-file extra fields (`uid:gid:gecos:home:shell:extra`) into
+/// `key[=value]` words, when the line has them. An nginx-style comment after the hash (fewer
+/// than six more colons) has none.
+fn parse_extra_fields(rest: Option<&[u8]>) -> Vec<ExtraField> {
+    // Fields 3..7 are uid, gid, gecos, home, shell; the extra fields follow the 7th colon.
+    let Some(extra) = rest.and_then(|r| r.splitn(6, |&b| b == b':').nth(5)) else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(extra)
+        .split_ascii_whitespace()
+        .map(|field| match field.split_once('=') {
+            Some((key, value)) => ExtraField {
+                key: key.to_owned(),
+                value: Some(value.to_owned()),
+            },
+            None => ExtraField {
+                key: field.to_owned(),
+                value: None,
+            },
+        })
+        .collect()
+}
+
+/// What the extra fields change for mailauthd: `nologin` and `allow_nets`. Any other key is
+/// reported (the user still loads).
+fn apply_extra_fields(
+    fields: &[ExtraField],
     line_no: usize,
     problem: &mut impl FnMut(usize, Severity, String),
 ) -> (bool, Option<Vec<IpNet>>) {
-    let Some(rest) = rest else {
-        return (false, None);
-    };
-    // Fields 3..7 are uid, gid, gecos, home, shell; the extra fields follow the 7th colon.
-    let Some(extra) = rest.splitn(6, |&b| b == b':').nth(5) else {
-        return (false, None);
-    };
     let (mut nologin, mut allow_nets) = (false, None);
-    for field in String::from_utf8_lossy(extra).split_ascii_whitespace() {
-        let (key, value) = field.split_once('=').unwrap_or((field, ""));
-        match key {
+    for field in fields {
+        match field.key.as_str() {
             "nologin" => nologin = true,
             "allow_nets" => {
-                let mut nets = Vec::new();
-                for net in value.split(',').filter(|n| !n.is_empty()) {
+                // Several allow_nets fields narrow nothing down: their lists add up, as a
+                // reader of the line would expect.
+                let nets: &mut Vec<IpNet> = allow_nets.get_or_insert_with(Vec::new);
+                for net in field
+                    .value
+                    .as_deref()
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|n| !n.is_empty())
+                {
                     match net.parse::<IpNet>().or_else(|_| net.parse::<IpAddr>().map(IpNet::from)) {
                         Ok(n) => nets.push(n),
                         Err(_) => {
-                            // An unreadable allow-list must not open the account to everyone.
+                            // An unreadable allow-list must not open the account to everyone:
+                            // the entry is dropped, the (possibly empty) list still applies.
                             problem(
                                 line_no,
                                 Severity::Warning,
@@ -311,9 +358,8 @@ fn parse_extra_fields(
                         }
                     }
                 }
-                allow_nets = Some(nets);
             }
-            _ => problem(
+            key => problem(
                 line_no,
                 Severity::Warning,
                 format!("unknown extra field {key:?} (kept, not used)"),
@@ -414,6 +460,28 @@ mod tests {
         assert!(!b.allowed_from(Some("192.0.2.2".parse().unwrap())));
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].message.contains("quota"));
+        let fields: Vec<String> = b.extra_fields.iter().map(ToString::to_string).collect();
+        assert_eq!(fields, ["allow_nets=10.0.0.0/8,192.0.2.1", "quota=1G"]);
+        assert!(
+            table
+                .get(b"a")
+                .unwrap()
+                .extra_fields
+                .iter()
+                .any(|f| f.key == "nologin" && f.value.is_none())
+        );
+    }
+
+    #[test]
+    fn unreadable_allow_nets_refuse_everyone_and_comments_are_not_fields() {
+        let (table, problems) = parse("a:{PLAIN}p:::::: allow_nets=nonsense\nb:{PLAIN}p:an nginx comment: nologin\n");
+        let a = table.get(b"a").unwrap();
+        assert!(!a.allowed_from(Some("127.0.0.1".parse().unwrap())));
+        assert!(!a.allowed_from(None));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let b = table.get(b"b").unwrap();
+        assert!(!b.nologin && b.extra_fields.is_empty());
+        assert!(b.allowed_from(None));
     }
 
     #[test]

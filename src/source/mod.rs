@@ -1,15 +1,26 @@
 //! Credential sources: where users and their password hashes live. Each source keeps an
 //! immutable snapshot behind an `ArcSwap`; a reload builds a whole new snapshot and swaps it
 //! in only when it is good, so a request never sees a half-read file.
+//!
+//! A users file may be replaced by a rename (`mailauthd user`, `htpasswd`, most editors) or
+//! rewritten in place (`>`, some editors). A rename is always read whole. An in-place rewrite
+//! can be caught half-way, so a read counts only if the file's size and mtime are the same
+//! before and after it (and, for a file changed in the last two seconds, again a moment
+//! later); otherwise it is retried, and after a few tries left to the next poll. A file that
+//! suddenly has no users while the table in use has some is taken as a rewrite caught
+//! between truncation and writing: the last table stays until the file has looked the same
+//! for one more poll (a SIGHUP reload takes it at once).
 
+pub mod edit;
 pub mod htpasswd;
+pub mod http_basic;
 
 use std::fs::Metadata;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
@@ -45,9 +56,17 @@ pub enum PlainAnswer {
         /// The scheme and cost verified.
         scheme: Option<String>,
     },
-    /// The user is known, and the password is wrong or the user may not log in.
+    /// The user is known and the password is wrong: the next source may still accept it.
     Rejected {
-        /// Why, e.g. `wrong-password`, `nologin`.
+        /// Why, e.g. `wrong-password`.
+        reason: &'static str,
+        /// The scheme and cost verified.
+        scheme: Option<String>,
+    },
+    /// The user is known and may not log in (`nologin`, `allow_nets`): final, so an entry
+    /// in a later source cannot re-enable a disabled account.
+    Disabled {
+        /// Why, e.g. `nologin`, `not-allowed-from-network`.
         reason: &'static str,
         /// The scheme and cost verified.
         scheme: Option<String>,
@@ -96,6 +115,59 @@ pub enum ReloadOutcome {
     },
     /// The file could not be read; the last good table (if any) stays in use.
     Failed(SourceError),
+    /// The file changed while it was read, every try; the last table stays, the next poll
+    /// tries again.
+    Unsettled,
+    /// The file has no users any more while the table in use has some; the last table stays
+    /// until the file is unchanged at the next poll.
+    SuspiciousEmpty {
+        /// Users in the table kept.
+        kept_users: usize,
+    },
+}
+
+/// Reads of a changing file before giving up until the next poll.
+const READ_TRIES: usize = 5;
+/// A file modified less than this long ago may still be in the middle of an in-place
+/// rewrite (a writer paused at a line boundary leaves a file that parses, with users
+/// missing): a poll leaves it for the next one, SIGHUP waits this long at most.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// How much longer `stamp`'s file must stay unmodified to have been quiet for `quiet` (zero
+/// if it has, or if its mtime is unknown or in the future).
+fn quiet_in(stamp: &FileStamp, quiet: Duration) -> Duration {
+    let age = stamp.modified.and_then(|m| SystemTime::now().duration_since(m).ok());
+    age.map_or(Duration::ZERO, |age| quiet.saturating_sub(age))
+}
+/// A file modified this recently may still be in the middle of an in-place rewrite.
+const RECENT: Duration = Duration::from_secs(2);
+/// How long to wait before looking again at a recently modified file: a writer in the middle
+/// of an in-place rewrite changes its size or mtime in that time.
+const SETTLE: Duration = Duration::from_millis(20);
+
+/// Reads the whole file, retrying while it changes under the read. `None`: it never held
+/// still.
+fn read_settled(path: &Path) -> Result<Option<(FileStamp, Vec<u8>)>, std::io::Error> {
+    use std::io::Read;
+    for _ in 0..READ_TRIES {
+        let mut file = std::fs::File::open(path)?;
+        let before = FileStamp::of(&file.metadata()?);
+        let mut text = Vec::with_capacity(usize::try_from(before.len).unwrap_or(0));
+        file.read_to_end(&mut text)?;
+        let mut after = FileStamp::of(&file.metadata()?);
+        let recent = before
+            .modified
+            .is_none_or(|m| SystemTime::now().duration_since(m).is_ok_and(|age| age < RECENT) || m > SystemTime::now());
+        if after == before && recent {
+            std::thread::sleep(SETTLE);
+            after = FileStamp::of(&file.metadata()?);
+        }
+        if after == before && text.len() as u64 == before.len {
+            return Ok(Some((before, text)));
+        }
+        std::thread::sleep(SETTLE);
+    }
+    Ok(None)
 }
 
 /// File identity and version, to notice edits, atomic renames and truncations.
@@ -126,10 +198,21 @@ pub struct HtpasswdSource {
     pub config: HtpasswdConfig,
     table: ArcSwap<UserTable>,
     loaded: AtomicBool,
-    stamp: Mutex<Option<FileStamp>>,
+    stamp: Mutex<Stamps>,
     // The kind of the last read failure, so a file that stays missing is reported once,
     // not on every poll.
     last_error: Mutex<Option<std::io::ErrorKind>>,
+    // How long a modified file must stay untouched before a poll reads it (`QUIET`).
+    quiet: Duration,
+}
+
+/// What the reloader remembers about the file between polls.
+#[derive(Debug, Default)]
+struct Stamps {
+    /// The version the table in use (or the last rejected version) was read from.
+    read: Option<FileStamp>,
+    /// A version with no users, seen once and not taken yet.
+    pending_empty: Option<FileStamp>,
 }
 
 impl HtpasswdSource {
@@ -139,9 +222,17 @@ impl HtpasswdSource {
             config,
             table: ArcSwap::from_pointee(UserTable::empty()),
             loaded: AtomicBool::new(false),
-            stamp: Mutex::new(None),
+            stamp: Mutex::new(Stamps::default()),
             last_error: Mutex::new(None),
+            quiet: QUIET,
         }
+    }
+
+    /// The same source with another quiet period, for tests of what happens after it.
+    #[cfg(test)]
+    fn with_quiet(mut self, quiet: Duration) -> HtpasswdSource {
+        self.quiet = quiet;
+        self
     }
 
     /// The table in use.
@@ -163,46 +254,56 @@ impl HtpasswdSource {
     /// Re-reads the file if it changed (or always, with `force`).
     pub fn reload(&self, force: bool) -> ReloadOutcome {
         let path = &self.config.path;
-        let read = || -> Result<(FileStamp, Vec<u8>), std::io::Error> {
-            let before = FileStamp::of(&std::fs::metadata(path)?);
-            let text = std::fs::read(path)?;
-            Ok((before, text))
+        let failed = |source| {
+            ReloadOutcome::Failed(SourceError::Read {
+                path: path.clone(),
+                source,
+            })
         };
-        let mut stamp = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stamps = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
         let current = match std::fs::metadata(path) {
             Ok(meta) => FileStamp::of(&meta),
             Err(source) => {
-                *stamp = None;
+                stamps.read = None;
                 let mut last_error = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
                 if !force && *last_error == Some(source.kind()) {
                     return ReloadOutcome::Unchanged;
                 }
                 *last_error = Some(source.kind());
-                return ReloadOutcome::Failed(SourceError::Read {
-                    path: path.clone(),
-                    source,
-                });
+                return failed(source);
             }
         };
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        if !force && stamp.as_ref() == Some(&current) && self.is_available() {
+        if !force && stamps.read.as_ref() == Some(&current) && self.is_available() {
             return ReloadOutcome::Unchanged;
         }
-        let (read_stamp, text) = match read() {
-            Ok(v) => v,
-            Err(source) => {
-                return ReloadOutcome::Failed(SourceError::Read {
-                    path: path.clone(),
-                    source,
-                });
+        let wait = quiet_in(&current, self.quiet);
+        if !wait.is_zero() {
+            if !force {
+                // Not recorded as read: the next poll looks again.
+                return ReloadOutcome::Unchanged;
             }
+            std::thread::sleep(wait);
+        }
+        let (read_stamp, text) = match read_settled(path) {
+            Ok(Some(v)) => v,
+            Ok(None) => return ReloadOutcome::Unsettled,
+            Err(source) => return failed(source),
         };
         let (table, problems) = htpasswd::parse_users_owned(text, path);
-        *stamp = Some(read_stamp);
         let has_errors = problems.iter().any(|p| p.severity == Severity::Error);
         if has_errors && self.is_available() {
+            stamps.read = Some(read_stamp);
             return ReloadOutcome::KeptPrevious { problems };
         }
+        let kept_users = self.table.load().len();
+        if table.is_empty() && kept_users > 0 && !force && stamps.pending_empty.as_ref() != Some(&read_stamp) {
+            // `read` is left alone so that the next poll reads the file again.
+            stamps.pending_empty = Some(read_stamp);
+            return ReloadOutcome::SuspiciousEmpty { kept_users };
+        }
+        stamps.read = Some(read_stamp);
+        stamps.pending_empty = None;
         let users = table.len();
         self.table.store(Arc::new(table));
         self.loaded.store(true, Ordering::Release);
@@ -230,13 +331,13 @@ impl HtpasswdSource {
             _ => user.hash.cost_label(),
         });
         match verified.map(|v| v.right) {
-            // The password is checked first so that the answer does not tell whether it was
-            // right for a user who may not log in.
-            Ok(true) if user.nologin => PlainAnswer::Rejected {
+            // The password is verified first, so a disabled account costs the same, and the
+            // refusal is final whatever the password: a later source must not re-enable it.
+            Ok(_) if user.nologin => PlainAnswer::Disabled {
                 reason: "nologin",
                 scheme,
             },
-            Ok(true) if !user.allowed_from(creds.client_ip) => PlainAnswer::Rejected {
+            Ok(_) if !user.allowed_from(creds.client_ip) => PlainAnswer::Disabled {
                 reason: "not-allowed-from-network",
                 scheme,
             },
@@ -258,6 +359,8 @@ impl HtpasswdSource {
 pub enum Source {
     /// An htpasswd users file.
     Htpasswd(HtpasswdSource),
+    /// A URL protected by HTTP Basic auth.
+    HttpBasic(Box<http_basic::HttpBasicSource>),
 }
 
 impl Source {
@@ -265,6 +368,7 @@ impl Source {
     pub fn new(config: &SourceConfig) -> Source {
         match config {
             SourceConfig::Htpasswd(c) => Source::Htpasswd(HtpasswdSource::new(c.clone())),
+            SourceConfig::HttpBasic(c) => Source::HttpBasic(Box::new(http_basic::HttpBasicSource::new((**c).clone()))),
         }
     }
 
@@ -272,14 +376,24 @@ impl Source {
     pub fn serves(&self, protocol: MailProtocol) -> bool {
         let protocols = match self {
             Source::Htpasswd(s) => &s.config.protocols,
+            Source::HttpBasic(s) => &s.config.protocols,
         };
         protocols.as_ref().is_none_or(|list| list.contains(&protocol))
+    }
+
+    /// Whether the source can answer now: a loaded table, a closed breaker.
+    pub fn is_available(&self) -> bool {
+        match self {
+            Source::Htpasswd(s) => s.is_available(),
+            Source::HttpBasic(s) => s.is_available(),
+        }
     }
 
     /// Checks a password login against this source.
     pub async fn check_plain(&self, creds: &Credentials<'_>, pool: &VerifyPool) -> PlainAnswer {
         match self {
             Source::Htpasswd(file) => file.check_plain(creds, pool).await,
+            Source::HttpBasic(upstream) => upstream.check_plain(creds).await,
         }
     }
 
@@ -287,6 +401,10 @@ impl Source {
     pub fn name(&self) -> String {
         match self {
             Source::Htpasswd(s) => format!("htpasswd:{}", s.path().display()),
+            Source::HttpBasic(s) => s.name().to_owned(),
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

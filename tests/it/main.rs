@@ -2,8 +2,13 @@
 
 mod cli;
 mod common;
+mod http_basic;
+mod logins;
 mod malformed;
 mod ops;
+mod passwd_file;
 mod policy;
+mod reload;
 mod reload_errors;
+mod user_cmd;
 mod vectors;

@@ -160,14 +160,15 @@ fn bans_are_listed_and_lifted_with_the_cli() {
 
 #[test]
 fn temporary_failures_do_not_count() {
-    // A second source whose file is missing: no login can be refused for good, every
-    // failure is temporary, and none may count towards a ban.
+    // A second source whose file is missing: a user the first source does not know cannot
+    // be refused for good, every failure is temporary, and none may count towards a ban
+    // (with net_failures = 1, one counted failure would ban the address alice uses below).
     let d = Daemon::start(
         "[policy]\npair_failures = 1\nnet_failures = 1\n[[source]]\nkind = \"htpasswd\"\npath = \"missing.htpasswd\"\n",
     );
     let ip = "192.0.2.44";
     for pass in ["a", "b", "c"] {
-        let reply = d.login("alice", pass, ip);
+        let reply = d.login("carol", pass, ip);
         assert!(
             reply.contains("[UNAVAILABLE] Temporary authentication failure"),
             "{reply}"

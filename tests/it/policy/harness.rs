@@ -2,10 +2,10 @@
 //! on free loopback ports, readiness polled with a deadline, every process killed on drop.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long a started process may take to become ready.
 pub const READY: Duration = Duration::from_secs(20);
@@ -16,25 +16,7 @@ pub const USERS: &str = "alice:$2y$05$vOWyQ9VVho2diiZalDXgruhaqYC06gmQrxopqmJXvz
 /// The admin token of every test daemon.
 pub const TOKEN: &str = "test-token-0123456789";
 
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// Polls `ready` every 20 ms until it is true; panics after `deadline`.
-pub fn wait_until(deadline: Duration, what: &str, mut ready: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ready() {
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use crate::common::{free_port, wait_until};
 
 /// A password login as nginx sends it (user and password without characters to escape).
 pub fn plain(user: &str, pass: &str, client_ip: &str, attempt: u32) -> Vec<u8> {

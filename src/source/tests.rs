@@ -1,0 +1,133 @@
+use super::*;
+use crate::config::HtpasswdConfig;
+
+/// A source without the quiet period, so each test can reload right after writing.
+fn source(dir: &Path) -> HtpasswdSource {
+    HtpasswdSource::new(HtpasswdConfig {
+        path: dir.join("users"),
+        protocols: None,
+    })
+    .with_quiet(Duration::ZERO)
+}
+
+#[test]
+fn a_just_modified_file_waits_for_the_quiet_period_and_sighup_waits_it_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let quiet = Duration::from_millis(200);
+    let src = source(dir.path()).with_quiet(quiet);
+    std::fs::write(src.path(), "a:{PLAIN}x\n").unwrap();
+    let written = std::time::Instant::now();
+    // A poll right after the write leaves it, and the first load has not happened yet.
+    assert!(matches!(src.reload(false), ReloadOutcome::Unchanged));
+    assert!(!src.is_available());
+    // SIGHUP waits out the rest of the quiet period, then loads.
+    assert!(matches!(src.reload(true), ReloadOutcome::Loaded { users: 1, .. }));
+    assert!(written.elapsed() >= quiet);
+    std::fs::write(src.path(), "a:{PLAIN}y\n").unwrap();
+    assert!(matches!(src.reload(false), ReloadOutcome::Unchanged));
+    assert!(src.table().get(b"a").unwrap().hash.verify(b"x"));
+    std::thread::sleep(quiet);
+    assert!(matches!(src.reload(false), ReloadOutcome::Loaded { users: 1, .. }));
+    assert!(src.table().get(b"a").unwrap().hash.verify(b"y"));
+}
+
+#[test]
+fn a_file_emptied_is_taken_only_once_it_holds_still() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(dir.path());
+    std::fs::write(src.path(), "a:{PLAIN}x\nb:{PLAIN}y\n").unwrap();
+    assert!(matches!(src.reload(false), ReloadOutcome::Loaded { users: 2, .. }));
+    std::fs::write(src.path(), "").unwrap();
+    assert!(matches!(
+        src.reload(false),
+        ReloadOutcome::SuspiciousEmpty { kept_users: 2 }
+    ));
+    assert_eq!(src.table().len(), 2);
+    // Unchanged at the next poll: the admin meant it.
+    assert!(matches!(src.reload(false), ReloadOutcome::Loaded { users: 0, .. }));
+    assert!(src.table().is_empty());
+    assert!(matches!(src.reload(false), ReloadOutcome::Unchanged));
+}
+
+#[test]
+fn an_emptied_file_that_fills_again_never_empties_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(dir.path());
+    std::fs::write(src.path(), "a:{PLAIN}x\n").unwrap();
+    src.reload(false);
+    std::fs::write(src.path(), "# only a comment\n").unwrap();
+    assert!(matches!(src.reload(false), ReloadOutcome::SuspiciousEmpty { .. }));
+    std::fs::write(src.path(), "a:{PLAIN}new\n").unwrap();
+    assert!(matches!(src.reload(false), ReloadOutcome::Loaded { users: 1, .. }));
+    assert!(src.table().get(b"a").unwrap().hash.verify(b"new"));
+}
+
+#[test]
+fn sighup_takes_an_empty_file_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(dir.path());
+    std::fs::write(src.path(), "a:{PLAIN}x\n").unwrap();
+    src.reload(false);
+    std::fs::write(src.path(), "").unwrap();
+    assert!(matches!(src.reload(true), ReloadOutcome::Loaded { users: 0, .. }));
+}
+
+#[test]
+fn broken_lines_keep_the_last_good_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(dir.path());
+    std::fs::write(src.path(), "a:{PLAIN}x\n").unwrap();
+    src.reload(false);
+    std::fs::write(src.path(), "a:{PLAIN}y\nbroken\nodd:{NOPE}z\n").unwrap();
+    let ReloadOutcome::KeptPrevious { problems } = src.reload(false) else {
+        panic!("a broken file was taken");
+    };
+    assert_eq!(problems.len(), 2);
+    assert_eq!(problems[0].line, 2);
+    assert!(src.table().get(b"a").unwrap().hash.verify(b"x"));
+    // Not re-read (nor re-logged) until it changes again.
+    assert!(matches!(src.reload(false), ReloadOutcome::Unchanged));
+}
+
+#[test]
+fn a_file_caught_mid_write_is_never_taken_half_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(dir.path());
+    std::fs::write(src.path(), "a:{PLAIN}x\n").unwrap();
+    src.reload(false);
+    let path = src.path().to_owned();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            // Half a line, a short pause (shorter than SETTLE), the other half, a long pause:
+            // a read in the short pause ends mid-line and must not be taken.
+            for i in 0..1000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                f.write_all(format!("u{i}:{{PLA").as_bytes()).unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+                f.write_all(b"IN}p\n").unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        })
+    };
+    let mut loaded = 0;
+    for _ in 0..30 {
+        match src.reload(true) {
+            ReloadOutcome::Loaded { problems, .. } => {
+                assert!(problems.is_empty(), "half-read file taken: {problems:?}");
+                loaded += 1;
+            }
+            ReloadOutcome::Unsettled => {}
+            other => panic!("{other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(7));
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(loaded > 0, "never settled");
+}

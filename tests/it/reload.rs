@@ -1,0 +1,171 @@
+//! Live reload of users files under load: renames and in-place rewrites, SIGHUP, broken
+//! files.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::common::{Daemon, wait_until};
+use crate::logins::{accepted, bcrypt4, invalid, is_accepted};
+
+const SOURCE: &str = "[[source]]\nkind = \"htpasswd\"\npath = \"users.htpasswd\"\n";
+
+/// Version `k` of the users file: filler first, then the users the test logs in (so a file
+/// read half-way would lose them), `rot` with password `v{k}`.
+fn version(k: usize, stable: &[String]) -> Vec<u8> {
+    let mut text = String::from("# users file, rewritten by the test\n");
+    for i in 0..300 {
+        text.push_str(&format!("filler{i}:{{PLAIN}}f{i}-{k}\n"));
+    }
+    for (i, hash) in stable.iter().enumerate() {
+        text.push_str(&format!("stable{i}:{hash}\n"));
+    }
+    text.push_str(&format!("rot:{{PLAIN}}v{k}\n"));
+    text.into_bytes()
+}
+
+fn write_by_rename(path: &Path, text: &[u8]) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Truncates and rewrites the same inode, in 4 KiB writes, as `>` or an editor would.
+fn write_in_place(path: &Path, text: &[u8]) {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+    for chunk in text.chunks(4096) {
+        file.write_all(chunk).unwrap();
+    }
+}
+
+#[test]
+fn rewrites_under_load_never_fail_a_login() {
+    // Two bcrypt users (verified on the pool) and two cheap ones.
+    let stable = vec![
+        bcrypt4("stable-0"),
+        bcrypt4("stable-1"),
+        "{PLAIN}stable-2".to_owned(),
+        "{PLAIN}stable-3".to_owned(),
+    ];
+    let version0 = String::from_utf8(version(0, &stable)).unwrap();
+    let daemon = Arc::new(Daemon::start(
+        // Each round checks that the old password fails: the brute-force policy would ban
+        // `rot` after a few of those.
+        &format!("reload_interval = \"100ms\"\n[policy]\nenabled = false\n{SOURCE}"),
+        &version0,
+    ));
+    let path = daemon.path("users.htpasswd");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let requests = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            let (daemon, stop, requests) = (daemon.clone(), stop.clone(), requests.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(120);
+                let mut failures = Vec::new();
+                for n in 0.. {
+                    if stop.load(Ordering::Relaxed) || Instant::now() > deadline || n >= 200_000 {
+                        break;
+                    }
+                    let user = (t + n) % 4;
+                    let reply = daemon.login("imap", &format!("stable{user}"), &format!("stable-{user}"));
+                    requests.fetch_add(1, Ordering::Relaxed);
+                    if !is_accepted(&reply) {
+                        failures.push(String::from_utf8_lossy(&reply).into_owned());
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+
+    let mut slowest = Duration::ZERO;
+    for k in 1..=100 {
+        let text = version(k, &stable);
+        let written = Instant::now();
+        if k % 2 == 0 {
+            write_by_rename(&path, &text);
+        } else {
+            write_in_place(&path, &text);
+        }
+        wait_until(Duration::from_secs(2), &format!("version {k} to take effect"), || {
+            accepted(&daemon, "rot", &format!("v{k}"))
+        });
+        slowest = slowest.max(written.elapsed());
+        assert!(invalid(&daemon, "rot", &format!("v{}", k - 1)));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let failures: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let requests = requests.load(Ordering::Relaxed);
+    eprintln!("{requests} logins during 100 rewrites; slowest rewrite to take effect: {slowest:?}");
+    assert!(requests > 100, "the load did not run");
+    assert!(
+        failures.is_empty(),
+        "{} of {requests} logins failed, first: {:?}",
+        failures.len(),
+        failures[0]
+    );
+}
+
+#[test]
+fn default_poll_takes_a_change_within_two_seconds() {
+    let daemon = Daemon::start(SOURCE, "a:{PLAIN}old\n");
+    let path = daemon.path("users.htpasswd");
+    assert!(accepted(&daemon, "a", "old"));
+    write_by_rename(&path, b"a:{PLAIN}renamed\n");
+    wait_until(Duration::from_secs(2), "the renamed file", || {
+        accepted(&daemon, "a", "renamed")
+    });
+    write_in_place(&path, b"a:{PLAIN}in-place\n");
+    wait_until(Duration::from_secs(2), "the file rewritten in place", || {
+        accepted(&daemon, "a", "in-place")
+    });
+}
+
+#[test]
+fn sighup_reloads_when_polling_is_off() {
+    let daemon = Daemon::start(&format!("reload_interval = \"0s\"\n{SOURCE}"), "a:{PLAIN}old\n");
+    let path = daemon.path("users.htpasswd");
+    write_by_rename(&path, b"a:{PLAIN}new\n");
+    daemon.signal("HUP");
+    wait_until(Duration::from_secs(2), "SIGHUP to reload", || {
+        accepted(&daemon, "a", "new")
+    });
+    assert!(invalid(&daemon, "a", "old"));
+}
+
+#[test]
+fn a_broken_or_emptied_file_keeps_the_last_good_table() {
+    let daemon = Daemon::start(&format!("reload_interval = \"100ms\"\n{SOURCE}"), "a:{PLAIN}old\n");
+    let path = daemon.path("users.htpasswd");
+    write_by_rename(&path, b"a:{PLAIN}new\nbroken line\n");
+    wait_until(Duration::from_secs(5), "the broken file to be reported", || {
+        daemon.log().contains("keeping the last good version")
+    });
+    let log = daemon.log();
+    assert!(log.contains("users.htpasswd:2: no `:` after the user name"), "{log}");
+    assert!(accepted(&daemon, "a", "old"));
+    assert!(invalid(&daemon, "a", "new"));
+
+    // Fixed: taken.
+    write_by_rename(&path, b"a:{PLAIN}fixed\n");
+    wait_until(Duration::from_secs(2), "the fixed file", || {
+        accepted(&daemon, "a", "fixed")
+    });
+
+    // Emptied: kept for one more poll, then taken (the admin meant it).
+    write_in_place(&path, b"");
+    wait_until(Duration::from_secs(5), "the emptied file to be noticed", || {
+        daemon.log().contains("users file has no users any more")
+    });
+    wait_until(Duration::from_secs(2), "the empty file to be taken", || {
+        invalid(&daemon, "a", "fixed")
+    });
+}
