@@ -1,4 +1,4 @@
-//! The three servers under test: mailauthd, the nginx-only chain (CHAIN.md) and the static
+//! The three servers under test: mailauthd, the nginx-only chain (set_misc + auth_basic) and the static
 //! nginx ceiling. Every process is killed by a Drop guard.
 
 use std::net::{SocketAddr, TcpListener};
@@ -41,7 +41,7 @@ pub fn free_port() -> u16 {
         .expect("cannot bind a loopback port")
 }
 
-/// The nginx config: the chain on `chain_port` (CHAIN.md's locations) and the static
+/// The nginx config: the chain on `chain_port` (its `/check`, `/auth`, `/pass` and `/fail` locations) and the static
 /// ceiling on `ceiling_port`, one nginx with 2 workers like the default `auto` here.
 pub fn nginx_config(dir: &Path, users: &Path, chain_port: u16, ceiling_port: u16) -> String {
     let modules = "/usr/lib/nginx/modules";
@@ -60,7 +60,7 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
-    # The nginx-only chain (CHAIN.md).
+    # The nginx-only chain (set_misc + auth_basic + error_page).
     server {{
         listen 127.0.0.1:{chain_port} backlog=4096;
         location /check {{

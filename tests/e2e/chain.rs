@@ -1,4 +1,4 @@
-//! Scenario 8: the nginx-only chain's own mail config (CHAIN.md: `auth_http
+//! Scenario 8: the nginx-only chain's own mail config (`auth_http
 //! 127.0.0.1:<port>/check`, default auth methods) works unchanged against mailauthd.
 
 use crate::harness::clients::{How, attempt, imap, pop3, smtp};

@@ -3,7 +3,7 @@
 use super::recorder::Session;
 use serde_json::Value;
 
-/// The texts mailauthd answers with (brief of issue 3).
+/// The texts mailauthd answers with.
 pub const IMAP_INVALID: &str = "NO [AUTHENTICATIONFAILED] Invalid login or password";
 pub const POP3_INVALID: &str = "-ERR [AUTH] Invalid login or password";
 pub const SMTP_INVALID: &str = "535 5.7.8 Authentication credentials invalid";

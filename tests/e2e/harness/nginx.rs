@@ -55,7 +55,7 @@ mail {{
     )
 }
 
-/// The nginx-only chain's mail config (CHAIN.md) as admins have it: `auth_http
+/// The nginx-only chain's mail config as admins have it: `auth_http
 /// 127.0.0.1:<port>/check`, default auth methods, nothing tuned for mailauthd. Only the
 /// listen ports and the process/log settings a test needs are ours.
 pub fn chain_conf(dir: &Path, auth_port: u16, p: &Ports) -> String {
