@@ -88,6 +88,8 @@ pub async fn run(
             }
         }
     }
+    // Finished tasks are only reaped at the next accept; reap them so the count is true.
+    while connections.try_join_next().is_some() {}
     tracing::info!("stopped accepting; draining {} connection(s)", connections.len());
     while connections.join_next().await.is_some() {}
 }
