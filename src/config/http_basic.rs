@@ -6,7 +6,8 @@ use std::time::Duration;
 use reqwest::header::{AUTHORIZATION, HeaderName, HeaderValue};
 use toml::Spanned;
 
-use super::{BasicMethod, Checker, HttpBasicConfig, RawSource, RouteHeaders};
+use super::Checker;
+use super::source::{BasicMethod, HttpBasicConfig, RawSource, RouteHeaders};
 use crate::protocol::MailProtocol;
 
 /// The fields an `http-basic` source may have besides `kind` and `protocols`.

@@ -1,0 +1,143 @@
+//! The small sections: `[auth]` (answers to failed logins), `[smtp]` (SMTP without AUTH),
+//! `[admin]` (the admin listener) and `[cache]` (the verified-login cache).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Checker;
+use crate::cache::CacheSettings;
+
+/// Answers to failed logins (`[auth]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// `Auth-Wait` seconds after a failed `plain` login (0 = never).
+    pub wait_secs: u32,
+    /// From this `Auth-Login-Attempt` on, no `Auth-Wait`: nginx closes the connection.
+    pub max_attempts: u32,
+}
+
+/// SMTP without AUTH (`[smtp]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SmtpSettings {
+    /// Domains an inbound MX accepts mail for (lower case).
+    pub local_domains: BTreeSet<String>,
+}
+
+/// The admin listener (`[admin]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Where health, metrics and operator endpoints listen (`None`: off).
+    pub listen: Option<SocketAddr>,
+    /// Bearer token for endpoints that change state (`None`: those endpoints are off).
+    pub token: Option<String>,
+}
+
+/// `[auth]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    wait: Option<Spanned<String>>,
+    max_attempts: Option<Spanned<i64>>,
+}
+
+/// `[cache]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCache {
+    ttl: Option<Spanned<String>>,
+    negative_ttl: Option<Spanned<String>>,
+    max_entries: Option<Spanned<i64>>,
+}
+
+/// `[smtp]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSmtp {
+    #[serde(default)]
+    local_domains: Vec<Spanned<String>>,
+}
+
+/// `[admin]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAdmin {
+    listen: Option<Spanned<String>>,
+    token: Option<Spanned<String>>,
+}
+
+/// Validates `[auth]`.
+pub(super) fn validate_auth(raw: &RawAuth, c: &mut Checker<'_>) -> AuthSettings {
+    let wait = c.duration(&raw.wait, "auth.wait", Duration::from_secs(3));
+    if wait.subsec_nanos() != 0 {
+        c.problem(
+            raw.wait.as_ref().map(Spanned::span),
+            "auth.wait",
+            "nginx takes whole seconds".to_owned(),
+        );
+    }
+    AuthSettings {
+        wait_secs: u32::try_from(wait.as_secs()).unwrap_or(u32::MAX),
+        max_attempts: c.count(&raw.max_attempts, "auth.max_attempts", 1..=1000, 10) as u32,
+    }
+}
+
+/// Validates `[smtp]`: the local domains, lower-cased without a trailing dot.
+pub(super) fn validate_smtp(raw: &RawSmtp, c: &mut Checker<'_>) -> SmtpSettings {
+    let mut local_domains = BTreeSet::new();
+    for domain in &raw.local_domains {
+        let d = domain.get_ref().trim().trim_end_matches('.').to_ascii_lowercase();
+        if d.is_empty() || d.contains(['@', ' ', '<', '>']) {
+            c.problem(
+                Some(domain.span()),
+                "smtp.local_domains",
+                format!("{:?} is not a domain name", domain.get_ref()),
+            );
+        } else {
+            local_domains.insert(d);
+        }
+    }
+    SmtpSettings { local_domains }
+}
+
+/// Validates `[cache]`.
+pub(super) fn validate_cache(raw: &RawCache, c: &mut Checker<'_>) -> CacheSettings {
+    let default = CacheSettings::default();
+    CacheSettings {
+        ttl: c.duration(&raw.ttl, "cache.ttl", default.ttl),
+        negative_ttl: c.duration(&raw.negative_ttl, "cache.negative_ttl", default.negative_ttl),
+        max_entries: c.count(&raw.max_entries, "cache.max_entries", 0..=100_000_000, 100_000) as u64,
+    }
+}
+
+/// Validates `[admin]`.
+pub(super) fn validate_admin(raw: &RawAdmin, c: &mut Checker<'_>) -> AdminSettings {
+    let listen = raw
+        .listen
+        .as_ref()
+        .and_then(|v| match v.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                let msg = format!("{:?} is not ip:port; write e.g. \"127.0.0.1:14381\"", v.get_ref());
+                c.problem(Some(v.span()), "admin.listen", msg);
+                None
+            }
+        });
+    let token = raw.token.as_ref().and_then(|t| {
+        if t.get_ref().len() < 16 {
+            // The token itself is never repeated in a message.
+            c.problem(
+                Some(t.span()),
+                "admin.token",
+                "too short; use at least 16 random characters".to_owned(),
+            );
+            None
+        } else {
+            Some(t.get_ref().clone())
+        }
+    });
+    AdminSettings { listen, token }
+}

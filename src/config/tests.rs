@@ -1,0 +1,144 @@
+//! Tests of loading and validating whole configs: defaults, file:line in problems, and
+//! each section's checks.
+
+use super::*;
+
+fn from_file_text(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(
+        text,
+        ConfigOrigin::File(PathBuf::from("/etc/mailauthd.toml")),
+        Path::new("/etc"),
+    )
+}
+
+#[test]
+fn builtin_default_matches_the_documented_values() {
+    let c = Config::builtin();
+    assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(c.routes.imap.addr, "127.0.0.1:143".parse().unwrap());
+    assert_eq!(c.routes.pop3.addr.port(), 110);
+    assert_eq!(c.routes.smtp.addr.port(), 25);
+    assert_eq!(c.users_files(), vec![Path::new("./users.htpasswd")]);
+    assert_eq!(
+        c.auth,
+        AuthSettings {
+            wait_secs: 3,
+            max_attempts: 10
+        }
+    );
+}
+
+#[test]
+fn the_contract_example_validates_with_paths_relative_to_the_config() {
+    let c = from_file_text(
+        "listen = \"unix:/run/mailauthd.sock\"\n[[source]]\nkind = \"htpasswd\"\npath = \"users.htpasswd\"\n\
+         [route]\nimap = \"127.0.0.1:143\"\npop3 = \"localhost:110\"\nsmtp = \"[::1]:25\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.listen, ListenAddr::Unix("/run/mailauthd.sock".into()));
+    assert_eq!(c.users_files(), vec![Path::new("/etc/users.htpasswd")]);
+    assert!(c.routes.pop3.addr.ip().is_loopback());
+    assert_eq!(c.routes.smtp.addr, "[::1]:25".parse().unwrap());
+}
+
+#[test]
+fn every_problem_is_reported_with_key_and_line() {
+    let err = from_file_text(
+        "listen = \"nowhere\"\nread_timeout = \"soon\"\n[auth]\nmax_attempts = 0\n[route]\nimap = \"127.0.0.1\"\n\
+         [[source]]\nkind = \"ldap\"\n",
+    )
+    .unwrap_err();
+    let ConfigError::Invalid { problems, .. } = &err else {
+        panic!("{err}")
+    };
+    let text = err.to_string();
+    assert_eq!(problems.len(), 5, "{text}");
+    assert!(text.contains("/etc/mailauthd.toml:1: listen:"), "{text}");
+    assert!(text.contains("/etc/mailauthd.toml:2: read_timeout:"), "{text}");
+    assert!(text.contains("/etc/mailauthd.toml:4: auth.max_attempts:"), "{text}");
+    assert!(text.contains("/etc/mailauthd.toml:6: route.imap:"), "{text}");
+    assert!(
+        text.contains("/etc/mailauthd.toml:8: source[0].kind: unknown source kind \"ldap\""),
+        "{text}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_with_their_line() {
+    let err = from_file_text("listen = \"127.0.0.1:1\"\n\n[auth]\nwiat = \"3s\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/etc/mailauthd.toml:4:"), "{err}");
+    assert!(err.contains("wiat"), "{err}");
+}
+
+#[test]
+fn cache_settings_have_defaults_and_are_checked() {
+    let c = Config::builtin();
+    assert_eq!(c.cache, CacheSettings::default());
+    assert_eq!(c.cache.ttl, Duration::from_secs(300));
+    let c = from_file_text(
+        "[cache]\nttl = \"0s\"\nnegative_ttl = \"5s\"\nmax_entries = 10\n[[source]]\nkind = \"htpasswd\"\npath = \"u\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.cache,
+        CacheSettings {
+            ttl: Duration::ZERO,
+            negative_ttl: Duration::from_secs(5),
+            max_entries: 10
+        }
+    );
+    let err =
+        from_file_text("[cache]\nttl = \"soon\"\nmax_entries = -1\n[[source]]\nkind = \"htpasswd\"\npath = \"u\"\n")
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("/etc/mailauthd.toml:2: cache.ttl:"), "{err}");
+    assert!(err.contains("/etc/mailauthd.toml:3: cache.max_entries:"), "{err}");
+}
+
+#[test]
+fn a_file_config_needs_a_source() {
+    let err = from_file_text("").unwrap_err().to_string();
+    assert!(err.contains("no [[source]] configured"), "{err}");
+}
+
+#[test]
+fn the_example_config_documents_the_policy_and_state_defaults() {
+    let example = Config::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/mailauthd.toml"
+    )))
+    .unwrap();
+    let builtin = Config::builtin();
+    assert_eq!(example.policy, builtin.policy);
+    assert_eq!(example.state, builtin.state);
+    assert_eq!(builtin.policy.pair_failures, 5);
+    assert_eq!(builtin.policy.net_failures, 20);
+    assert_eq!(builtin.policy.window, Duration::from_secs(900));
+    assert_eq!(builtin.state.on_redis_error, OnRedisError::Local);
+    assert_eq!(builtin.state.redis, None);
+}
+
+#[test]
+fn bad_policy_and_state_values_are_reported_with_their_keys() {
+    let err = Config::from_toml(
+        "[policy]\nwindow = \"0s\"\nipv6_prefix = 200\nallow = [\"10.0.0.0/33\"]\nhmac_key = \"tiny-key\"\n\
+         [state]\nredis = \"http://x\"\non_redis_error = \"ignore\"\n",
+        ConfigOrigin::BuiltIn,
+        Path::new("."),
+    )
+    .unwrap_err()
+    .to_string();
+    for key in [
+        "policy.window",
+        "policy.ipv6_prefix",
+        "policy.allow",
+        "policy.hmac_key",
+        "state.redis",
+        "state.on_redis_error",
+    ] {
+        assert!(err.contains(&format!("{key}:")), "{key} missing in {err}");
+    }
+    assert!(!err.contains("tiny-key"), "the key is never repeated: {err}");
+}
