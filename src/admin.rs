@@ -33,7 +33,7 @@ pub struct AdminState {
     /// The authenticator whose sources and state are reported.
     pub auth: Arc<Authenticator>,
     /// The bearer token for endpoints that change state (`None`: those endpoints are off).
-    pub token: Option<String>,
+    pub token: Option<crate::secret::Secret>,
 }
 
 /// A reply body.
@@ -60,7 +60,7 @@ pub fn authorized<B>(state: &AdminState, req: &Request<B>) -> bool {
     else {
         return false;
     };
-    given.ct_eq(token.as_bytes()).into()
+    given.ct_eq(token.expose().as_bytes()).into()
 }
 
 /// Whether every source can answer: htpasswd tables loaded, http-basic breakers closed.
@@ -167,7 +167,9 @@ pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: impl F
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
                     tracing::warn!("admin accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
             },

@@ -180,7 +180,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .or_else(|| file.as_ref().and_then(|c| c.admin.listen))
                 .context("no admin address: pass --admin or --config with [admin] listen")?;
             let token = token
-                .or_else(|| file.as_ref().and_then(|c| c.admin.token.clone()))
+                .or_else(|| {
+                    file.as_ref()
+                        .and_then(|c| c.admin.token.as_ref().map(|t| t.expose().to_owned()))
+                })
                 .context("no admin token: set MAILAUTHD_ADMIN_TOKEN or [admin] token")?;
             bans::run(&action, admin, &token)
         }
@@ -294,10 +297,14 @@ fn check_config(path: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
                 errors += 1;
                 println!("error: {e}");
             }
-            ReloadOutcome::Unchanged
-            | ReloadOutcome::KeptPrevious { .. }
-            | ReloadOutcome::Unsettled
-            | ReloadOutcome::SuspiciousEmpty { .. } => {}
+            ReloadOutcome::Unsettled => {
+                errors += 1;
+                println!(
+                    "error: {}: the file kept changing while it was read; run again",
+                    source.name()
+                );
+            }
+            ReloadOutcome::Unchanged | ReloadOutcome::KeptPrevious { .. } | ReloadOutcome::SuspiciousEmpty { .. } => {}
         }
     }
     println!(
@@ -317,6 +324,10 @@ fn test_login(config: Config, req: &AuthRequest) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    // A test login must not write to the live brute-force state (a shared Redis), nor be
+    // refused by it.
+    let mut config = config;
+    config.policy.enabled = false;
     let auth = Arc::new(Authenticator::new(Arc::new(config)));
     crate::daemon::reload_sources(&auth, true);
     let decision = runtime.block_on(auth.decide(req));

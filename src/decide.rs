@@ -34,6 +34,11 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A temporary failure decided outside the sources, e.g. `deadline`.
+    pub fn temporary(reason: &'static str) -> Decision {
+        refuse(RefuseKind::Temporary, None, reason)
+    }
+
     /// The result as logs and metrics name it: `ok`, `invalid`, `tempfail`, `banned`,
     /// `relay-denied` or `bad-request`.
     pub fn result(&self) -> &'static str {
@@ -259,7 +264,9 @@ impl Authenticator {
                 .filter(|c| c.len() <= MAX_ECHOED_PASSWORD && is_sendable_value(c));
             if pass.is_none() && req.protocol != MailProtocol::Smtp {
                 // nginx must log in to the backend with a password it does not have.
-                return refuse(RefuseKind::InvalidCredentials, None, "no-cleartext-for-backend");
+                // The client's digest was right: this is the server's shortcoming, and must
+                // neither read as a wrong password nor count towards a ban.
+                return refuse(RefuseKind::Temporary, None, "no-cleartext-for-backend");
             }
             return Decision {
                 verdict: self.accept(req.protocol, pass.map(|p| Zeroizing::new(p.to_vec()))),
@@ -326,7 +333,12 @@ pub fn recipient_domain(line: &[u8]) -> Option<String> {
     };
     // A source route (`<@relay:user@domain>`) ends at the last colon.
     let address = address.rsplit_once(':').map_or(address, |(_, a)| a);
-    let (_, domain) = address.rsplit_once('@')?;
+    let (local, domain) = address.rsplit_once('@')?;
+    // `a@evil.example@local.test` is not an address at local.test; a quoted local part
+    // (`"a@b"@local.test`) may hold an `@`.
+    if local.contains('@') && !(local.starts_with('"') && local.ends_with('"')) {
+        return None;
+    }
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     (!domain.is_empty()).then_some(domain)
 }
@@ -371,6 +383,11 @@ mod tests {
         );
         assert_eq!(recipient_domain(b"RCPT TO:b@z.net").as_deref(), Some("z.net"));
         assert_eq!(recipient_domain(b"RCPT TO:<postmaster>"), None);
+        assert_eq!(recipient_domain(b"RCPT TO:<a@evil.example@local.test>"), None);
+        assert_eq!(
+            recipient_domain(b"RCPT TO:<\"a@b\"@local.test>").as_deref(),
+            Some("local.test")
+        );
         assert_eq!(recipient_domain(b"garbage"), None);
     }
 }

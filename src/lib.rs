@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod nginx_config;
 pub mod policy;
 pub mod protocol;
+pub mod secret;
 pub mod server;
 pub mod source;
 pub mod verify_pool;

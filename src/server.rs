@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::decide::{Authenticator, log_decision};
+use crate::decide::{Authenticator, Decision, log_decision};
 use crate::protocol::{self, MAX_REQUEST_BYTES, ProtocolError, Refusal, RefuseKind, Verdict};
 
 /// A bound listener: TCP or a unix-domain socket.
@@ -126,10 +126,11 @@ async fn read_header_block(
     buf: &mut Vec<u8>,
     deadline: tokio::time::Instant,
 ) -> Result<usize, ReadEnd> {
-    let mut chunk = [0u8; 4096];
+    // Zeroed on drop: it held the password.
+    let mut chunk = zeroize::Zeroizing::new([0u8; 4096]);
     let mut resume = 0;
     loop {
-        let n = match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+        let n = match tokio::time::timeout_at(deadline, stream.read(chunk.as_mut_slice())).await {
             Err(_) => return Err(ReadEnd::TimedOut(buf.len())),
             Ok(Err(_)) => return Err(ReadEnd::Failed),
             Ok(Ok(0)) => return Err(ReadEnd::Closed(buf.len())),
@@ -148,11 +149,18 @@ async fn read_header_block(
 async fn serve_connection(mut stream: Box<dyn Stream>, auth: &Authenticator, read_timeout: Duration) {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + read_timeout;
-    let mut buf = Vec::with_capacity(1024);
+    // Room for a whole ordinary request, so the buffer holding the password is not
+    // reallocated (which would leave an unzeroed copy behind).
+    let mut buf = Vec::with_capacity(8192);
     let reply = match read_header_block(stream.as_mut(), &mut buf, deadline).await {
         Ok(len) => match protocol::parse_request(&buf[..len]) {
             Ok(req) => {
-                let decision = auth.decide(&req).await;
+                // The decision shares the request's deadline: a login stuck behind a full
+                // pool or a slow upstream gets a temporary failure instead of no answer.
+                let decision = match tokio::time::timeout_at(deadline, auth.decide(&req)).await {
+                    Ok(decision) => decision,
+                    Err(_) => Decision::temporary("deadline"),
+                };
                 log_decision(&req, &decision, started);
                 let (protocol, method) = (req.protocol.as_str(), req.method.as_str());
                 auth.metrics

@@ -158,7 +158,11 @@ impl VerifyPool {
         let memory_hard = hash.weight() == Weight::MemoryHard;
         let (reply, result) = oneshot::channel();
         let job: Job = Box::new(move || {
-            // The receiver may be gone if the client hung up; nothing to do then.
+            // A login whose decision ran out of time (or whose client hung up) no longer
+            // waits for this result: skip the hash instead of spending a thread on it.
+            if reply.is_closed() {
+                return;
+            }
             let _ = reply.send(timed(&hash));
         });
         let queue = if memory_hard { &self.hard_jobs } else { &self.jobs };
@@ -277,20 +281,25 @@ mod tests {
         }
     }
 
+    /// A caller's pending verification, kept alive so that its job is not skipped.
+    type Pending<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), PoolError>> + Send + 'a>>;
+
     /// Fills every thread and the whole queue of `pool` with jobs that wait for the returned
-    /// sender. The callers' futures are dropped; the jobs stay on the pool.
-    fn saturate(pool: &VerifyPool, threads: usize, queue: usize) -> std::sync::mpsc::Sender<()> {
+    /// sender. The callers' futures are returned: a job whose caller is gone is skipped.
+    fn saturate(pool: &VerifyPool, threads: usize, queue: usize) -> (std::sync::mpsc::Sender<()>, Vec<Pending<'_>>) {
+        let mut pending: Vec<Pending<'_>> = Vec::new();
         let bcrypt = Arc::new(StoredHash::parse(BCRYPT_X).unwrap());
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let release_rx = Arc::new(std::sync::Mutex::new(release_rx));
         for n in 0..threads + queue {
             let (started, release) = (started_tx.clone(), release_rx.clone());
-            let job = pool.run(bcrypt.clone(), move |_| {
+            let mut job: Pending<'_> = Box::pin(pool.run(bcrypt.clone(), move |_| {
                 let _ = started.send(());
                 let _ = release.lock().unwrap().recv();
-            });
-            assert!(poll_once(job).is_none(), "job {n} was not accepted");
+            }));
+            assert!(poll_once(job.as_mut()).is_none(), "job {n} was not accepted");
+            pending.push(job);
             if n + 1 == threads {
                 // Every thread holds a job, so the next ones stay in the queue.
                 for _ in 0..threads {
@@ -298,7 +307,7 @@ mod tests {
                 }
             }
         }
-        release_tx
+        (release_tx, pending)
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -317,7 +326,7 @@ mod tests {
             }
         );
 
-        let release = saturate(&pool, 2, 3);
+        let (release, _pending) = saturate(&pool, 2, 3);
         let plain = Arc::new(StoredHash::parse("{PLAIN}secret").unwrap());
         let right = Zeroizing::new(b"secret".to_vec());
         let wrong = Zeroizing::new(b"Secret".to_vec());
@@ -354,5 +363,27 @@ mod tests {
         for _ in 0..5 {
             release.send(()).unwrap();
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_whose_caller_gave_up_is_skipped() {
+        let pool = VerifyPool::new(1, 4);
+        let (release, pending) = saturate(&pool, 1, 0);
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let bcrypt = Arc::new(StoredHash::parse(BCRYPT_X).unwrap());
+        let flag = ran.clone();
+        let mut late = Box::pin(pool.run(bcrypt.clone(), move |_| {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst)
+        }));
+        assert!(poll_once(late.as_mut()).is_none());
+        drop(late);
+        release.send(()).unwrap();
+        drop(pending);
+        // A job queued after the skipped one runs, so the skipped one had its turn.
+        assert_eq!(pool.run(bcrypt, |h| h.verify(b"x")).await, Ok(true));
+        assert!(
+            !ran.load(std::sync::atomic::Ordering::SeqCst),
+            "the abandoned job was hashed"
+        );
     }
 }

@@ -160,6 +160,11 @@ fn list(problems: &[Problem]) -> String {
     problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n")
 }
 
+/// The longest duration any key accepts.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// The longest `Auth-Wait` (`auth.wait`, `policy.wait_max`).
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
 /// The port the daemon listens on by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:14380";
 /// The users file the built-in default config reads, in the working directory.
@@ -224,7 +229,24 @@ impl Checker<'_> {
 
     fn duration(&mut self, value: &Option<Spanned<String>>, key: &str, default: Duration) -> Duration {
         let Some(value) = value else { return default };
+        // Waits are what nginx holds a session for; everything else is a timeout or a
+        // lifetime. Past these bounds a value is a typo, and would overflow clocks or make
+        // the cache refuse to start.
+        let max = if key.ends_with("wait") || key.ends_with("wait_max") {
+            MAX_WAIT
+        } else {
+            MAX_DURATION
+        };
         match humantime::parse_duration(value.get_ref()) {
+            Ok(d) if d > max => {
+                let msg = format!(
+                    "{:?} is too long; at most {}",
+                    value.get_ref(),
+                    humantime::format_duration(max)
+                );
+                self.problem(Some(value.span()), key, msg);
+                default
+            }
             Ok(d) => d,
             Err(e) => {
                 let msg = format!(

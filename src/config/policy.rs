@@ -41,7 +41,7 @@ pub struct PolicySettings {
     /// Entries each in-process table holds at most (failure windows, bans, successes).
     pub max_entries: u64,
     /// Key of the HMAC that tells repeated passwords apart (`None`: random per process).
-    pub hmac_key: Option<String>,
+    pub hmac_key: Option<crate::secret::Secret>,
 }
 
 /// What to do when Redis cannot be reached (`[state] on_redis_error`).
@@ -57,7 +57,7 @@ pub enum OnRedisError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateSettings {
     /// Redis URL, e.g. `redis://127.0.0.1:6379/0` (`None`: counters in this process only).
-    pub redis: Option<String>,
+    pub redis: Option<crate::secret::Secret>,
     /// What to do while Redis cannot be reached.
     pub on_redis_error: OnRedisError,
     /// How long one Redis operation may take before it counts as a failure.
@@ -168,7 +168,7 @@ pub(super) fn validate_policy(raw: &RawPolicy, c: &mut Checker<'_>) -> PolicySet
         wait_max_secs: u32::try_from(wait_max.as_secs()).unwrap_or(u32::MAX),
         allow,
         max_entries: c.count(&raw.max_entries, "policy.max_entries", 100..=100_000_000, 100_000) as u64,
-        hmac_key,
+        hmac_key: hmac_key.map(crate::secret::Secret::new),
     }
 }
 
@@ -226,7 +226,7 @@ pub(super) fn validate_state(raw: &RawState, c: &mut Checker<'_>) -> StateSettin
         }
     };
     StateSettings {
-        redis,
+        redis: redis.map(crate::secret::Secret::new),
         on_redis_error,
         redis_timeout,
         key_prefix,

@@ -33,7 +33,7 @@ pub struct AdminSettings {
     /// Where health, metrics and operator endpoints listen (`None`: off).
     pub listen: Option<SocketAddr>,
     /// Bearer token for endpoints that change state (`None`: those endpoints are off).
-    pub token: Option<String>,
+    pub token: Option<crate::secret::Secret>,
 }
 
 /// `[auth]` as written.
@@ -139,5 +139,8 @@ pub(super) fn validate_admin(raw: &RawAdmin, c: &mut Checker<'_>) -> AdminSettin
             Some(t.get_ref().clone())
         }
     });
-    AdminSettings { listen, token }
+    AdminSettings {
+        listen,
+        token: token.map(crate::secret::Secret::new),
+    }
 }

@@ -142,3 +142,33 @@ fn bad_policy_and_state_values_are_reported_with_their_keys() {
     }
     assert!(!err.contains("tiny-key"), "the key is never repeated: {err}");
 }
+
+#[test]
+fn absurd_durations_are_refused_before_they_overflow_a_clock() {
+    let err = from_file_text(
+        "read_timeout = \"300000000000 years\"\n[auth]\nwait = \"2h\"\n[cache]\nttl = \"2000 years\"\n\
+         [[source]]\nkind = \"htpasswd\"\npath = \"u\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("/etc/mailauthd.toml:1: read_timeout:"), "{err}");
+    assert!(
+        err.contains("/etc/mailauthd.toml:3: auth.wait: \"2h\" is too long; at most 1h"),
+        "{err}"
+    );
+    assert!(err.contains("/etc/mailauthd.toml:5: cache.ttl:"), "{err}");
+}
+
+#[test]
+fn debug_output_of_a_config_shows_no_secret() {
+    let c = from_file_text(
+        "[admin]\nlisten = \"127.0.0.1:14381\"\ntoken = \"tok-0123456789abcdef\"\n[policy]\nhmac_key = \"hmac-0123456789abcdef\"\n\
+         [state]\nredis = \"redis://:redispass@127.0.0.1:6379/0\"\n[[source]]\nkind = \"htpasswd\"\npath = \"u\"\n",
+    )
+    .unwrap();
+    let shown = format!("{c:?}");
+    for secret in ["tok-0123456789abcdef", "hmac-0123456789abcdef", "redispass"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert_eq!(c.admin.token.as_ref().map(|t| t.expose()), Some("tok-0123456789abcdef"));
+}

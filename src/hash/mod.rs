@@ -212,6 +212,12 @@ impl StoredHash {
     }
 }
 
+/// Whether an unknown prefix looks like a scheme name, and so may be named in a warning.
+/// Anything else may be part of a password typed into the wrong field: it is never repeated.
+fn looks_like_scheme(name: &str) -> bool {
+    (1..=24).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
 /// `{SCHEME[.enc]}rest`: Dovecot, OpenLDAP and htpasswd `{SHA}` prefixes.
 fn parse_braced(stored: &str) -> Result<(Algo, Vec<u8>), HashError> {
     let Some(end) = stored.find('}') else {
@@ -219,7 +225,13 @@ fn parse_braced(stored: &str) -> Result<(Algo, Vec<u8>), HashError> {
     };
     let (label, rest) = stored.split_at(end + 1);
     let upper = label[1..end].to_ascii_uppercase();
-    let unknown = || HashError::UnknownScheme(label.to_owned());
+    let unknown = || {
+        HashError::UnknownScheme(if looks_like_scheme(&label[1..end]) {
+            label.to_owned()
+        } else {
+            String::new()
+        })
+    };
     let (base, enc) = match upper.rsplit_once('.') {
         Some((base, "B64")) => (base, Some(Encoding::B64)),
         Some((base, "HEX")) => (base, Some(Encoding::Hex)),
@@ -316,9 +328,8 @@ fn parse_crypt(s: &str) -> Result<(Algo, Vec<u8>), HashError> {
         "pbkdf2" => phc(Phc::parse_pbkdf2(Prf::Sha1, rest), "pbkdf2-sha1"),
         "pbkdf2-sha256" => phc(Phc::parse_pbkdf2(Prf::Sha256, rest), "pbkdf2-sha256"),
         "pbkdf2-sha512" => phc(Phc::parse_pbkdf2(Prf::Sha512, rest), "pbkdf2-sha512"),
-        _ => {
-            let id: String = id.chars().take(16).collect();
-            Err(HashError::UnknownScheme(format!("${id}$")))
-        }
+        // A real id is closed by a second `$`; without one the text may be a password.
+        _ if after.contains('$') && looks_like_scheme(id) => Err(HashError::UnknownScheme(format!("${id}$"))),
+        _ => Err(HashError::UnknownScheme(String::new())),
     }
 }

@@ -158,7 +158,8 @@ pub fn user_key(user: &[u8]) -> String {
     if text.len() <= MAX_USER_KEY {
         return text;
     }
-    format!("#{}", hex::encode(Sha256::digest(user)))
+    // The lower-cased text, so that case games on long names share one counter.
+    format!("#{}", hex::encode(Sha256::digest(text.as_bytes())))
 }
 
 /// A ban as the admin endpoint lists it.
@@ -291,7 +292,6 @@ pub struct Gate {
 }
 
 /// The brute-force policy with its state store(s).
-#[derive(Debug)]
 pub struct Policy {
     settings: PolicySettings,
     key: Vec<u8>,
@@ -301,14 +301,29 @@ pub struct Policy {
     on_error: OnRedisError,
 }
 
+impl std::fmt::Debug for Policy {
+    // By hand, so that the HMAC key never shows.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("settings", &self.settings)
+            .field("key", &"<redacted>")
+            .field("redis", &self.shared.is_some())
+            .field("on_error", &self.on_error)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Policy {
     /// A policy with the given settings; Redis (when configured) is connected lazily.
     pub fn new(settings: &PolicySettings, state: &StateSettings, clock: Arc<dyn Clock>) -> Policy {
         let key = match &settings.hmac_key {
-            Some(k) => k.as_bytes().to_vec(),
+            Some(k) => k.expose().as_bytes().to_vec(),
             None => rand::random::<[u8; 32]>().to_vec(),
         };
-        let shared = state.redis.as_ref().map(|url| redis::RedisStore::new(url, state));
+        let shared = state
+            .redis
+            .as_ref()
+            .map(|url| redis::RedisStore::new(url.expose(), state));
         Policy {
             settings: settings.clone(),
             key,

@@ -437,6 +437,16 @@ mod tests {
             text[0].starts_with("users.htpasswd:1: hash has no known scheme prefix"),
             "{text:?}"
         );
+        // A password pasted where the hash belongs is never repeated in a warning.
+        let (leaky, leaky_problems) = parse("a:$ecretpassw0rd-very-long\nb:{my secret pw}rest\n");
+        assert_eq!(leaky.len(), 0);
+        let shown: Vec<String> = leaky_problems.iter().map(ToString::to_string).collect();
+        assert!(
+            !shown
+                .iter()
+                .any(|t| t.contains("ecretpassw0rd") || t.contains("secret pw")),
+            "{shown:?}"
+        );
         assert!(
             text[1].starts_with("users.htpasswd:2: unsupported password scheme"),
             "{text:?}"

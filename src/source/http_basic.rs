@@ -274,7 +274,12 @@ impl HttpBasicSource {
     /// Builds the client. A client that cannot be built (no TLS backend) is logged, and the
     /// source then answers every login with a temporary failure.
     pub fn new(config: HttpBasicConfig) -> HttpBasicSource {
-        let name = format!("http-basic:{}", config.url);
+        // Without the query string: it may hold an API key, and the name reaches logs,
+        // metric labels and /readyz.
+        let mut shown = config.url.clone();
+        shown.set_query(None);
+        shown.set_fragment(None);
+        let name = format!("http-basic:{shown}");
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .retry(reqwest::retry::never())

@@ -155,3 +155,29 @@ fn sigterm_stops_the_daemon_cleanly() {
     still_serving(&d);
     assert!(d.stop(), "mailauthd did not exit 0 on SIGTERM");
 }
+
+#[test]
+fn a_decision_that_outlives_the_deadline_gets_a_temporary_failure() {
+    // bcrypt cost 14 takes about a second; the deadline is 300 ms.
+    let slow = bcrypt::hash("right", 14).unwrap();
+    let d = Daemon::start(
+        "read_timeout = \"300ms\"\n[policy]\nenabled = false\n[[source]]\nkind = \"htpasswd\"\npath = \"users.htpasswd\"\n",
+        &format!("slow:{slow}\n"),
+    );
+    let started = Instant::now();
+    let reply = d.login("imap", "slow", "right");
+    assert_eq!(
+        header(&reply, "Auth-Status").as_deref(),
+        Some("[UNAVAILABLE] Temporary authentication failure, try again later"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    crate::common::wait_until(Duration::from_secs(5), "the decision line", || {
+        d.log().contains("reason=\"deadline\"")
+    });
+}
