@@ -312,7 +312,7 @@ fn check_config(path: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
         config.listen, config.routes.imap.addr, config.routes.pop3.addr, config.routes.smtp.addr
     );
     if errors > 0 {
-        println!("{} : {errors} error(s)", config.origin);
+        println!("{}: {errors} error(s)", config.origin);
         return Ok(ExitCode::from(1));
     }
     println!("{}: OK", config.origin);

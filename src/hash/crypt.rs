@@ -9,6 +9,13 @@ use base64::Engine as _;
 
 use super::md5crypt::{decode64, encode64, is_crypt64, push64};
 
+// Hashes that take seconds per login are refused at load: each attempt on such a
+// user would hold a verification thread that long, an easy way to starve every login.
+/// The highest bcrypt cost accepted (16: about 4 s on one core).
+pub(super) const MAX_BCRYPT_COST: u32 = 16;
+/// The most sha-crypt rounds accepted (`$6$` 5000 rounds: about 1.4 ms).
+pub(super) const MAX_SHA_CRYPT_ROUNDS: u32 = 5_000_000;
+
 /// Refuse memory-hard parameters above this, so one bad line in a users file
 /// cannot make every login allocate gigabytes.
 pub(super) const MAX_MEMORY: u64 = 1 << 30;
@@ -68,6 +75,11 @@ impl Crypt {
         if !(1000..=999_999_999).contains(&rounds) {
             return Err("rounds outside 1000..=999999999".into());
         }
+        if rounds > MAX_SHA_CRYPT_ROUNDS {
+            return Err(format!(
+                "{rounds} rounds would take seconds per login; at most {MAX_SHA_CRYPT_ROUNDS}"
+            ));
+        }
         let (salt, digest) = rest.split_once('$').ok_or("missing '$' after the salt")?;
         if salt.len() > 16 || salt.contains('$') {
             return Err("salt longer than 16 characters".into());
@@ -89,6 +101,11 @@ impl Crypt {
         };
         if !(4..=31).contains(&cost) {
             return Err(format!("cost {cost} outside 4..=31"));
+        }
+        if cost > MAX_BCRYPT_COST {
+            return Err(format!(
+                "cost {cost} would take seconds per login; at most {MAX_BCRYPT_COST}"
+            ));
         }
         if rest.len() != 53 || !rest.is_ascii() {
             return Err("salt and digest are not 53 characters".into());

@@ -7,6 +7,10 @@ use base64::Engine as _;
 use super::crypt::{MAX_MEMORY, check_scrypt_memory};
 use super::digest::B64;
 
+/// The most PBKDF2 rounds accepted (600000, the current PHC advice for SHA-256, takes
+/// about 50 ms).
+const MAX_PBKDF2_ROUNDS: u32 = 10_000_000;
+
 /// A parsed PHC-family hash, without its digest.
 #[derive(Clone)]
 pub(super) enum Phc {
@@ -192,6 +196,12 @@ impl Phc {
     fn pbkdf2(alg: Prf, rounds: u32, salt: Vec<u8>, digest: Vec<u8>) -> Parsed {
         if rounds == 0 {
             return Err("zero rounds".into());
+        }
+        // As for bcrypt and sha-crypt: a hash taking seconds per login is refused at load.
+        if rounds > MAX_PBKDF2_ROUNDS {
+            return Err(format!(
+                "{rounds} rounds would take seconds per login; at most {MAX_PBKDF2_ROUNDS}"
+            ));
         }
         if digest.is_empty() || digest.len() > 64 {
             return Err("digest length outside 1..=64 bytes".into());

@@ -151,6 +151,10 @@ fn malformed_is_an_error_without_the_hash() {
         "{SHA512-CRYPT}$5$7g6QlH2iWd6Etfuy$lmB4hN4CkenejETG7DLBTaFCyt8xKfN6YYlvzM8tk0C",
         "{BLF-CRYPT.b64}$2y$05$nImjpymHYhNeqIjQ70UjKuaQduczjGtS.ji39hK.YXjSM78ct0mZq",
         "{PBKDF2}$1$salt$many$c58419f2",
+        // Valid, but seconds per login: refused at load.
+        "$2y$17$KbYDxzdXdwci/kcNN3lHEOOKrHkn1BC9EdXGelWkEC7bHSu8ggLb.",
+        "$6$rounds=6000000$salt$x",
+        "$pbkdf2-sha256$20000000$mFPK2buXspaydm5tDcG41w$.wlv/QX9xHdR1uEeSikrSCoXS9oQ.8Eo09roTDnXgVE",
     ] {
         match StoredHash::parse(stored) {
             Err(e @ HashError::Malformed { .. }) => {
