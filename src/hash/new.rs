@@ -9,7 +9,7 @@ use super::md5crypt::{ITOA64, encode64};
 /// Schemes `mailauthd user add --scheme` can write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NewScheme {
-    /// bcrypt with this cost (4..=31), written as `$2y$`.
+    /// bcrypt with this cost (4..=16, the most the daemon accepts), written as `$2y$`.
     Bcrypt {
         /// log2 of the number of rounds.
         cost: u32,
@@ -32,7 +32,7 @@ impl std::str::FromStr for NewScheme {
     fn from_str(s: &str) -> Result<Self, HashError> {
         let bad_cost = || HashError::Malformed {
             scheme: "bcrypt",
-            reason: "cost must be a number in 4..=31, e.g. bcrypt-12".into(),
+            reason: "cost must be a number in 4..=16, e.g. bcrypt-12".into(),
         };
         match s {
             "bcrypt" => Ok(NewScheme::Bcrypt { cost: 12 }),
@@ -41,7 +41,7 @@ impl std::str::FromStr for NewScheme {
             "argon2id" => Ok(NewScheme::Argon2id),
             _ => match s.strip_prefix("bcrypt-") {
                 Some(c) => match c.parse() {
-                    Ok(cost @ 4..=31) => Ok(NewScheme::Bcrypt { cost }),
+                    Ok(cost @ 4..=super::crypt::MAX_BCRYPT_COST) => Ok(NewScheme::Bcrypt { cost }),
                     _ => Err(bad_cost()),
                 },
                 None => Err(HashError::UnknownScheme(s.chars().take(32).collect())),

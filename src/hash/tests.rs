@@ -227,6 +227,10 @@ fn new_hashes_round_trip() {
     assert!(bcrypt.starts_with("$2y$04$"));
     assert_eq!("bcrypt".parse::<NewScheme>().unwrap(), NewScheme::Bcrypt { cost: 12 });
     assert!("bcrypt-99".parse::<NewScheme>().is_err());
+    assert!(
+        "bcrypt-17".parse::<NewScheme>().is_err(),
+        "a cost the daemon would refuse"
+    );
     assert!("md5".parse::<NewScheme>().is_err());
 }
 
