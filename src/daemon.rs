@@ -87,7 +87,7 @@ pub fn log_reload(source: &Source, outcome: &ReloadOutcome) {
             tracing::warn!(source = %name, "users file kept changing while it was read; keeping the last version, retrying at the next poll");
         }
         ReloadOutcome::SuspiciousEmpty { kept_users } => {
-            tracing::warn!(source = %name, kept_users, "users file has no users any more; keeping the last version until the file is unchanged at the next poll (SIGHUP takes it at once)");
+            tracing::warn!(source = %name, kept_users, "users file has no users any more; keeping the last version until the file has been left alone for 5 s (SIGHUP takes it at once)");
         }
         ReloadOutcome::Failed(e) => {
             if let Source::Htpasswd(s) = source

@@ -139,33 +139,37 @@ fn quiet_in(stamp: &FileStamp, quiet: Duration) -> Duration {
     let age = stamp.modified.and_then(|m| SystemTime::now().duration_since(m).ok());
     age.map_or(Duration::ZERO, |age| quiet.saturating_sub(age))
 }
-/// A file modified this recently may still be in the middle of an in-place rewrite.
-const RECENT: Duration = Duration::from_secs(2);
-/// How long to wait before looking again at a recently modified file: a writer in the middle
-/// of an in-place rewrite changes its size or mtime in that time.
+
+/// How long a file that suddenly has no users must stay untouched before a poll takes it
+/// (SIGHUP takes it at once).
+const EMPTY_HOLD: Duration = Duration::from_secs(5);
+
+/// The shortest pause before SIGHUP looks again at a file that changed under the read.
 const SETTLE: Duration = Duration::from_millis(20);
 
-/// Reads the whole file, retrying while it changes under the read. `None`: it never held
-/// still.
-fn read_settled(path: &Path) -> Result<Option<(FileStamp, Vec<u8>)>, std::io::Error> {
+/// Reads the whole file once it has been quiet for `quiet` and did not change during the
+/// read: the quiet check is made on the opened file, and the stamps before and after the
+/// read must agree, so a rewrite that starts at any point is noticed. `None`: it did not
+/// hold still; a poll (`patient == false`) gives up at once and looks again next time,
+/// SIGHUP waits up to `READ_TRIES` quiet periods.
+fn read_settled(path: &Path, quiet: Duration, patient: bool) -> Result<Option<(FileStamp, Vec<u8>)>, std::io::Error> {
     use std::io::Read;
     for _ in 0..READ_TRIES {
         let mut file = std::fs::File::open(path)?;
         let before = FileStamp::of(&file.metadata()?);
-        let mut text = Vec::with_capacity(usize::try_from(before.len).unwrap_or(0));
-        file.read_to_end(&mut text)?;
-        let mut after = FileStamp::of(&file.metadata()?);
-        let recent = before
-            .modified
-            .is_none_or(|m| SystemTime::now().duration_since(m).is_ok_and(|age| age < RECENT) || m > SystemTime::now());
-        if after == before && recent {
-            std::thread::sleep(SETTLE);
-            after = FileStamp::of(&file.metadata()?);
+        let wait = quiet_in(&before, quiet);
+        if wait.is_zero() {
+            let mut text = Vec::with_capacity(usize::try_from(before.len).unwrap_or(0));
+            file.read_to_end(&mut text)?;
+            let after = FileStamp::of(&file.metadata()?);
+            if after == before && text.len() as u64 == before.len {
+                return Ok(Some((before, text)));
+            }
         }
-        if after == before && text.len() as u64 == before.len {
-            return Ok(Some((before, text)));
+        if !patient {
+            return Ok(None);
         }
-        std::thread::sleep(SETTLE);
+        std::thread::sleep(wait.max(SETTLE));
     }
     Ok(None)
 }
@@ -204,6 +208,8 @@ pub struct HtpasswdSource {
     last_error: Mutex<Option<std::io::ErrorKind>>,
     // How long a modified file must stay untouched before a poll reads it (`QUIET`).
     quiet: Duration,
+    // How long an emptied file must stay untouched before a poll takes it (`EMPTY_HOLD`).
+    empty_hold: Duration,
 }
 
 /// What the reloader remembers about the file between polls.
@@ -225,6 +231,7 @@ impl HtpasswdSource {
             stamp: Mutex::new(Stamps::default()),
             last_error: Mutex::new(None),
             quiet: QUIET,
+            empty_hold: EMPTY_HOLD,
         }
     }
 
@@ -232,6 +239,14 @@ impl HtpasswdSource {
     #[cfg(test)]
     fn with_quiet(mut self, quiet: Duration) -> HtpasswdSource {
         self.quiet = quiet;
+        self.empty_hold = self.empty_hold.min(quiet);
+        self
+    }
+
+    /// The same source with another hold for emptied files.
+    #[cfg(test)]
+    fn with_empty_hold(mut self, hold: Duration) -> HtpasswdSource {
+        self.empty_hold = hold;
         self
     }
 
@@ -277,16 +292,11 @@ impl HtpasswdSource {
         if !force && stamps.read.as_ref() == Some(&current) && self.is_available() {
             return ReloadOutcome::Unchanged;
         }
-        let wait = quiet_in(&current, self.quiet);
-        if !wait.is_zero() {
-            if !force {
-                // Not recorded as read: the next poll looks again.
-                return ReloadOutcome::Unchanged;
-            }
-            std::thread::sleep(wait);
-        }
-        let (read_stamp, text) = match read_settled(path) {
+        let (read_stamp, text) = match read_settled(path, self.quiet, force) {
             Ok(Some(v)) => v,
+            // A poll that finds the file still being written looks again next time; that is
+            // not worth a word. SIGHUP waited, and says so.
+            Ok(None) if !force => return ReloadOutcome::Unchanged,
             Ok(None) => return ReloadOutcome::Unsettled,
             Err(source) => return failed(source),
         };
@@ -297,10 +307,21 @@ impl HtpasswdSource {
             return ReloadOutcome::KeptPrevious { problems };
         }
         let kept_users = self.table.load().len();
-        if table.is_empty() && kept_users > 0 && !force && stamps.pending_empty.as_ref() != Some(&read_stamp) {
-            // `read` is left alone so that the next poll reads the file again.
+        // An emptied file is taken once it has been seen twice and left alone for
+        // `empty_hold`: a rewrite whose writer stalls after truncating must not lock everyone
+        // out. `read` is left alone so that the next poll reads the file again.
+        let first_sight = stamps.pending_empty.as_ref() != Some(&read_stamp);
+        if table.is_empty()
+            && kept_users > 0
+            && !force
+            && (first_sight || !quiet_in(&read_stamp, self.empty_hold).is_zero())
+        {
             stamps.pending_empty = Some(read_stamp);
-            return ReloadOutcome::SuspiciousEmpty { kept_users };
+            return if first_sight {
+                ReloadOutcome::SuspiciousEmpty { kept_users }
+            } else {
+                ReloadOutcome::Unchanged
+            };
         }
         stamps.read = Some(read_stamp);
         stamps.pending_empty = None;

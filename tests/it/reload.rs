@@ -106,6 +106,22 @@ fn rewrites_under_load_never_fail_a_login() {
     let requests = requests.load(Ordering::Relaxed);
     eprintln!("{requests} logins during 100 rewrites; slowest rewrite to take effect: {slowest:?}");
     assert!(requests > 100, "the load did not run");
+    if !failures.is_empty() {
+        // What the daemon said: its refusals of the steady users, and every reload.
+        let log = daemon.log();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| (l.contains("login refused") && l.contains("user=\"stable")) || l.contains("mailauthd::daemon"))
+            .collect();
+        let _ = std::fs::write(
+            std::env::temp_dir().join("mailauthd-reload-failure.log"),
+            lines.join("\n"),
+        );
+        eprintln!(
+            "daemon log (refusals and reloads) in {}",
+            std::env::temp_dir().join("mailauthd-reload-failure.log").display()
+        );
+    }
     assert!(
         failures.is_empty(),
         "{} of {requests} logins failed, first: {:?}",
@@ -160,12 +176,20 @@ fn a_broken_or_emptied_file_keeps_the_last_good_table() {
         accepted(&daemon, "a", "fixed")
     });
 
-    // Emptied: kept for one more poll, then taken (the admin meant it).
+    // Emptied: kept while it may be a rewrite caught after the truncation (5 s left alone),
+    // then taken (the admin meant it).
     write_in_place(&path, b"");
+    let emptied = Instant::now();
     wait_until(Duration::from_secs(5), "the emptied file to be noticed", || {
         daemon.log().contains("users file has no users any more")
     });
-    wait_until(Duration::from_secs(2), "the empty file to be taken", || {
+    assert!(accepted(&daemon, "a", "fixed"), "the emptied file was taken at once");
+    wait_until(Duration::from_secs(10), "the empty file to be taken", || {
         invalid(&daemon, "a", "fixed")
     });
+    assert!(
+        emptied.elapsed() >= Duration::from_secs(4),
+        "taken after {:?}",
+        emptied.elapsed()
+    );
 }
