@@ -56,11 +56,6 @@ impl VerifyPool {
         VerifyPool::with_limits(threads, queue, threads, Arc::new(Metrics::new()))
     }
 
-    /// As [`VerifyPool::new`], recording verification times and queue depth in `metrics`.
-    pub fn with_metrics(threads: usize, queue: usize, metrics: Arc<Metrics>) -> VerifyPool {
-        VerifyPool::with_limits(threads, queue, threads, metrics)
-    }
-
     /// Starts `threads` verification threads with room for `queue` waiting slow jobs and
     /// `queue` waiting memory-hard jobs, of which at most `memory_hard_threads` run at once;
     /// verification times and queue depth go to `metrics`.

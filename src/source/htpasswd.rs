@@ -169,11 +169,6 @@ impl UserTable {
     pub fn dummy(&self) -> Option<&Arc<StoredHash>> {
         self.dummy.as_ref()
     }
-
-    /// Approximate bytes held by the table.
-    pub fn heap_bytes(&self) -> usize {
-        self.text.capacity() + self.entries.capacity() * std::mem::size_of::<IndexEntry>() + self.index.heap_bytes()
-    }
 }
 
 /// A line's user name, stored hash, and the rest after the second colon.

@@ -71,9 +71,4 @@ impl NameIndex {
             }
         }
     }
-
-    /// Bytes held.
-    pub fn heap_bytes(&self) -> usize {
-        self.slots.len() * 4
-    }
 }
