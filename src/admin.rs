@@ -25,11 +25,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::decide::Authenticator;
-use crate::source::Source;
+use crate::source::{Source, SourceStatus};
 
 /// What the admin endpoints work on.
 #[derive(Debug)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// The authenticator whose sources and state are reported.
     pub auth: Arc<Authenticator>,
     /// The bearer token for endpoints that change state (`None`: those endpoints are off).
@@ -37,10 +37,10 @@ pub struct AdminState {
 }
 
 /// A reply body.
-pub type Body = Full<Bytes>;
+pub(crate) type Body = Full<Bytes>;
 
 /// Builds a plain-text reply.
-pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -51,7 +51,7 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
 }
 
 /// Whether the request carries the configured bearer token (compared in constant time).
-pub fn authorized<B>(state: &AdminState, req: &Request<B>) -> bool {
+pub(crate) fn authorized<B>(state: &AdminState, req: &Request<B>) -> bool {
     let Some(token) = &state.token else { return false };
     let Some(given) = req
         .headers()
@@ -63,32 +63,19 @@ pub fn authorized<B>(state: &AdminState, req: &Request<B>) -> bool {
     given.ct_eq(token.expose().as_bytes()).into()
 }
 
-/// Whether every source can answer: htpasswd tables loaded, http-basic breakers closed.
-pub fn ready(auth: &Authenticator) -> bool {
-    auth.sources.iter().all(Source::is_available)
-}
-
 /// The `/readyz` reply: the verdict, then one line per source.
 fn readiness(auth: &Authenticator) -> Response<Body> {
+    let statuses: Vec<SourceStatus> = auth.sources.iter().map(Source::status).collect();
     let mut body = String::new();
-    let status = if ready(auth) {
+    let status = if statuses.iter().all(|s| s.ready) {
         body.push_str("ready\n");
         StatusCode::OK
     } else {
         body.push_str("not ready: a source has no users loaded or its upstream is failing\n");
         StatusCode::SERVICE_UNAVAILABLE
     };
-    for source in &auth.sources {
-        match source {
-            Source::Htpasswd(file) if file.is_available() => {
-                body.push_str(&format!("{} users={}\n", source.name(), file.table().len()));
-            }
-            Source::HttpBasic(upstream) if upstream.is_available() => {
-                body.push_str(&format!("{} breaker=closed\n", source.name()));
-            }
-            Source::HttpBasic(_) => body.push_str(&format!("{} breaker=open\n", source.name())),
-            Source::Htpasswd(_) => body.push_str(&format!("{} unavailable\n", source.name())),
-        }
+    for source in &statuses {
+        body.push_str(&format!("{} {}\n", source.name, source.detail));
     }
     text(status, body)
 }
@@ -135,7 +122,8 @@ async fn bans<B>(state: &AdminState, req: &Request<B>, clear: bool) -> Response<
     let (mut ip, mut user) = (None, None);
     for pair in req.uri().query().unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = crate::protocol::percent_decode(value.as_bytes()).map(|v| String::from_utf8_lossy(&v).into_owned());
+        let value =
+            crate::auth_http::percent_decode(value.as_bytes()).map(|v| String::from_utf8_lossy(&v).into_owned());
         match (name, value) {
             ("ip", Some(v)) => match v.parse::<std::net::IpAddr>() {
                 Ok(addr) => ip = Some(addr),
@@ -158,7 +146,7 @@ async fn bans<B>(state: &AdminState, req: &Request<B>, clear: bool) -> Response<
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` completes.
-pub async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
     let mut connections = JoinSet::new();
     loop {

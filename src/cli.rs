@@ -2,25 +2,18 @@
 //! packagers `man` and `completions`. `anyhow` lives here and in
 //! `main.rs` only.
 
-pub mod user;
-
-use std::io::Read;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use zeroize::Zeroizing;
 
 mod bans;
+mod check;
+mod test_login;
+mod user;
 
 use crate::config::Config;
-use crate::decide::Authenticator;
-use crate::protocol::{self, AuthMethod, AuthRequest, MailProtocol, Verdict};
-use crate::source::htpasswd::Severity;
-use crate::source::{ReloadOutcome, Source};
 
 /// mailauthd: the auth_http server for nginx's mail proxy.
 #[derive(Debug, Parser)]
@@ -65,27 +58,9 @@ pub enum Command {
         /// Config file.
         #[arg(long, short, env = "MAILAUTHD_CONFIG")]
         config: Option<PathBuf>,
-        /// Login name.
-        #[arg(long)]
-        user: String,
-        /// Mail protocol.
-        #[arg(long, default_value = "imap", value_parser = parse_protocol)]
-        protocol: MailProtocol,
-        /// Auth method (plain, apop, cram-md5, external, none).
-        #[arg(long, default_value = "plain", value_parser = parse_method)]
-        method: AuthMethod,
-        /// Client address.
-        #[arg(long, default_value = "127.0.0.1")]
-        client_ip: IpAddr,
-        /// `Auth-Salt` for apop / cram-md5 (stdin then holds the client's digest).
-        #[arg(long)]
-        salt: Option<String>,
-        /// `Auth-SMTP-To` for method none, e.g. "RCPT TO:<a@example.org>".
-        #[arg(long)]
-        smtp_to: Option<String>,
-        /// `Auth-Login-Attempt`.
-        #[arg(long, default_value_t = 1)]
-        attempt: u32,
+        /// The login to decide.
+        #[command(flatten)]
+        login: test_login::TestLogin,
     },
     /// Manage a users file (htpasswd-compatible): add, passwd, del, list, verify.
     /// Exit 0 done, 1 refused (user exists / absent, wrong password), 2 error.
@@ -136,15 +111,7 @@ pub enum Command {
     },
 }
 
-fn parse_protocol(s: &str) -> Result<MailProtocol, String> {
-    MailProtocol::parse(s).ok_or_else(|| format!("{s:?} is not imap, pop3 or smtp"))
-}
-
-fn parse_method(s: &str) -> Result<AuthMethod, String> {
-    AuthMethod::parse(s).ok_or_else(|| format!("{s:?} is not plain, apop, cram-md5, external or none"))
-}
-
-fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
+pub(crate) fn load_config(path: Option<&PathBuf>) -> anyhow::Result<Config> {
     match path {
         Some(p) => Ok(Config::load(p)?),
         None => Ok(Config::builtin()),
@@ -164,66 +131,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(crate::daemon::serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig { config } => check_config(config.as_ref()),
+        Command::CheckConfig { config } => check::run(config.as_ref()),
         Command::User { command } => user::run(command),
         Command::Bans {
             action,
             config,
             admin,
             token,
-        } => {
-            let file = match &config {
-                Some(path) => Some(Config::load(path)?),
-                None => None,
-            };
-            let admin = admin
-                .or_else(|| file.as_ref().and_then(|c| c.admin.listen))
-                .context("no admin address: pass --admin or --config with [admin] listen")?;
-            let token = token
-                .or_else(|| {
-                    file.as_ref()
-                        .and_then(|c| c.admin.token.as_ref().map(|t| t.expose().to_owned()))
-                })
-                .context("no admin token: set MAILAUTHD_ADMIN_TOKEN or [admin] token")?;
-            bans::run(&action, admin, &token)
-        }
-        Command::Test {
-            config,
-            user,
-            protocol,
-            method,
-            client_ip,
-            salt,
-            smtp_to,
-            attempt,
-        } => {
-            let config = load_config(config.as_ref())?;
-            let mut pass = Zeroizing::new(Vec::new());
-            std::io::stdin()
-                .read_to_end(&mut pass)
-                .context("cannot read the password from stdin")?;
-            while matches!(pass.last(), Some(b'\n' | b'\r')) {
-                pass.pop();
-            }
-            let req = AuthRequest {
-                uri: "/".to_owned(),
-                method,
-                protocol,
-                user: user.into_bytes(),
-                pass,
-                salt: salt.map(String::into_bytes),
-                login_attempt: attempt,
-                client_ip: Some(client_ip),
-                client_host: None,
-                smtp_helo: None,
-                smtp_from: None,
-                smtp_to: smtp_to.map(String::into_bytes),
-                tls: None,
-                proxy: None,
-                extra_headers: Vec::new(),
-            };
-            test_login(config, &req)
-        }
+        } => bans::run(&action, config.as_ref(), admin, token),
+        Command::Test { config, login } => test_login::run(load_config(config.as_ref())?, login),
         Command::NginxConfig {
             config,
             server_name,
@@ -262,83 +178,6 @@ fn write_stdout(bytes: &[u8]) -> anyhow::Result<ExitCode> {
         .and_then(|()| stdout.flush())
         .context("cannot write to stdout")?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn check_config(path: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
-    let config = match load_config(path) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e:#}");
-            return Ok(ExitCode::from(1));
-        }
-    };
-    let mut errors = 0;
-    for source_config in &config.sources {
-        let source = Source::new(source_config);
-        let Source::Htpasswd(file) = &source else {
-            // An upstream is not contacted here: its answers depend on the credentials.
-            println!("{}: not contacted", source.name());
-            continue;
-        };
-        match file.reload(true) {
-            ReloadOutcome::Loaded { users, problems } => {
-                for p in &problems {
-                    let level = if p.severity == Severity::Error {
-                        "error"
-                    } else {
-                        "warning"
-                    };
-                    errors += usize::from(p.severity == Severity::Error);
-                    println!("{level}: {p}");
-                }
-                println!("{}: {users} user(s)", source.name());
-            }
-            ReloadOutcome::Failed(e) => {
-                errors += 1;
-                println!("error: {e}");
-            }
-            ReloadOutcome::Unsettled => {
-                errors += 1;
-                println!(
-                    "error: {}: the file kept changing while it was read; run again",
-                    source.name()
-                );
-            }
-            ReloadOutcome::Unchanged | ReloadOutcome::KeptPrevious { .. } | ReloadOutcome::SuspiciousEmpty { .. } => {}
-        }
-    }
-    println!(
-        "listen {}; routes imap {} pop3 {} smtp {}",
-        config.listen, config.routes.imap.addr, config.routes.pop3.addr, config.routes.smtp.addr
-    );
-    if errors > 0 {
-        println!("{}: {errors} error(s)", config.origin);
-        return Ok(ExitCode::from(1));
-    }
-    println!("{}: OK", config.origin);
-    Ok(ExitCode::SUCCESS)
-}
-
-fn test_login(config: Config, req: &AuthRequest) -> anyhow::Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    // A test login must not write to the live brute-force state (a shared Redis), nor be
-    // refused by it.
-    let mut config = config;
-    config.policy.enabled = false;
-    let auth = Arc::new(Authenticator::new(Arc::new(config)));
-    crate::daemon::reload_sources(&auth, true);
-    let decision = runtime.block_on(auth.decide(req));
-    let reply = protocol::render_reply(&decision.verdict, Some(req.protocol));
-    use std::io::Write;
-    std::io::stdout().write_all(&reply).context("cannot write to stdout")?;
-    eprintln!("reason: {}", decision.reason);
-    match decision.verdict {
-        Verdict::Accept(_) => Ok(ExitCode::SUCCESS),
-        Verdict::Refuse(_) => Ok(ExitCode::from(1)),
-    }
 }
 
 /// Starts logging to stderr; `RUST_LOG` overrides the default level (`info`).

@@ -1,5 +1,6 @@
-//! `mailauthd serve`: binds the listener, loads the sources, keeps them fresh (polling and
-//! SIGHUP), and runs the server until SIGTERM or SIGINT.
+//! `mailauthd serve`: builds the parts that decide logins ([`assemble`], the composition
+//! root), binds the listeners, loads the sources, keeps them fresh (polling and SIGHUP), and
+//! runs the server until SIGTERM or SIGINT.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,16 +10,20 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::admin::{self, AdminState};
+use crate::auth_http::AuthRequest;
+use crate::clock::SystemClock;
 use crate::config::{Config, ListenAddr};
-use crate::decide::Authenticator;
+use crate::decide::{Authenticator, Decision};
 use crate::metrics::Metrics;
+use crate::policy::Policy;
 use crate::server::{self, Listener, ServerLimits};
-use crate::source::{ReloadOutcome, Source};
+use crate::source::{Source, SourceStatus};
+use crate::verify::{LoginCache, Verifier, VerifyPool};
 use sd_notify::NotifyState;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
+pub(crate) enum DaemonError {
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -39,7 +44,7 @@ pub enum DaemonError {
 }
 
 /// Binds the configured listener. A stale unix socket left by an earlier run is replaced.
-pub async fn bind(listen: &ListenAddr) -> Result<Listener, DaemonError> {
+pub(crate) async fn bind(listen: &ListenAddr) -> Result<Listener, DaemonError> {
     match listen {
         ListenAddr::Tcp(addr) => TcpListener::bind(addr)
             .await
@@ -66,89 +71,64 @@ pub async fn bind(listen: &ListenAddr) -> Result<Listener, DaemonError> {
     }
 }
 
-/// Logs what a (re)load of one source did: every skipped line with its file:line.
-pub fn log_reload(source: &Source, outcome: &ReloadOutcome) {
-    let name = source.name();
-    match outcome {
-        ReloadOutcome::Unchanged => {}
-        ReloadOutcome::Loaded { users, problems } => {
-            for p in problems {
-                tracing::warn!("{p}");
-            }
-            tracing::info!(source = %name, users, skipped_lines = problems.len(), "users loaded");
-        }
-        ReloadOutcome::KeptPrevious { problems } => {
-            for p in problems {
-                tracing::error!("{p}");
-            }
-            tracing::error!(source = %name, "users file has broken lines; keeping the last good version");
-        }
-        ReloadOutcome::Unsettled => {
-            tracing::warn!(source = %name, "users file kept changing while it was read; keeping the last version, retrying at the next poll");
-        }
-        ReloadOutcome::SuspiciousEmpty { kept_users } => {
-            tracing::warn!(source = %name, kept_users, "users file has no users any more; keeping the last version until the file has been left alone for 5 s (SIGHUP takes it at once)");
-        }
-        ReloadOutcome::Failed(e) => {
-            if let Source::Htpasswd(s) = source
-                && s.is_available()
-            {
-                tracing::error!(source = %name, "{e}; keeping the last good version");
-            } else {
-                tracing::error!(source = %name, "{e}; logins it would decide get a temporary failure until it can be read");
-            }
-        }
+/// Builds everything that decides logins from `config`: metrics, the verification pool
+/// with the verified-login cache in front of it, the brute-force policy and the sources
+/// (not loaded yet: call [`reload_sources`]).
+pub(crate) fn assemble(config: Arc<Config>) -> Authenticator {
+    let sources = config.sources.iter().map(Source::new).collect();
+    let metrics = Arc::new(Metrics::new());
+    let pool = VerifyPool::with_limits(
+        config.verify_threads,
+        config.verify_queue,
+        config.verify_memory_hard_threads,
+        metrics.clone(),
+    );
+    let verifier = Verifier::new(pool, LoginCache::new(config.cache), metrics.clone());
+    let policy = Policy::new(&config.policy, &config.state, Arc::new(SystemClock));
+    Authenticator {
+        config,
+        sources,
+        metrics,
+        policy,
+        verifier,
     }
 }
 
-/// Re-reads every source that changed (all of them with `force`). Returns whether a
-/// source read a new file (good or broken), so the caller can log what is in use.
-pub fn reload_sources(auth: &Authenticator, force: bool) -> bool {
+/// Re-reads every source that changed (all of them with `force`), logging and counting
+/// what each reload did. Returns whether a source read a new file (good or broken), so the
+/// caller can log what is in use.
+pub(crate) fn reload_sources(auth: &Authenticator, force: bool) -> bool {
     let mut read = false;
     for source in &auth.sources {
-        // An http-basic upstream has nothing to reload.
-        let Source::Htpasswd(file) = source else {
-            continue;
-        };
-        let outcome = file.reload(force);
-        log_reload(source, &outcome);
-        count_reload(&auth.metrics, source, &outcome);
-        read |= matches!(
-            outcome,
-            ReloadOutcome::Loaded { .. } | ReloadOutcome::KeptPrevious { .. }
-        );
+        let outcome = source.reload(force);
+        let status = source.status();
+        outcome.log(&status.name, status.ready);
+        match outcome.metric() {
+            Some(Ok(users)) => auth.metrics.reload_ok(&status.name, users),
+            Some(Err(reason)) => auth.metrics.reload_failed(&status.name, reason),
+            None => {}
+        }
+        read |= outcome.read_new_file();
     }
     read
 }
 
-fn count_reload(metrics: &Metrics, source: &Source, outcome: &ReloadOutcome) {
-    match outcome {
-        ReloadOutcome::Unchanged => {}
-        ReloadOutcome::Loaded { users, .. } => metrics.reload_ok(&source.name(), *users),
-        ReloadOutcome::KeptPrevious { .. } => metrics.reload_failed(&source.name(), "broken-lines"),
-        ReloadOutcome::Failed(_) => metrics.reload_failed(&source.name(), "unreadable"),
-        ReloadOutcome::Unsettled => metrics.reload_failed(&source.name(), "unsettled"),
-        ReloadOutcome::SuspiciousEmpty { .. } => metrics.reload_failed(&source.name(), "emptied"),
-    }
+/// Decides one login as `serve` would, with the sources loaded once: `mailauthd test`. A
+/// test login must not write to the live brute-force state (a shared Redis), nor be refused
+/// by it, so the policy is off.
+pub(crate) async fn decide_once(mut config: Config, req: &AuthRequest) -> Decision {
+    config.policy.enabled = false;
+    let auth = assemble(Arc::new(config));
+    reload_sources(&auth, true);
+    auth.decide(req).await
 }
 
 /// Logs one line with what is in use: each source with its user count (or `unavailable`
-/// when it never loaded), the total, and the routes.
-pub fn log_in_use(auth: &Authenticator) {
-    let mut total = 0;
-    let sources: Vec<String> = auth
-        .sources
-        .iter()
-        .map(|source| match source {
-            Source::Htpasswd(file) if file.is_available() => {
-                let users = file.table().len();
-                total += users;
-                format!("{}={users}", source.name())
-            }
-            Source::HttpBasic(_) => format!("{}=upstream", source.name()),
-            Source::Htpasswd(_) => format!("{}=unavailable", source.name()),
-        })
-        .collect();
+/// when it never loaded, `upstream` for an upstream), the total, and the routes.
+fn log_in_use(auth: &Authenticator) {
+    let statuses: Vec<SourceStatus> = auth.sources.iter().map(Source::status).collect();
+    let total: usize = statuses.iter().filter_map(|s| s.users).sum();
+    let sources: Vec<String> = statuses.iter().map(|s| format!("{}={}", s.name, s.summary)).collect();
     let r = &auth.config.routes;
     let routes = format!("imap={} pop3={} smtp={}", r.imap.addr, r.pop3.addr, r.smtp.addr);
     tracing::info!(sources = %sources.join(" "), users = total, routes = %routes, "in use");
@@ -162,7 +142,7 @@ fn notify(state: &[NotifyState<'_>]) {
 }
 
 /// Loads the sources, binds the listener and serves until SIGTERM/SIGINT.
-pub async fn serve(config: Config) -> Result<(), DaemonError> {
+pub(crate) async fn serve(config: Config) -> Result<(), DaemonError> {
     let files: Vec<String> = config.users_files().iter().map(|p| p.display().to_string()).collect();
     tracing::info!(
         "mailauthd {} starting with config {}, users file(s) {}",
@@ -171,7 +151,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         files.join(", ")
     );
     let config = Arc::new(config);
-    let auth = Arc::new(Authenticator::new(config.clone()));
+    let auth = Arc::new(assemble(config.clone()));
     // Sources are read before the first request; a slow disk must not block the runtime.
     let initial = auth.clone();
     let _ = tokio::task::spawn_blocking(move || reload_sources(&initial, true)).await;

@@ -1,33 +1,36 @@
 //! mailauthd: the auth_http server for nginx's mail proxy.
 //!
 //! nginx asks, for every IMAP, POP3 or SMTP login, "may this login pass, and to which
-//! backend?". One request on its way through the crate:
+//! backend?". One request on its way through the crate (ARCHITECTURE.md draws the layers):
 //!
 //! ```text
-//!  nginx ──TCP/unix──▶ server ──bytes──▶ protocol ──AuthRequest──▶ decide
-//!                        ▲                                          │
-//!                        │                      policy (bans, counts: before any hashing)
-//!                        │                               source/* (users, hashes)
-//!                        │                                          │
-//!                        │                               verify_pool ─▶ hash
-//!                        │                                          │
-//!                      bytes ◀── protocol::render_reply ◀── Verdict ┘
+//!  nginx ──TCP/unix──▶ server ──bytes──▶ auth_http ──AuthRequest──▶ decide
+//!                        ▲                                           │
+//!                        │                       policy (bans, counts: before any hashing)
+//!                        │                                source/* (users, hashes)
+//!                        │                                           │
+//!                        │                                verify (cache, pool) ─▶ hash
+//!                        │                                           │
+//!                      bytes ◀── auth_http::render_reply ◀── Verdict ┘
 //! ```
 //!
-//! `daemon` wires these together for `mailauthd serve`; `cli` is the command line.
+//! `daemon` builds these parts and runs them for `mailauthd serve`; `cli` is the command
+//! line, the only public module.
 
-pub mod admin;
-pub mod cache;
+mod admin;
+mod auth_http;
 pub mod cli;
-pub mod config;
-pub mod daemon;
-pub mod decide;
-pub mod hash;
-pub mod metrics;
-pub mod nginx_config;
-pub mod policy;
-pub mod protocol;
-pub mod secret;
-pub mod server;
-pub mod source;
-pub mod verify_pool;
+mod clock;
+mod config;
+mod daemon;
+mod decide;
+mod hash;
+mod login;
+mod metrics;
+mod nginx_config;
+mod policy;
+mod reason;
+mod secret;
+mod server;
+mod source;
+mod verify;

@@ -16,7 +16,7 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 /// The content type of [`Metrics::render`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Labels of `mailauthd_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,7 +61,7 @@ fn seconds_histogram() -> Histogram {
 /// The daemon's metrics: a registry and a typed handle on each family. Recording is a few
 /// atomic operations (plus a read lock on a labelled family), cheap beside a decision.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     decision_seconds: Histogram,
@@ -84,7 +84,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// A registry with every family registered (and empty).
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let mut registry = Registry::with_prefix("mailauthd");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -177,7 +177,7 @@ impl Metrics {
     }
 
     /// Records one answered request and how long its decision took.
-    pub fn decision(&self, protocol: &'static str, method: &'static str, result: &'static str, took: Duration) {
+    pub(crate) fn decision(&self, protocol: &'static str, method: &'static str, result: &'static str, took: Duration) {
         self.requests
             .get_or_create(&RequestLabels {
                 protocol,
@@ -189,36 +189,36 @@ impl Metrics {
     }
 
     /// Records the time one hash verification took.
-    pub fn hash_verified(&self, scheme: &'static str, took: Duration) {
+    pub(crate) fn hash_verified(&self, scheme: &'static str, took: Duration) {
         self.verify_seconds
             .get_or_create(&SchemeLabels { scheme })
             .observe(took.as_secs_f64());
     }
 
     /// A login answered from the verification cache.
-    pub fn cache_hit(&self) {
+    pub(crate) fn cache_hit(&self) {
         self.cache_hits.inc();
     }
 
     /// A login the verification cache could not answer.
-    pub fn cache_miss(&self) {
+    pub(crate) fn cache_miss(&self) {
         self.cache_misses.inc();
     }
 
     /// The verification queue now holds `depth` jobs.
-    pub fn queue_depth(&self, depth: usize) {
+    pub(crate) fn queue_depth(&self, depth: usize) {
         self.queue_depth.set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
     /// A verification refused because the queue was full.
-    pub fn pool_rejected(&self) {
+    pub(crate) fn pool_rejected(&self) {
         self.pool_rejections.inc();
     }
 
     /// A source failed: `reason` is a short stable word (`unreadable`, `broken-lines`,
     /// `unsettled` (changed during every read), `emptied` (no users any more, held back),
     /// `source-unavailable`, `overloaded`, ...).
-    pub fn source_error(&self, source: &str, reason: &'static str) {
+    pub(crate) fn source_error(&self, source: &str, reason: &'static str) {
         self.source_errors
             .get_or_create(&SourceErrorLabels {
                 source: source.to_owned(),
@@ -228,7 +228,7 @@ impl Metrics {
     }
 
     /// A reload of `source` put a table of `users` users in use.
-    pub fn reload_ok(&self, source: &str, users: usize) {
+    pub(crate) fn reload_ok(&self, source: &str, users: usize) {
         // Series that exist from the first load at 0, so that rate() and alerts on them
         // work before the first failure.
         for reason in ["unreadable", "broken-lines", "unsettled", "emptied"] {
@@ -250,13 +250,13 @@ impl Metrics {
 
     /// A reload of `source` failed (`reason` as for [`Metrics::source_error`]); the last
     /// good table, if any, stays in use.
-    pub fn reload_failed(&self, source: &str, reason: &'static str) {
+    pub(crate) fn reload_failed(&self, source: &str, reason: &'static str) {
         self.reloads.get_or_create(&ResultLabels { result: "failed" }).inc();
         self.source_error(source, reason);
     }
 
     /// The metrics as OpenMetrics text ([`CONTENT_TYPE`]).
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
         // Writing to a String cannot fail; an encoder error would be a bug in a label type.
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {

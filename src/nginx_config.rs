@@ -10,7 +10,7 @@ use crate::config::{Config, ListenAddr};
 
 /// What the configuration file does not say about nginx's side.
 #[derive(Debug, Clone)]
-pub struct NginxOptions {
+pub(crate) struct NginxOptions {
     /// `server_name` (nginx's default, the host name, when `None`).
     pub server_name: Option<String>,
     /// PEM certificate chain for TLS.
@@ -32,7 +32,7 @@ impl Default for NginxOptions {
 
 /// The `auth_http` target for `listen`: a wildcard address becomes loopback, a unix
 /// socket becomes `unix:/path:/check`.
-pub fn auth_http_url(listen: &ListenAddr) -> String {
+pub(crate) fn auth_http_url(listen: &ListenAddr) -> String {
     match listen {
         ListenAddr::Tcp(addr) => {
             let ip = match addr.ip() {
@@ -58,7 +58,7 @@ const LISTENERS: [(u16, &str); 7] = [
 ];
 
 /// Renders the commented `mail {}` block.
-pub fn render(config: &Config, opts: &NginxOptions) -> String {
+pub(crate) fn render(config: &Config, opts: &NginxOptions) -> String {
     let routes = &config.routes;
     let mut out = String::new();
     let mut line = |text: &str| {

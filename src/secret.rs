@@ -7,16 +7,16 @@ use zeroize::Zeroizing;
 
 /// A secret string; `Debug` prints `<redacted>`, the memory is zeroed on drop.
 #[derive(Clone, PartialEq, Eq, Default)]
-pub struct Secret(Zeroizing<String>);
+pub(crate) struct Secret(Zeroizing<String>);
 
 impl Secret {
     /// Wraps a secret.
-    pub fn new(value: String) -> Secret {
+    pub(crate) fn new(value: String) -> Secret {
         Secret(Zeroizing::new(value))
     }
 
     /// The secret itself, for the one place that uses it.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }

@@ -13,12 +13,13 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::auth_http::{self, MAX_REQUEST_BYTES, ProtocolError, Refusal, RefuseKind, Verdict};
 use crate::decide::{Authenticator, Decision, log_decision};
-use crate::protocol::{self, MAX_REQUEST_BYTES, ProtocolError, Refusal, RefuseKind, Verdict};
+use crate::reason::Reason;
 
 /// A bound listener: TCP or a unix-domain socket.
 #[derive(Debug)]
-pub enum Listener {
+pub(crate) enum Listener {
     /// TCP.
     Tcp(TcpListener),
     /// Unix-domain socket.
@@ -27,7 +28,7 @@ pub enum Listener {
 
 impl Listener {
     /// The bound address, for the log.
-    pub fn local_addr(&self) -> String {
+    pub(crate) fn local_addr(&self) -> String {
         match self {
             Listener::Tcp(l) => l.local_addr().map_or_else(|e| format!("tcp ({e})"), |a| a.to_string()),
             Listener::Unix(l) => l
@@ -41,7 +42,7 @@ impl Listener {
 
 /// Limits of the server.
 #[derive(Debug, Clone, Copy)]
-pub struct ServerLimits {
+pub(crate) struct ServerLimits {
     /// Deadline for the whole request, counted from the accept.
     pub read_timeout: Duration,
     /// Connections served at once.
@@ -50,7 +51,7 @@ pub struct ServerLimits {
 
 /// Serves `listener` until `shutdown` completes, then waits for the connections in flight
 /// (at most `read_timeout` plus the time their decisions take).
-pub async fn run(
+pub(crate) async fn run(
     listener: Listener,
     auth: Arc<Authenticator>,
     limits: ServerLimits,
@@ -95,7 +96,7 @@ pub async fn run(
 }
 
 /// A connection from either kind of listener.
-pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
 async fn accept(listener: &Listener) -> io::Result<Box<dyn Stream>> {
@@ -137,7 +138,7 @@ async fn read_header_block(
             Ok(Ok(n)) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
-        if let Some(len) = protocol::find_header_end(buf, &mut resume) {
+        if let Some(len) = auth_http::find_header_end(buf, &mut resume) {
             return Ok(len);
         }
         if buf.len() > MAX_REQUEST_BYTES {
@@ -153,19 +154,19 @@ async fn serve_connection(mut stream: Box<dyn Stream>, auth: &Authenticator, rea
     // reallocated (which would leave an unzeroed copy behind).
     let mut buf = Vec::with_capacity(8192);
     let reply = match read_header_block(stream.as_mut(), &mut buf, deadline).await {
-        Ok(len) => match protocol::parse_request(&buf[..len]) {
+        Ok(len) => match auth_http::parse_request(&buf[..len]) {
             Ok(req) => {
                 // The decision shares the request's deadline: a login stuck behind a full
                 // pool or a slow upstream gets a temporary failure instead of no answer.
                 let decision = match tokio::time::timeout_at(deadline, auth.decide(&req)).await {
                     Ok(decision) => decision,
-                    Err(_) => Decision::temporary("deadline"),
+                    Err(_) => Decision::temporary(Reason::Deadline),
                 };
                 log_decision(&req, &decision, started);
                 let (protocol, method) = (req.protocol.as_str(), req.method.as_str());
                 auth.metrics
                     .decision(protocol, method, decision.result(), started.elapsed());
-                protocol::render_reply(&decision.verdict, Some(req.protocol))
+                auth_http::render_reply(&decision.verdict, Some(req.protocol))
             }
             Err(e) => bad_request(auth, &e, started),
         },
@@ -191,5 +192,5 @@ fn bad_request(auth: &Authenticator, error: &ProtocolError, started: Instant) ->
         kind: RefuseKind::BadRequest,
         wait: None,
     });
-    protocol::render_reply(&verdict, None)
+    auth_http::render_reply(&verdict, None)
 }

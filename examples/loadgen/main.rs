@@ -6,6 +6,11 @@
 //! `--million` / `--no-million` (1M-user file load test, on by default), `--mailauthd PATH`,
 //! `--out FILE.md`, `--svg FILE.svg`, `--only TEXT` (scenarios whose label contains TEXT).
 
+#![allow(
+    unreachable_pub,
+    reason = "a binary's modules share items with `pub`; nothing is exported"
+)]
+
 mod load;
 mod report;
 mod servers;

@@ -3,10 +3,13 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+
+use crate::config::Config;
 
 /// What to do with the bans.
 #[derive(Debug, clap::Subcommand)]
@@ -24,8 +27,32 @@ pub enum BansAction {
     },
 }
 
-/// Sends the request for `action` and prints the answer. Exit 0 on success, 1 otherwise.
-pub fn run(action: &BansAction, admin: SocketAddr, token: &str) -> anyhow::Result<ExitCode> {
+/// Finds the admin address and token (flags first, then the config file), sends the request
+/// for `action` and prints the answer. Exit 0 on success, 1 otherwise.
+pub(super) fn run(
+    action: &BansAction,
+    config: Option<&PathBuf>,
+    admin: Option<SocketAddr>,
+    token: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let file = match config {
+        Some(path) => Some(Config::load(path)?),
+        None => None,
+    };
+    let admin = admin
+        .or_else(|| file.as_ref().and_then(|c| c.admin.listen))
+        .context("no admin address: pass --admin or --config with [admin] listen")?;
+    let token = token
+        .or_else(|| {
+            file.as_ref()
+                .and_then(|c| c.admin.token.as_ref().map(|t| t.expose().to_owned()))
+        })
+        .context("no admin token: set MAILAUTHD_ADMIN_TOKEN or [admin] token")?;
+    send(action, admin, &token)
+}
+
+/// Sends the request for `action` to `admin` and prints the answer.
+fn send(action: &BansAction, admin: SocketAddr, token: &str) -> anyhow::Result<ExitCode> {
     let (method, target) = match action {
         BansAction::List => ("GET", "/bans".to_owned()),
         BansAction::Clear { ip, user } => {

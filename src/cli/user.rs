@@ -15,8 +15,8 @@ use clap::{Args, Subcommand};
 use zeroize::Zeroizing;
 
 use crate::hash::{NewScheme, StoredHash, hash_password};
-use crate::source::edit::{self, EditError};
-use crate::source::htpasswd::printable;
+use crate::login::printable;
+use crate::source::htpasswd::edit::{self, EditError};
 
 /// Exit code: the command was refused (see the module doc).
 const REFUSED: u8 = 1;
@@ -87,7 +87,7 @@ fn parse_scheme(s: &str) -> Result<NewScheme, String> {
 }
 
 /// Runs one `user` command.
-pub fn run(command: UserCommand) -> anyhow::Result<ExitCode> {
+pub(super) fn run(command: UserCommand) -> anyhow::Result<ExitCode> {
     let result = match command {
         UserCommand::Add { target, password } => {
             edit::check_user_name(&target.user)?;

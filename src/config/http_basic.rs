@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::Checker;
 use super::source::{BasicMethod, HttpBasicConfig, RawSource, RouteHeaders};
-use crate::protocol::MailProtocol;
+use crate::login::MailProtocol;
 
 /// The fields an `http-basic` source may have besides `kind` and `protocols`.
 pub(super) const FIELDS: &[&str] = &[

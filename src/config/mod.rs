@@ -16,8 +16,6 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::cache::CacheSettings;
-
 mod http_basic;
 mod policy;
 mod route;
@@ -26,10 +24,10 @@ mod source;
 #[cfg(test)]
 mod tests;
 
-pub use policy::{OnRedisError, PolicySettings, StateSettings};
-pub use route::{Backend, Routes};
-pub use sections::{AdminSettings, AuthSettings, SmtpSettings};
-pub use source::{BasicMethod, HtpasswdConfig, HttpBasicConfig, RouteHeaders, SourceConfig};
+pub(crate) use policy::{OnRedisError, PolicySettings, StateSettings};
+pub(crate) use route::Routes;
+pub(crate) use sections::{AdminSettings, AuthSettings, CacheSettings, SmtpSettings};
+pub(crate) use source::{BasicMethod, HtpasswdConfig, HttpBasicConfig, RouteHeaders, SourceConfig};
 
 use policy::{RawPolicy, RawState, validate_policy, validate_state};
 use route::{RawRoute, validate_route};
@@ -38,7 +36,7 @@ use source::{RawSource, validate_sources};
 
 /// The address the auth_http server listens on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListenAddr {
+pub(crate) enum ListenAddr {
     /// A TCP address, e.g. `127.0.0.1:14380`.
     Tcp(SocketAddr),
     /// A unix-domain socket path (`unix:/run/mailauthd.sock`).
@@ -56,7 +54,7 @@ impl fmt::Display for ListenAddr {
 
 /// Where the configuration came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ConfigOrigin {
+pub(crate) enum ConfigOrigin {
     /// The built-in default (no `--config`).
     BuiltIn,
     /// A file.
@@ -74,7 +72,7 @@ impl fmt::Display for ConfigOrigin {
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
+pub(crate) struct Config {
     /// Where it came from.
     pub origin: ConfigOrigin,
     /// The auth_http listener.
@@ -113,7 +111,7 @@ pub struct Config {
 
 /// One thing wrong with a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// `file:line`, when known.
     pub location: Option<String>,
     /// The key, e.g. `route.imap`.
@@ -137,7 +135,7 @@ impl fmt::Display for Problem {
 
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
@@ -165,10 +163,15 @@ const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// The longest `Auth-Wait` (`auth.wait`, `policy.wait_max`).
 const MAX_WAIT: Duration = Duration::from_secs(3600);
 
-/// The port the daemon listens on by default.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:14380";
+/// The address the daemon listens on by default.
+pub(crate) const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 14380);
+
+fn default_listen() -> ListenAddr {
+    ListenAddr::Tcp(DEFAULT_LISTEN)
+}
 /// The users file the built-in default config reads, in the working directory.
-pub const DEFAULT_USERS_FILE: &str = "users.htpasswd";
+pub(crate) const DEFAULT_USERS_FILE: &str = "users.htpasswd";
 
 /// The whole file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -279,7 +282,7 @@ impl Checker<'_> {
 }
 
 /// Parses a `listen` value: `host:port`, `[v6]:port` or `unix:/path`.
-pub fn parse_listen(value: &str, base_dir: &Path) -> Result<ListenAddr, String> {
+pub(crate) fn parse_listen(value: &str, base_dir: &Path) -> Result<ListenAddr, String> {
     if let Some(path) = value.strip_prefix("unix:") {
         if path.is_empty() {
             return Err("unix: needs a socket path, e.g. \"unix:/run/mailauthd.sock\"".to_owned());
@@ -295,13 +298,13 @@ pub fn parse_listen(value: &str, base_dir: &Path) -> Result<ListenAddr, String> 
 impl Config {
     /// The configuration used without `--config`: listen on 127.0.0.1:14380, users in
     /// `users.htpasswd` in the working directory, backends on 127.0.0.1 ports 143/110/25.
-    pub fn builtin() -> Config {
+    pub(crate) fn builtin() -> Config {
         // The built-in text is fixed and valid; a failure here is a bug caught by the tests.
         Config::from_toml("", ConfigOrigin::BuiltIn, Path::new(".")).unwrap_or_else(|e| panic!("built-in config: {e}"))
     }
 
     /// Reads and validates a config file.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -311,7 +314,7 @@ impl Config {
     }
 
     /// Validates config text; relative paths are resolved against `base_dir`.
-    pub fn from_toml(text: &str, origin: ConfigOrigin, base_dir: &Path) -> Result<Config, ConfigError> {
+    pub(crate) fn from_toml(text: &str, origin: ConfigOrigin, base_dir: &Path) -> Result<Config, ConfigError> {
         let mut checker = Checker {
             origin: &origin,
             text,
@@ -341,7 +344,7 @@ impl Config {
     }
 
     /// The files of all htpasswd sources, for logs.
-    pub fn users_files(&self) -> Vec<&Path> {
+    pub(crate) fn users_files(&self) -> Vec<&Path> {
         self.sources
             .iter()
             .filter_map(|s| match s {
@@ -355,10 +358,10 @@ impl Config {
 /// Validates the top-level keys, then each section; problems are listed in that order.
 fn validate(raw: RawConfig, c: &mut Checker<'_>, origin: &ConfigOrigin) -> Config {
     let listen = match &raw.listen {
-        None => ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 14380))),
+        None => default_listen(),
         Some(v) => parse_listen(v.get_ref(), &c.base_dir).unwrap_or_else(|msg| {
             c.problem(Some(v.span()), "listen", msg);
-            ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 14380)))
+            default_listen()
         }),
     };
     let read_timeout = c.duration(&raw.read_timeout, "read_timeout", Duration::from_secs(10));

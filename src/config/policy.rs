@@ -12,7 +12,7 @@ use super::Checker;
 /// The brute-force defence (`[policy]`). Counts are of distinct wrong passwords within
 /// `window`; a limit of 0 turns that scope off.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicySettings {
+pub(crate) struct PolicySettings {
     /// Whether logins are counted and limited at all.
     pub enabled: bool,
     /// IPv4 prefix length that makes one client network.
@@ -46,7 +46,7 @@ pub struct PolicySettings {
 
 /// What to do when Redis cannot be reached (`[state] on_redis_error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnRedisError {
+pub(crate) enum OnRedisError {
     /// Count in this process until Redis is back.
     Local,
     /// Answer password logins with a temporary failure until Redis is back.
@@ -55,7 +55,7 @@ pub enum OnRedisError {
 
 /// Shared policy state (`[state]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateSettings {
+pub(crate) struct StateSettings {
     /// Redis URL, e.g. `redis://127.0.0.1:6379/0` (`None`: counters in this process only).
     pub redis: Option<crate::secret::Secret>,
     /// What to do while Redis cannot be reached.

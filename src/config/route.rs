@@ -7,12 +7,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Checker;
-use crate::protocol::MailProtocol;
+use crate::login::MailProtocol;
 
 /// A backend mail server: as written, and resolved to an IP address (nginx accepts only IP
 /// literals in `Auth-Server`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backend {
+pub(crate) struct Backend {
     /// `host:port` as written in the config.
     pub spec: String,
     /// The resolved address.
@@ -21,7 +21,7 @@ pub struct Backend {
 
 /// The backend for each protocol (`[route]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Routes {
+pub(crate) struct Routes {
     /// IMAP backend.
     pub imap: Backend,
     /// POP3 backend.
@@ -32,7 +32,7 @@ pub struct Routes {
 
 impl Routes {
     /// The backend for `protocol`.
-    pub fn for_protocol(&self, protocol: MailProtocol) -> &Backend {
+    pub(crate) fn for_protocol(&self, protocol: MailProtocol) -> &Backend {
         match protocol {
             MailProtocol::Imap => &self.imap,
             MailProtocol::Pop3 => &self.pop3,

@@ -9,11 +9,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::Checker;
-use crate::cache::CacheSettings;
 
 /// Answers to failed logins (`[auth]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthSettings {
+pub(crate) struct AuthSettings {
     /// `Auth-Wait` seconds after a failed `plain` login (0 = never).
     pub wait_secs: u32,
     /// From this `Auth-Login-Attempt` on, no `Auth-Wait`: nginx closes the connection.
@@ -22,14 +21,14 @@ pub struct AuthSettings {
 
 /// SMTP without AUTH (`[smtp]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SmtpSettings {
+pub(crate) struct SmtpSettings {
     /// Domains an inbound MX accepts mail for (lower case).
     pub local_domains: BTreeSet<String>,
 }
 
 /// The admin listener (`[admin]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AdminSettings {
+pub(crate) struct AdminSettings {
     /// Where health, metrics and operator endpoints listen (`None`: off).
     pub listen: Option<SocketAddr>,
     /// Bearer token for endpoints that change state (`None`: those endpoints are off).
@@ -142,5 +141,26 @@ pub(super) fn validate_admin(raw: &RawAdmin, c: &mut Checker<'_>) -> AdminSettin
     AdminSettings {
         listen,
         token: token.map(crate::secret::Secret::new),
+    }
+}
+
+/// Verified-login cache settings (`[cache]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CacheSettings {
+    /// How long a verified password is remembered (0 = no cache at all).
+    pub ttl: Duration,
+    /// How long a wrong password is remembered (0 = no negative cache).
+    pub negative_ttl: Duration,
+    /// Entries kept at most; the least useful are evicted first.
+    pub max_entries: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> CacheSettings {
+        CacheSettings {
+            ttl: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(30),
+            max_entries: 100_000,
+        }
     }
 }

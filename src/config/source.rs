@@ -9,11 +9,11 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{Checker, ConfigOrigin, DEFAULT_USERS_FILE, http_basic};
-use crate::protocol::MailProtocol;
+use crate::login::MailProtocol;
 
 /// One credential source (`[[source]]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceConfig {
+pub(crate) enum SourceConfig {
     /// An htpasswd / passwd-file users file.
     Htpasswd(HtpasswdConfig),
     /// A URL protected by HTTP Basic auth that checks the credentials.
@@ -22,7 +22,7 @@ pub enum SourceConfig {
 
 /// The HTTP method an `http-basic` source asks with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BasicMethod {
+pub(crate) enum BasicMethod {
     /// `GET` (the default).
     Get,
     /// `HEAD`: no response body to read.
@@ -31,7 +31,7 @@ pub enum BasicMethod {
 
 /// An HTTP Basic-auth upstream (`kind = "http-basic"`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpBasicConfig {
+pub(crate) struct HttpBasicConfig {
     /// The protected URL (`http` or `https`, no user info).
     pub url: reqwest::Url,
     /// Connect plus response deadline for one question.
@@ -57,7 +57,7 @@ pub struct HttpBasicConfig {
 
 /// Names of the response headers that route a login (`X-Mail-Server`, `X-Mail-Port`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteHeaders {
+pub(crate) struct RouteHeaders {
     /// The backend address (an IP literal or a host name, resolved per login).
     pub server: reqwest::header::HeaderName,
     /// The backend port.
@@ -66,7 +66,7 @@ pub struct RouteHeaders {
 
 /// An htpasswd users file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HtpasswdConfig {
+pub(crate) struct HtpasswdConfig {
     /// The file (relative paths resolved against the config's folder).
     pub path: PathBuf,
     /// The protocols whose logins this source may accept (`None` = all).

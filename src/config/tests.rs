@@ -14,7 +14,7 @@ fn from_file_text(text: &str) -> Result<Config, ConfigError> {
 #[test]
 fn builtin_default_matches_the_documented_values() {
     let c = Config::builtin();
-    assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(c.listen.to_string(), DEFAULT_LISTEN.to_string());
     assert_eq!(c.routes.imap.addr, "127.0.0.1:143".parse().unwrap());
     assert_eq!(c.routes.pop3.addr.port(), 110);
     assert_eq!(c.routes.smtp.addr.port(), 25);

@@ -21,7 +21,7 @@ mod phc;
 #[cfg(test)]
 mod tests;
 
-pub use new::{NewScheme, hash_password};
+pub(crate) use new::{NewScheme, hash_password};
 
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
@@ -34,7 +34,7 @@ use phc::{Phc, Prf};
 
 /// Why a stored hash could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum HashError {
+pub(crate) enum HashError {
     /// The prefix names no scheme mailauthd can verify.
     #[error("unknown password scheme {0:?}")]
     UnknownScheme(String),
@@ -50,7 +50,7 @@ pub enum HashError {
 
 /// How expensive a verification is; decides where it may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Weight {
+pub(crate) enum Weight {
     /// Microseconds: may run inline (plain, digests, DES).
     Cheap,
     /// Milliseconds of CPU (bcrypt, sha-crypt, PBKDF2). md5-crypt and apr1
@@ -75,7 +75,7 @@ enum Algo {
 
 /// A stored password hash, parsed and ready to verify.
 #[derive(Clone)]
-pub struct StoredHash {
+pub(crate) struct StoredHash {
     algo: Algo,
     expected: Zeroizing<Vec<u8>>,
     fingerprint: [u8; 32],
@@ -95,7 +95,7 @@ fn malformed(scheme: &'static str) -> impl FnOnce(String) -> HashError {
 
 impl StoredHash {
     /// Parses a stored hash as found in an htpasswd, shadow or passwd-file line.
-    pub fn parse(stored: &str) -> Result<StoredHash, HashError> {
+    pub(crate) fn parse(stored: &str) -> Result<StoredHash, HashError> {
         let (algo, expected) = if stored.starts_with('{') {
             parse_braced(stored)?
         } else {
@@ -122,14 +122,14 @@ impl StoredHash {
 
     /// Checks `password` against the hash; the final digests are compared in
     /// constant time.
-    pub fn verify(&self, password: &[u8]) -> bool {
+    pub(crate) fn verify(&self, password: &[u8]) -> bool {
         self.compute(password).as_slice().ct_eq(&self.expected).into()
     }
 
     /// A hash of the same scheme and cost params over a random password nobody
     /// knows: unknown users are verified against it so they cost the same time
     /// as a wrong password.
-    pub fn dummy_like(&self) -> StoredHash {
+    pub(crate) fn dummy_like(&self) -> StoredHash {
         let random: [u8; 32] = rand::random();
         let password = Zeroizing::new(hex::encode(random).into_bytes());
         let mut dummy = self.clone();
@@ -143,7 +143,7 @@ impl StoredHash {
 
     /// Short scheme name: `plain`, `sha1`, `ssha`, `apr1`, `des-crypt`,
     /// `md5-crypt`, `sha512-crypt`, `bcrypt`, `yescrypt`, `argon2id`, ...
-    pub fn scheme_name(&self) -> &'static str {
+    pub(crate) fn scheme_name(&self) -> &'static str {
         match &self.algo {
             Algo::Clear(_) => "plain",
             Algo::Digest(d) => d.name,
@@ -158,7 +158,7 @@ impl StoredHash {
     /// Scheme with its cost parameters, e.g. `bcrypt-10`, `sha512-crypt-5000`,
     /// `argon2id-m65536-t3-p1`: two hashes with the same label cost the same to
     /// verify.
-    pub fn cost_label(&self) -> String {
+    pub(crate) fn cost_label(&self) -> String {
         match &self.algo {
             Algo::Crypt(c) => c.cost_label(),
             Algo::Phc(p) => p.cost_label(self.expected.len()),
@@ -167,7 +167,7 @@ impl StoredHash {
     }
 
     /// Where the verification may run.
-    pub fn weight(&self) -> Weight {
+    pub(crate) fn weight(&self) -> Weight {
         match &self.algo {
             Algo::Clear(_) | Algo::Digest(_) | Algo::CramMd5 | Algo::Crypt(Crypt::Des { .. }) => Weight::Cheap,
             Algo::Crypt(Crypt::Yescrypt { .. } | Crypt::Scrypt { .. })
@@ -178,7 +178,7 @@ impl StoredHash {
 
     /// The stored cleartext, for schemes that keep one (`{PLAIN}`, `{CLEAR}`,
     /// `{PLAIN.b64}`, ...).
-    pub fn cleartext(&self) -> Option<&[u8]> {
+    pub(crate) fn cleartext(&self) -> Option<&[u8]> {
         match &self.algo {
             Algo::Clear(c) => Some(c),
             _ => None,
@@ -186,13 +186,13 @@ impl StoredHash {
     }
 
     /// SHA-256 of the stored text: changes whenever the stored hash changes.
-    pub fn fingerprint(&self) -> [u8; 32] {
+    pub(crate) fn fingerprint(&self) -> [u8; 32] {
         self.fingerprint
     }
 
     /// APOP (RFC 1939): `digest_hex` == lowercase hex MD5(salt ‖ cleartext),
     /// compared case-insensitively; false when no cleartext is stored.
-    pub fn verify_apop(&self, salt: &[u8], digest_hex: &[u8]) -> bool {
+    pub(crate) fn verify_apop(&self, salt: &[u8], digest_hex: &[u8]) -> bool {
         match &self.algo {
             Algo::Clear(c) => cram::hex_matches(&cram::apop(c, salt), digest_hex),
             _ => false,
@@ -202,7 +202,7 @@ impl StoredHash {
     /// CRAM-MD5 (RFC 2195): `digest_hex` == hex HMAC-MD5(key = cleartext,
     /// msg = salt), from a stored cleartext or Dovecot's `{CRAM-MD5}` state;
     /// false for every other scheme.
-    pub fn verify_cram_md5(&self, salt: &[u8], digest_hex: &[u8]) -> bool {
+    pub(crate) fn verify_cram_md5(&self, salt: &[u8], digest_hex: &[u8]) -> bool {
         let mac = match &self.algo {
             Algo::Clear(c) => cram::cram_from_cleartext(c, salt),
             Algo::CramMd5 => cram::cram_from_states(&self.expected, salt),

@@ -8,7 +8,7 @@ use super::md5crypt::{ITOA64, encode64};
 
 /// Schemes `mailauthd user add --scheme` can write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NewScheme {
+pub(crate) enum NewScheme {
     /// bcrypt with this cost (4..=16, the most the daemon accepts), written as `$2y$`.
     Bcrypt {
         /// log2 of the number of rounds.
@@ -56,7 +56,7 @@ fn failed(scheme: &'static str) -> impl FnOnce(String) -> HashError {
 
 /// Hashes a new password (bcrypt output uses the `$2y$` prefix so nginx,
 /// Apache and Dovecot all read it).
-pub fn hash_password(scheme: &NewScheme, password: &[u8]) -> Result<String, HashError> {
+pub(crate) fn hash_password(scheme: &NewScheme, password: &[u8]) -> Result<String, HashError> {
     let salt: [u8; 16] = rand::random();
     match *scheme {
         NewScheme::Bcrypt { cost } => bcrypt::hash_with_salt(password, cost, salt)

@@ -13,7 +13,7 @@ use crate::config::PolicySettings;
 /// The distinct failures (password tags) of one key inside its window. Holds at most as
 /// many entries as the limit, so its size is bounded too.
 #[derive(Debug, Default)]
-pub struct Window {
+pub(crate) struct Window {
     entries: Vec<(String, u64)>,
 }
 
@@ -21,7 +21,7 @@ impl Window {
     /// Adds a failure with password tag `tag` at `now` and returns how many distinct
     /// failures the window holds: entries older than `window_ms` are dropped first, a tag
     /// already present only moves to `now`, and past `limit` the oldest go.
-    pub fn record(&mut self, tag: &str, now: u64, window_ms: u64, limit: u32) -> u32 {
+    pub(crate) fn record(&mut self, tag: &str, now: u64, window_ms: u64, limit: u32) -> u32 {
         self.entries.retain(|(_, at)| at.saturating_add(window_ms) > now);
         match self.entries.iter_mut().find(|(t, _)| t == tag) {
             Some(entry) => entry.1 = now,
@@ -43,7 +43,7 @@ impl Window {
 
 /// Failure windows, bans and successes of this process.
 #[derive(Debug)]
-pub struct LocalStore {
+pub(crate) struct LocalStore {
     windows: Cache<String, Arc<Mutex<Window>>>,
     bans: Cache<String, u64>,
     successes: Cache<String, u64>,
@@ -52,7 +52,7 @@ pub struct LocalStore {
 
 impl LocalStore {
     /// Empty tables bounded by `settings.max_entries` each.
-    pub fn new(settings: &PolicySettings) -> LocalStore {
+    pub(crate) fn new(settings: &PolicySettings) -> LocalStore {
         let cap = settings.max_entries;
         LocalStore {
             windows: Cache::builder().max_capacity(cap).time_to_idle(settings.window).build(),
@@ -66,7 +66,7 @@ impl LocalStore {
     }
 
     /// Bans and successes of `subject`.
-    pub fn lookup(&self, subject: &Subject, now: u64) -> Lookup {
+    pub(crate) fn lookup(&self, subject: &Subject, now: u64) -> Lookup {
         let ban = |scope: Scope| self.bans.get(&subject.key(scope)).filter(|until| *until > now);
         let recent = |scope: Scope| {
             self.successes
@@ -82,7 +82,7 @@ impl LocalStore {
 
     /// Records one failure in each scope's window; a window that reaches its limit becomes
     /// a ban and starts again from zero.
-    pub fn fail(&self, subject: &Subject, tag: &str, limits: &Limits, now: u64) -> Recorded {
+    pub(crate) fn fail(&self, subject: &Subject, tag: &str, limits: &Limits, now: u64) -> Recorded {
         let mut recorded = Recorded::default();
         for (i, scope) in SCOPES.into_iter().enumerate() {
             let limit = limits.failures[i];
@@ -106,14 +106,14 @@ impl LocalStore {
     }
 
     /// Forgets the pair's failures and remembers the success of the network and the pair.
-    pub fn succeed(&self, subject: &Subject, now: u64) {
+    pub(crate) fn succeed(&self, subject: &Subject, now: u64) {
         self.windows.invalidate(&subject.key(Scope::Pair));
         self.successes.insert(subject.key(Scope::Net), now);
         self.successes.insert(subject.key(Scope::Pair), now);
     }
 
     /// The bans in force at `now`.
-    pub fn bans(&self, now: u64) -> Vec<BanEntry> {
+    pub(crate) fn bans(&self, now: u64) -> Vec<BanEntry> {
         let mut out: Vec<BanEntry> = self
             .bans
             .iter()
@@ -125,7 +125,7 @@ impl LocalStore {
     }
 
     /// Lifts the bans `filter` selects and forgets their failures; returns how many.
-    pub fn clear(&self, filter: &BanFilter, now: u64) -> usize {
+    pub(crate) fn clear(&self, filter: &BanFilter, now: u64) -> usize {
         let mut cleared = 0;
         for (key, until) in self.bans.iter() {
             let Some(ban) = BanEntry::from_key(&key, Duration::ZERO) else {
@@ -141,7 +141,8 @@ impl LocalStore {
     }
 
     /// Entries held in all three tables, after pending evictions are applied.
-    pub fn entry_count(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn entry_count(&self) -> u64 {
         self.windows.run_pending_tasks();
         self.bans.run_pending_tasks();
         self.successes.run_pending_tasks();

@@ -8,66 +8,26 @@
 //! Counters live in this process ([`local`]) or in Redis ([`redis`]), shared by every
 //! instance; time comes from a [`Clock`] so the rules can be tested exactly.
 
-pub mod local;
-pub mod redis;
+pub(crate) mod local;
+pub(crate) mod redis;
 #[cfg(test)]
 mod tests;
 
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
+use crate::clock::Clock;
 use crate::config::{OnRedisError, PolicySettings, StateSettings};
-
-/// Milliseconds since the Unix epoch, from a clock the tests can drive.
-pub trait Clock: Send + Sync + fmt::Debug {
-    /// The current time in milliseconds since the Unix epoch.
-    fn now_ms(&self) -> u64;
-}
-
-/// The system's wall clock (shared with other instances through Redis, so keep it in sync).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-}
-
-/// A clock that moves only when told to.
-#[derive(Debug, Default)]
-pub struct ManualClock(AtomicU64);
-
-impl ManualClock {
-    /// A clock showing `start_ms`.
-    pub fn new(start_ms: u64) -> ManualClock {
-        ManualClock(AtomicU64::new(start_ms))
-    }
-
-    /// Moves the clock forward.
-    pub fn advance(&self, by: Duration) {
-        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// What a counter or a ban is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scope {
+pub(crate) enum Scope {
     /// A client network (an IPv4 /32 or IPv6 /64 by default).
     Net,
     /// A user, from any network.
@@ -77,11 +37,11 @@ pub enum Scope {
 }
 
 /// The scopes in the order stores report them.
-pub const SCOPES: [Scope; 3] = [Scope::Net, Scope::User, Scope::Pair];
+pub(crate) const SCOPES: [Scope; 3] = [Scope::Net, Scope::User, Scope::Pair];
 
 impl Scope {
     /// A short stable name for logs and the admin listing.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Scope::Net => "net",
             Scope::User => "user",
@@ -113,7 +73,7 @@ impl Scope {
 
 /// Who one login is counted against: its client network and its (normalised) user name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Subject {
+pub(crate) struct Subject {
     /// The client network, e.g. `192.0.2.7/32`, or `unknown` without a `Client-IP`.
     pub net: String,
     /// The user name: lower-case, and hashed when very long so keys stay small.
@@ -126,7 +86,7 @@ const MAX_USER_KEY: usize = 128;
 impl Subject {
     /// The counter key of `scope`, as `<code>:<id>`. A pair is `<net>|<user>`: the network
     /// never contains `|`, so the first `|` splits it.
-    pub fn key(&self, scope: Scope) -> String {
+    pub(crate) fn key(&self, scope: Scope) -> String {
         match scope {
             Scope::Net => format!("n:{}", self.net),
             Scope::User => format!("u:{}", self.user),
@@ -136,7 +96,7 @@ impl Subject {
 }
 
 /// The network `ip` belongs to with the configured prefix lengths.
-pub fn network(ip: Option<IpAddr>, ipv4_prefix: u8, ipv6_prefix: u8) -> String {
+pub(crate) fn network(ip: Option<IpAddr>, ipv4_prefix: u8, ipv6_prefix: u8) -> String {
     let Some(ip) = ip else {
         return "unknown".to_owned();
     };
@@ -149,7 +109,7 @@ pub fn network(ip: Option<IpAddr>, ipv4_prefix: u8, ipv6_prefix: u8) -> String {
 }
 
 /// The user part of the keys: lower-case printable text, or a hash for very long names.
-pub fn user_key(user: &[u8]) -> String {
+pub(crate) fn user_key(user: &[u8]) -> String {
     let text: String = String::from_utf8_lossy(user)
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
@@ -164,7 +124,7 @@ pub fn user_key(user: &[u8]) -> String {
 
 /// A ban as the admin endpoint lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BanEntry {
+pub(crate) struct BanEntry {
     /// What is banned.
     pub scope: Scope,
     /// The network, for net and pair bans.
@@ -177,7 +137,7 @@ pub struct BanEntry {
 
 impl BanEntry {
     /// Reads a ban back from its counter key (see [`Subject::key`]).
-    pub fn from_key(key: &str, remaining: Duration) -> Option<BanEntry> {
+    pub(crate) fn from_key(key: &str, remaining: Duration) -> Option<BanEntry> {
         let mut chars = key.chars();
         let scope = Scope::from_code(chars.next()?)?;
         let id = key.get(2..)?;
@@ -215,7 +175,7 @@ impl fmt::Display for BanEntry {
 /// network, `user` clears user and pair bans of that user, both clear that pair's ban; an
 /// empty filter clears every ban.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BanFilter {
+pub(crate) struct BanFilter {
     /// A network as [`network`] writes it.
     pub net: Option<String>,
     /// A user as [`user_key`] writes it.
@@ -224,7 +184,7 @@ pub struct BanFilter {
 
 impl BanFilter {
     /// Whether `ban` is one to lift.
-    pub fn matches(&self, ban: &BanEntry) -> bool {
+    pub(crate) fn matches(&self, ban: &BanEntry) -> bool {
         let net_ok = self.net.as_ref().is_none_or(|n| ban.net.as_ref() == Some(n));
         let user_ok = self.user.as_ref().is_none_or(|u| ban.user.as_ref() == Some(u));
         net_ok && user_ok
@@ -233,7 +193,7 @@ impl BanFilter {
 
 /// Limits and lifetimes for one recorded failure, as the stores apply them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Failures that ban, per scope in [`SCOPES`] order (0: never).
     pub failures: [u32; 3],
     /// How long a failure counts, in ms.
@@ -244,7 +204,7 @@ pub struct Limits {
 
 /// What a store knows about a subject before the password is checked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Lookup {
+pub(crate) struct Lookup {
     /// Ban expiry (ms since the epoch) per scope in [`SCOPES`] order.
     pub bans: [Option<u64>; 3],
     /// A login succeeded from this network lately.
@@ -255,16 +215,23 @@ pub struct Lookup {
 
 /// What recording one failure did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     /// Distinct failures now in each window, in [`SCOPES`] order.
     pub counts: [u32; 3],
     /// The scope this failure banned, if it reached a limit.
     pub banned: Option<Scope>,
 }
 
+impl Recorded {
+    /// Distinct failures now in the window of `scope`.
+    pub(crate) fn count(&self, scope: Scope) -> u32 {
+        self.counts[scope.index()]
+    }
+}
+
 /// Why an admin operation on the policy state failed.
 #[derive(Debug, thiserror::Error)]
-pub enum PolicyError {
+pub(crate) enum PolicyError {
     /// Redis did not answer (in time).
     #[error("redis is unreachable: {0}")]
     Redis(String),
@@ -272,7 +239,7 @@ pub enum PolicyError {
 
 /// What [`Policy::check`] says about a login before its password is checked.
 #[derive(Debug)]
-pub enum Check {
+pub(crate) enum Check {
     /// The client network is allow-listed (or the policy is off): nothing is counted.
     Exempt,
     /// The login may be checked; report its outcome with this gate.
@@ -285,14 +252,14 @@ pub enum Check {
 
 /// A login that passed [`Policy::check`], to report its outcome.
 #[derive(Debug, Clone)]
-pub struct Gate {
+pub(crate) struct Gate {
     /// Who the login is counted against.
     pub subject: Subject,
     net_trusted: bool,
 }
 
 /// The brute-force policy with its state store(s).
-pub struct Policy {
+pub(crate) struct Policy {
     settings: PolicySettings,
     key: Vec<u8>,
     clock: Arc<dyn Clock>,
@@ -315,7 +282,7 @@ impl std::fmt::Debug for Policy {
 
 impl Policy {
     /// A policy with the given settings; Redis (when configured) is connected lazily.
-    pub fn new(settings: &PolicySettings, state: &StateSettings, clock: Arc<dyn Clock>) -> Policy {
+    pub(crate) fn new(settings: &PolicySettings, state: &StateSettings, clock: Arc<dyn Clock>) -> Policy {
         let key = match &settings.hmac_key {
             Some(k) => k.expose().as_bytes().to_vec(),
             None => rand::random::<[u8; 32]>().to_vec(),
@@ -334,23 +301,19 @@ impl Policy {
         }
     }
 
-    /// The settings in force.
-    pub fn settings(&self) -> &PolicySettings {
-        &self.settings
-    }
-
     /// The in-process store (used alone without Redis, and as the fallback).
-    pub fn local(&self) -> &local::LocalStore {
+    #[cfg(test)]
+    pub(crate) fn local(&self) -> &local::LocalStore {
         &self.local
     }
 
     /// The client network of `ip` with the configured prefix lengths.
-    pub fn network(&self, ip: Option<IpAddr>) -> String {
+    pub(crate) fn network(&self, ip: Option<IpAddr>) -> String {
         network(ip, self.settings.ipv4_prefix, self.settings.ipv6_prefix)
     }
 
     /// Whether `ip` is never limited.
-    pub fn is_allowed(&self, ip: Option<IpAddr>) -> bool {
+    pub(crate) fn is_allowed(&self, ip: Option<IpAddr>) -> bool {
         ip.is_some_and(|ip| {
             let ip = ip.to_canonical();
             self.settings.allow.iter().any(|n| n.contains(&ip))
@@ -373,7 +336,7 @@ impl Policy {
 
     /// The keyed, truncated HMAC that identifies a password attempt (per user, so one
     /// password sprayed over many users counts once per user).
-    pub fn tag(&self, subject: &Subject, secret: &[u8]) -> String {
+    pub(crate) fn tag(&self, subject: &Subject, secret: &[u8]) -> String {
         let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key) else {
             return String::new();
         };
@@ -385,7 +348,7 @@ impl Policy {
     }
 
     /// Decides, before any hashing, whether a login from `ip` as `user` may be checked.
-    pub async fn check(&self, ip: Option<IpAddr>, user: &[u8]) -> Check {
+    pub(crate) async fn check(&self, ip: Option<IpAddr>, user: &[u8]) -> Check {
         if !self.settings.enabled || self.is_allowed(ip) {
             return Check::Exempt;
         }
@@ -393,7 +356,7 @@ impl Policy {
             net: self.network(ip),
             user: user_key(user),
         };
-        let now = self.clock.now_ms();
+        let now = self.clock.unix_ms();
         let lookup = match &self.shared {
             Some(shared) => match shared.lookup(&subject, now).await {
                 Ok(l) => l,
@@ -422,8 +385,8 @@ impl Policy {
 
     /// Records a wrong password (or digest) for a login that passed [`Policy::check`].
     /// `None` when the shared state is unreachable and nothing could be recorded.
-    pub async fn failed(&self, gate: &Gate, secret: &[u8]) -> Option<Recorded> {
-        let now = self.clock.now_ms();
+    pub(crate) async fn failed(&self, gate: &Gate, secret: &[u8]) -> Option<Recorded> {
+        let now = self.clock.unix_ms();
         let tag = self.tag(&gate.subject, secret);
         let limits = self.limits(gate.net_trusted);
         let recorded = match &self.shared {
@@ -443,8 +406,8 @@ impl Policy {
 
     /// Records a successful login: the (user, network) failures are forgotten, and the
     /// network and the pair are remembered as recently successful.
-    pub async fn succeeded(&self, gate: &Gate) {
-        let now = self.clock.now_ms();
+    pub(crate) async fn succeeded(&self, gate: &Gate) {
+        let now = self.clock.unix_ms();
         let memory = millis(self.settings.success_memory);
         if let Some(shared) = &self.shared
             && shared.succeed(&gate.subject, memory, now).await.is_ok()
@@ -455,8 +418,8 @@ impl Policy {
     }
 
     /// Every ban in force, from the store in use.
-    pub async fn bans(&self) -> Result<Vec<BanEntry>, PolicyError> {
-        let now = self.clock.now_ms();
+    pub(crate) async fn bans(&self) -> Result<Vec<BanEntry>, PolicyError> {
+        let now = self.clock.unix_ms();
         match &self.shared {
             Some(shared) => match shared.bans().await {
                 Ok(bans) => Ok(bans),
@@ -469,8 +432,8 @@ impl Policy {
 
     /// Lifts the bans `filter` selects, with their failure counts, everywhere; returns how
     /// many bans were lifted.
-    pub async fn clear(&self, filter: &BanFilter) -> Result<usize, PolicyError> {
-        let now = self.clock.now_ms();
+    pub(crate) async fn clear(&self, filter: &BanFilter) -> Result<usize, PolicyError> {
+        let now = self.clock.unix_ms();
         let mut cleared = self.local.clear(filter, now);
         if let Some(shared) = &self.shared {
             cleared += shared.clear(filter).await?;
@@ -479,7 +442,7 @@ impl Policy {
     }
 
     /// A [`BanFilter`] from an IP address and a user name as an admin types them.
-    pub fn filter(&self, ip: Option<IpAddr>, user: Option<&str>) -> BanFilter {
+    pub(crate) fn filter(&self, ip: Option<IpAddr>, user: Option<&str>) -> BanFilter {
         BanFilter {
             net: ip.map(|ip| self.network(Some(ip))),
             user: user.map(|u| user_key(u.as_bytes())),
@@ -487,8 +450,22 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// `Auth-Wait` after a failure that was recorded as `recorded`, for a login whose
+    /// configured first wait is `first`: `None` when the failure banned (the session ends),
+    /// else `first` doubled for each earlier failure of the client's network or of this
+    /// user from it, at most `wait_max`.
+    pub(crate) fn wait_after(&self, first: u32, recorded: &Recorded) -> Option<u32> {
+        if recorded.banned.is_some() {
+            return None;
+        }
+        let failures = recorded.count(Scope::Net).max(recorded.count(Scope::Pair));
+        Some(escalated_wait(first, self.settings.wait_max_secs, failures))
+    }
+}
+
 /// `Auth-Wait` after the `failures`-th failure: `first`, doubled each time, at most `max`.
-pub fn escalated_wait(first: u32, max: u32, failures: u32) -> u32 {
+pub(crate) fn escalated_wait(first: u32, max: u32, failures: u32) -> u32 {
     if first == 0 {
         return 0;
     }

@@ -67,7 +67,7 @@ const DOWN: u8 = 2;
 
 /// Policy state in one Redis database.
 #[derive(Debug)]
-pub struct RedisStore {
+pub(crate) struct RedisStore {
     client: Option<Client>,
     manager: Mutex<Option<ConnectionManager>>,
     script: Script,
@@ -80,7 +80,7 @@ pub struct RedisStore {
 
 impl RedisStore {
     /// A store for `url` (validated by the config); nothing is connected yet.
-    pub fn new(url: &str, state: &StateSettings) -> RedisStore {
+    pub(crate) fn new(url: &str, state: &StateSettings) -> RedisStore {
         RedisStore {
             client: Client::open(url).ok(),
             manager: Mutex::new(None),
@@ -159,7 +159,7 @@ impl RedisStore {
     }
 
     /// Bans and successes of `subject`.
-    pub async fn lookup(&self, subject: &Subject, now: u64) -> Result<Lookup, PolicyError> {
+    pub(crate) async fn lookup(&self, subject: &Subject, now: u64) -> Result<Lookup, PolicyError> {
         let keys: Vec<String> = SCOPES
             .iter()
             .map(|s| self.key('b', &subject.key(*s)))
@@ -183,7 +183,13 @@ impl RedisStore {
     }
 
     /// Records one failure atomically (see [`FAIL_SCRIPT`]).
-    pub async fn fail(&self, subject: &Subject, tag: &str, limits: &Limits, now: u64) -> Result<Recorded, PolicyError> {
+    pub(crate) async fn fail(
+        &self,
+        subject: &Subject,
+        tag: &str,
+        limits: &Limits,
+        now: u64,
+    ) -> Result<Recorded, PolicyError> {
         let mut invocation = self.script.prepare_invoke();
         for kind in ['f', 'b'] {
             for scope in SCOPES {
@@ -213,7 +219,7 @@ impl RedisStore {
     }
 
     /// Forgets the pair's failures and remembers the success of the network and the pair.
-    pub async fn succeed(&self, subject: &Subject, memory_ms: u64, now: u64) -> Result<(), PolicyError> {
+    pub(crate) async fn succeed(&self, subject: &Subject, memory_ms: u64, now: u64) -> Result<(), PolicyError> {
         let mut pipe = ::redis::pipe();
         pipe.atomic()
             .del(self.key('f', &subject.key(Scope::Pair)))
@@ -268,7 +274,7 @@ impl RedisStore {
     }
 
     /// Every ban in force.
-    pub async fn bans(&self) -> Result<Vec<BanEntry>, PolicyError> {
+    pub(crate) async fn bans(&self) -> Result<Vec<BanEntry>, PolicyError> {
         let strip = format!("{}:b:", self.prefix);
         let mut out: Vec<BanEntry> = self
             .ban_keys()
@@ -285,7 +291,7 @@ impl RedisStore {
     }
 
     /// Lifts the bans `filter` selects and forgets their failures; returns how many.
-    pub async fn clear(&self, filter: &BanFilter) -> Result<usize, PolicyError> {
+    pub(crate) async fn clear(&self, filter: &BanFilter) -> Result<usize, PolicyError> {
         let strip = format!("{}:b:", self.prefix);
         let mut doomed = Vec::new();
         for (full, _) in self.ban_keys().await? {

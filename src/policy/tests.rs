@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::clock::ManualClock;
 use crate::config::{Config, ConfigOrigin};
 
 const T0: u64 = 1_800_000_000_000;

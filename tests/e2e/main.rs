@@ -12,6 +12,11 @@
 //! serves most tests ([`harness::shared`]); tests that need their own mailauthd config start
 //! an extra front. Run only this suite with `cargo test --test e2e`; see README.md.
 
+#![allow(
+    unreachable_pub,
+    reason = "a binary's modules share items with `pub`; nothing is exported"
+)]
+
 mod harness;
 
 mod chain;

@@ -1,5 +1,10 @@
 //! Integration tests: the real `mailauthd` binary, spoken to as nginx speaks to it.
 
+#![allow(
+    unreachable_pub,
+    reason = "a binary's modules share items with `pub`; nothing is exported"
+)]
+
 mod cli;
 mod common;
 mod http_basic;

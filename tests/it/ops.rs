@@ -110,8 +110,22 @@ fn metrics_count_real_logins() {
     assert!(value(&m, "mailauthd_last_reload_timestamp_seconds") > 1.0e9);
     assert_eq!(value(&m, "mailauthd_verify_queue_depth"), 0.0);
     assert_eq!(value(&m, "mailauthd_verify_rejections_total"), 0.0);
+    // The two bcrypt checks of alice and the unknown user's bcrypt dummy each missed the
+    // verified-login cache (a `{PLAIN}` check never asks it); nothing was answered from it yet.
     assert_eq!(value(&m, "mailauthd_cache_hits_total"), 0.0);
-    assert_eq!(value(&m, "mailauthd_cache_misses_total"), 0.0);
+    assert_eq!(value(&m, "mailauthd_cache_misses_total"), 3.0);
+    // alice's right password again: answered from the cache, without hashing.
+    assert_eq!(daemon.auth_status("imap", "alice", ALICE_PW, "192.0.2.1"), "OK");
+    let again = scrape(&daemon);
+    assert_eq!(value(&again, "mailauthd_cache_hits_total"), 1.0);
+    assert_eq!(value(&again, "mailauthd_cache_misses_total"), 3.0);
+    assert_eq!(
+        value(
+            &again,
+            r#"mailauthd_hash_verify_duration_seconds_count{scheme="bcrypt"}"#
+        ),
+        bcrypt
+    );
 
     // Every metric the Grafana dashboard queries exists.
     let dashboard: serde_json::Value =

@@ -28,7 +28,7 @@ pub(super) struct NameIndex {
 
 impl NameIndex {
     /// An index with room for `expected` names.
-    pub fn with_capacity(expected: usize) -> NameIndex {
+    pub(super) fn with_capacity(expected: usize) -> NameIndex {
         let size = (expected.max(4) * 2).next_power_of_two();
         NameIndex {
             slots: vec![0; size],
@@ -41,7 +41,7 @@ impl NameIndex {
     }
 
     /// The entry number of `name`, given a way to read an entry's name.
-    pub fn find<'a>(&self, name: &[u8], name_of: impl Fn(u32) -> &'a [u8]) -> Option<u32> {
+    pub(super) fn find<'a>(&self, name: &[u8], name_of: impl Fn(u32) -> &'a [u8]) -> Option<u32> {
         if self.slots.is_empty() {
             return None;
         }
@@ -57,7 +57,7 @@ impl NameIndex {
     }
 
     /// Adds entry number `entry` under `name`, or returns the entry already there.
-    pub fn insert<'a>(&mut self, name: &[u8], entry: u32, name_of: impl Fn(u32) -> &'a [u8]) -> Result<(), u32> {
+    pub(super) fn insert<'a>(&mut self, name: &[u8], entry: u32, name_of: impl Fn(u32) -> &'a [u8]) -> Result<(), u32> {
         let mask = self.slots.len() - 1;
         let mut at = self.first_slot(name);
         loop {

@@ -1,4 +1,5 @@
 use super::*;
+use crate::reason::Reason;
 use reqwest::header::HeaderName;
 
 fn route() -> RouteHeaders {
@@ -50,27 +51,27 @@ fn statuses_map_to_answers() {
     assert_eq!(map_response(StatusCode::FORBIDDEN, &none, Some(&r)), Upstream::Rejected);
     assert_eq!(
         map_response(StatusCode::FOUND, &none, Some(&r)),
-        Upstream::Failed("upstream-redirect")
+        Upstream::Failed(Reason::UpstreamRedirect)
     );
     assert_eq!(
         map_response(StatusCode::NOT_FOUND, &none, Some(&r)),
-        Upstream::Failed("upstream-4xx")
+        Upstream::Failed(Reason::Upstream4xx)
     );
     assert_eq!(
         map_response(StatusCode::TOO_MANY_REQUESTS, &none, Some(&r)),
-        Upstream::Failed("upstream-4xx")
+        Upstream::Failed(Reason::Upstream4xx)
     );
     assert_eq!(
         map_response(StatusCode::INTERNAL_SERVER_ERROR, &none, Some(&r)),
-        Upstream::Failed("upstream-5xx")
+        Upstream::Failed(Reason::Upstream5xx)
     );
     assert_eq!(
         map_response(StatusCode::BAD_GATEWAY, &none, Some(&r)),
-        Upstream::Failed("upstream-5xx")
+        Upstream::Failed(Reason::Upstream5xx)
     );
     assert_eq!(
         map_response(StatusCode::CONTINUE, &none, Some(&r)),
-        Upstream::Failed("upstream-bad-status")
+        Upstream::Failed(Reason::UpstreamBadStatus)
     );
 }
 
@@ -92,7 +93,7 @@ fn a_2xx_may_route_the_login() {
     let half = headers(&[("x-mail-server", "10.0.0.7")]);
     assert_eq!(
         map_response(StatusCode::OK, &half, Some(&r)),
-        Upstream::BadRoute("upstream-route-incomplete")
+        Upstream::BadRoute(Reason::UpstreamRouteIncomplete)
     );
     let port_only = headers(&[("x-mail-port", "143")]);
     assert_eq!(
@@ -102,7 +103,7 @@ fn a_2xx_may_route_the_login() {
     let bad = headers(&[("x-mail-server", "10.0.0.7"), ("x-mail-port", "0")]);
     assert_eq!(
         map_response(StatusCode::OK, &bad, Some(&r)),
-        Upstream::BadRoute("upstream-route-bad-port")
+        Upstream::BadRoute(Reason::UpstreamRouteBadPort)
     );
 }
 
@@ -119,14 +120,14 @@ fn route_values_are_validated() {
     for port in [&b"0"[..], b"65536", b"-1", b"+143", b"14 3", b"", b"0x8f"] {
         assert_eq!(
             parse_route(b"192.0.2.1", port),
-            Err("upstream-route-bad-port"),
+            Err(Reason::UpstreamRouteBadPort),
             "{port:?}"
         );
     }
     for server in [&b""[..], b"bad host", b"a..b", b"x_y", b"\xff", b"[::1"] {
         assert_eq!(
             parse_route(server, b"143"),
-            Err("upstream-route-bad-server"),
+            Err(Reason::UpstreamRouteBadServer),
             "{server:?}"
         );
     }
@@ -144,7 +145,7 @@ async fn an_ip_literal_is_used_as_is_and_a_name_is_resolved() {
     assert_eq!(resolved.port(), 143);
     assert_eq!(
         resolve(RouteTarget::Host("no-such-host.invalid".to_owned(), 143), deadline).await,
-        Err("upstream-route-unresolvable")
+        Err(Reason::UpstreamRouteUnresolvable)
     );
 }
 

@@ -1,43 +1,48 @@
-//! htpasswd users files, in the syntax of nginx's `auth_basic_user_file`
-//! (`user:hash[:anything]`, `#` comments, blank lines, first match wins, CRLF tolerated),
-//! which is also the start of a Dovecot passwd-file line
-//! (`user:hash:uid:gid:gecos:home:shell:extra_fields`).
+//! The users table of one htpasswd file, in the syntax of nginx's `auth_basic_user_file`
+//! (first match wins; lines as [`super::lines`] reads them), which is also the start of a
+//! Dovecot passwd-file line (`user:hash:uid:gid:gecos:home:shell:extra_fields`).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use ipnet::IpNet;
 use zeroize::Zeroizing;
 
-mod index;
-
-use index::{Entry as IndexEntry, NameIndex};
-
+use super::index::{Entry as IndexEntry, NameIndex};
+use super::lines::{is_blank_or_comment, raw_lines, split_user_line};
 use crate::hash::{HashError, StoredHash, Weight};
+use crate::login::printable;
+use crate::reason::Reason;
+use crate::source::answer::{LineProblem, Severity};
 
 /// One user of a users file.
 #[derive(Debug)]
-pub struct User {
+pub(crate) struct User {
     /// The stored password hash.
     pub hash: Arc<StoredHash>,
-    /// Line number in the file, for messages.
-    pub line: usize,
     /// Dovecot `nologin` extra field: the user may not log in.
     pub nologin: bool,
     /// Dovecot `allow_nets=` extra field: the user may log in only from these networks.
     pub allow_nets: Option<Vec<IpNet>>,
     /// Every Dovecot extra field of the line, in order, including the ones mailauthd does
     /// not use (`quota_rule=...`, `userdb_mail=...`).
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "kept whole for the passwd-file proxy fields (host=, port=, destuser=) routing reads"
+        )
+    )]
     pub extra_fields: Vec<ExtraField>,
 }
 
 /// One Dovecot passwd-file extra field: `key=value`, or a bare `key` (e.g. `nologin`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExtraField {
+pub(crate) struct ExtraField {
     /// The key, e.g. `allow_nets`.
     pub key: String,
     /// The value after `=`; `None` for a bare key.
@@ -54,8 +59,21 @@ impl fmt::Display for ExtraField {
 }
 
 impl User {
+    /// Why this account may not log in from `client`, if it may not: Dovecot's `nologin`,
+    /// or an `allow_nets` that does not hold the address. The one place that rule lives, for
+    /// password and digest logins alike.
+    pub(crate) fn refusal(&self, client: Option<IpAddr>) -> Option<Reason> {
+        if self.nologin {
+            Some(Reason::Nologin)
+        } else if !self.allowed_from(client) {
+            Some(Reason::NotAllowedFromNetwork)
+        } else {
+            None
+        }
+    }
+
     /// Whether the user may log in from `client` (per `allow_nets`).
-    pub fn allowed_from(&self, client: Option<IpAddr>) -> bool {
+    fn allowed_from(&self, client: Option<IpAddr>) -> bool {
         match (&self.allow_nets, client) {
             (None, _) => true,
             (Some(nets), Some(ip)) => nets.iter().any(|n| n.contains(&ip)),
@@ -64,41 +82,11 @@ impl User {
     }
 }
 
-/// How serious a problem with a line is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Severity {
-    /// The line is skipped (an unsupported scheme, a duplicate user) or a part of it is not
-    /// used (an unknown extra field); the rest of the file is fine.
-    Warning,
-    /// The line is broken (no hash, a malformed hash): on a reload, the last good table is
-    /// kept.
-    Error,
-}
-
-/// A problem with one line of a users file. Never contains a hash or a password.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineProblem {
-    /// The file.
-    pub path: PathBuf,
-    /// 1-based line number.
-    pub line: usize,
-    /// Warning or error.
-    pub severity: Severity,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for LineProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.path.display(), self.line, self.message)
-    }
-}
-
 /// The users of one file, ready for lookups. The file's text is kept (zeroed when dropped)
 /// and each line is parsed again when its user logs in: that costs about a microsecond per
 /// login and keeps a million users in well under 100 MB. Every line was fully validated
 /// when the table was built.
-pub struct UserTable {
+pub(crate) struct UserTable {
     text: Zeroizing<Vec<u8>>,
     entries: Vec<IndexEntry>,
     index: NameIndex,
@@ -115,7 +103,7 @@ impl fmt::Debug for UserTable {
 
 impl UserTable {
     /// A table with no users (a source that could not be read yet).
-    pub fn empty() -> UserTable {
+    pub(crate) fn empty() -> UserTable {
         UserTable {
             text: Zeroizing::new(Vec::new()),
             entries: Vec::new(),
@@ -135,11 +123,12 @@ impl UserTable {
     }
 
     /// Looks a user up by the exact bytes of the login.
-    pub fn get(&self, user: &[u8]) -> Option<Arc<User>> {
+    pub(crate) fn get(&self, user: &[u8]) -> Option<Arc<User>> {
         let n = self.index.find(user, |n| self.name_of(n))?;
         let entry = &self.entries[n as usize];
         let line_no = entry.line as usize;
-        let (_, stored, rest) = split_line(self.line_of(entry))?;
+        let fields = split_user_line(self.line_of(entry))?;
+        let (stored, rest) = (fields.hash, fields.rest);
         // The line parsed when the table was built, so this cannot fail; the text is
         // immutable.
         let hash = StoredHash::parse(std::str::from_utf8(stored).ok()?).ok()?;
@@ -147,7 +136,6 @@ impl UserTable {
         let (nologin, allow_nets) = apply_extra_fields(&extra_fields, line_no, &mut |_, _, _| {});
         Some(Arc::new(User {
             hash: Arc::new(hash),
-            line: line_no,
             nologin,
             allow_nets,
             extra_fields,
@@ -155,41 +143,31 @@ impl UserTable {
     }
 
     /// How many users the table holds.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether the table holds no users.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// A hash of the most common scheme and cost in this file, over a password nobody knows:
     /// an unknown user is verified against it, so it costs as much as a wrong password.
-    pub fn dummy(&self) -> Option<&Arc<StoredHash>> {
+    pub(crate) fn dummy(&self) -> Option<&Arc<StoredHash>> {
         self.dummy.as_ref()
     }
 }
 
-/// A line's user name, stored hash, and the rest after the second colon.
-type LineFields<'a> = (&'a [u8], &'a [u8], Option<&'a [u8]>);
-
-/// `name`, `hash` and the rest (after the second colon) of a non-comment line.
-fn split_line(line: &[u8]) -> Option<LineFields<'_>> {
-    let mut fields = line.splitn(3, |&b| b == b':');
-    let name = fields.next()?;
-    let stored = fields.next()?;
-    Some((name, stored, fields.next()))
-}
-
+#[cfg(test)]
 /// Parses the text of a users file. Bad lines are skipped and reported; they never stop the
 /// other users from loading.
-pub fn parse_users(text: &[u8], path: &Path) -> (UserTable, Vec<LineProblem>) {
+pub(super) fn parse_users(text: &[u8], path: &Path) -> (UserTable, Vec<LineProblem>) {
     parse_users_owned(text.to_vec(), path)
 }
 
 /// As [`parse_users`], keeping `text` in the table without a copy.
-pub fn parse_users_owned(text: Vec<u8>, path: &Path) -> (UserTable, Vec<LineProblem>) {
+pub(super) fn parse_users_owned(text: Vec<u8>, path: &Path) -> (UserTable, Vec<LineProblem>) {
     let text = Zeroizing::new(text);
     let lines = text.iter().filter(|&&b| b == b'\n').count() + 1;
     let mut entries: Vec<IndexEntry> = Vec::new();
@@ -204,16 +182,14 @@ pub fn parse_users_owned(text: Vec<u8>, path: &Path) -> (UserTable, Vec<LineProb
             message,
         });
     };
-    let mut start = 0usize;
-    for (index_no, raw_line) in text.split(|&b| b == b'\n').enumerate() {
-        let line_start = start;
-        start += raw_line.len() + 1;
-        let line_no = index_no + 1;
-        let line = raw_line.strip_suffix(b"\r").unwrap_or(raw_line);
-        if line.is_empty() || line.starts_with(b"#") {
+    for raw in raw_lines(&text) {
+        let line_start = raw.whole.start;
+        let line_no = raw.number;
+        let line = &text[raw.content.clone()];
+        if is_blank_or_comment(line) {
             continue;
         }
-        let Some((name, stored, rest)) = split_line(line) else {
+        let Some(fields) = split_user_line(line) else {
             problem(
                 line_no,
                 Severity::Error,
@@ -221,6 +197,7 @@ pub fn parse_users_owned(text: Vec<u8>, path: &Path) -> (UserTable, Vec<LineProb
             );
             continue;
         };
+        let (name, stored, rest) = (fields.name, fields.hash, fields.rest);
         if name.is_empty() {
             problem(line_no, Severity::Error, "empty user name".to_owned());
             continue;
@@ -397,11 +374,6 @@ impl DummyCandidates {
     }
 }
 
-/// A user name as it may appear in a message: control bytes escaped.
-pub fn printable(name: &[u8]) -> String {
-    String::from_utf8_lossy(name).escape_debug().to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,7 +482,6 @@ mod tests {
         for n in 0..5000 {
             let user = table.get(format!("u{n}").as_bytes()).unwrap();
             assert!(user.hash.verify(format!("p{n}").as_bytes()), "u{n}");
-            assert_eq!(user.line, n + 1);
         }
         assert!(table.get(b"last").unwrap().hash.verify(b"end"));
         for absent in [&b"u5000"[..], b"u", b"", b"u1:", b"last:", b"u1\r"] {

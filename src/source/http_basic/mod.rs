@@ -29,11 +29,17 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-use super::{Credentials, PlainAnswer};
+mod breaker;
+
+use breaker::{Admit, Breaker, BreakerState, Transition};
+
+use super::answer::{Credentials, PlainAnswer, SourceStatus};
 use crate::config::{BasicMethod, HttpBasicConfig, RouteHeaders};
+use crate::login::MailProtocol;
+use crate::reason::Reason;
 
 /// How long a login waits for a free slot when `max_in_flight` questions are out.
-pub const QUEUE_WAIT: Duration = Duration::from_millis(100);
+pub(super) const QUEUE_WAIT: Duration = Duration::from_millis(100);
 
 /// How much of a response body is read so that its connection can go back to the pool;
 /// a longer body is dropped with its connection.
@@ -43,136 +49,22 @@ const MAX_DRAINED_BODY: usize = 64 * 1024;
 /// would close them under a request.
 const POOL_IDLE: Duration = Duration::from_secs(50);
 
-/// The circuit breaker's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BreakerState {
-    /// Questions go to the upstream.
-    Closed,
-    /// No question goes out until the instant given.
-    Open {
-        /// When a probe may go out.
-        until: Instant,
-    },
-    /// One probe is out; everything else is answered at once.
-    HalfOpen {
-        /// When the probe went out.
-        since: Instant,
-    },
-}
-
-/// What the breaker lets a login do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Admit {
-    /// Ask the upstream.
-    Ask,
-    /// Ask the upstream as the probe of a half-open breaker.
-    Probe,
-    /// Do not ask: temporary failure at once.
-    Refuse,
-}
-
-/// A change of the breaker's state, to be logged once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transition {
-    /// Closed → open after this many failures in a row.
-    Opened(u32),
-    /// The probe failed: open for another cooldown.
-    Reopened,
-    /// An answer came back: closed.
-    Closed,
-}
-
-/// Counts failed questions in a row and decides whether to ask. Time is an input, so the
-/// state machine is tested without waiting.
-#[derive(Debug)]
-pub struct Breaker {
-    threshold: u32,
-    cooldown: Duration,
-    probe_timeout: Duration,
-    failures: u32,
-    state: BreakerState,
-}
-
-impl Breaker {
-    /// A closed breaker that opens after `threshold` failures in a row for `cooldown`. A
-    /// probe that has not reported back after `probe_timeout` is given up and another
-    /// login may probe.
-    pub fn new(threshold: u32, cooldown: Duration, probe_timeout: Duration) -> Breaker {
-        Breaker {
-            threshold: threshold.max(1),
-            cooldown,
-            probe_timeout,
-            failures: 0,
-            state: BreakerState::Closed,
-        }
-    }
-
-    /// The current state.
-    pub fn state(&self) -> BreakerState {
-        self.state
-    }
-
-    /// Whether a login at `now` may ask the upstream.
-    pub fn admit(&mut self, now: Instant) -> Admit {
-        match self.state {
-            BreakerState::Closed => Admit::Ask,
-            BreakerState::Open { until } if now < until => Admit::Refuse,
-            BreakerState::HalfOpen { since } if now.saturating_duration_since(since) < self.probe_timeout => {
-                Admit::Refuse
-            }
-            BreakerState::Open { .. } | BreakerState::HalfOpen { .. } => {
-                self.state = BreakerState::HalfOpen { since: now };
-                Admit::Probe
-            }
-        }
-    }
-
-    /// Records the outcome of a question; returns the state change, if any.
-    pub fn record(&mut self, answered: bool, now: Instant) -> Option<Transition> {
-        if answered {
-            self.failures = 0;
-            if self.state == BreakerState::Closed {
-                return None;
-            }
-            self.state = BreakerState::Closed;
-            return Some(Transition::Closed);
-        }
-        self.failures = self.failures.saturating_add(1);
-        match self.state {
-            BreakerState::Closed if self.failures >= self.threshold => {
-                self.state = BreakerState::Open {
-                    until: now + self.cooldown,
-                };
-                Some(Transition::Opened(self.failures))
-            }
-            BreakerState::HalfOpen { .. } => {
-                self.state = BreakerState::Open {
-                    until: now + self.cooldown,
-                };
-                Some(Transition::Reopened)
-            }
-            // A question sent before the breaker opened: already counted as open.
-            BreakerState::Closed | BreakerState::Open { .. } => None,
-        }
-    }
-}
-
 /// What the upstream's answer means, before any routing lookup.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Upstream {
+pub(super) enum Upstream {
     /// 2xx, with the backend the response named (if routing is on and it named one).
     Accepted(Option<RouteTarget>),
     /// 401 or 403.
     Rejected,
     /// The upstream answered, but not with a usable answer; the reason is for the log line.
-    Failed(&'static str),
+    Failed(Reason),
     /// The upstream accepted and named a backend that cannot be used.
-    BadRoute(&'static str),
+    BadRoute(Reason),
 }
 
 /// A backend named by the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RouteTarget {
+pub(super) enum RouteTarget {
     /// An IP literal: used as is.
     Addr(SocketAddr),
     /// A host name, resolved per login.
@@ -180,7 +72,7 @@ pub enum RouteTarget {
 }
 
 /// Maps a status and headers to an answer (no I/O).
-pub fn map_response(status: StatusCode, headers: &HeaderMap, route: Option<&RouteHeaders>) -> Upstream {
+pub(super) fn map_response(status: StatusCode, headers: &HeaderMap, route: Option<&RouteHeaders>) -> Upstream {
     if status.is_success() {
         let Some(route) = route else {
             return Upstream::Accepted(None);
@@ -194,31 +86,31 @@ pub fn map_response(status: StatusCode, headers: &HeaderMap, route: Option<&Rout
                 Ok(target) => Upstream::Accepted(Some(target)),
                 Err(reason) => Upstream::BadRoute(reason),
             },
-            (Some(_), None) => Upstream::BadRoute("upstream-route-incomplete"),
+            (Some(_), None) => Upstream::BadRoute(Reason::UpstreamRouteIncomplete),
         };
     }
     match status.as_u16() {
         401 | 403 => Upstream::Rejected,
-        300..=399 => Upstream::Failed("upstream-redirect"),
-        400..=499 => Upstream::Failed("upstream-4xx"),
-        500..=599 => Upstream::Failed("upstream-5xx"),
-        _ => Upstream::Failed("upstream-bad-status"),
+        300..=399 => Upstream::Failed(Reason::UpstreamRedirect),
+        400..=499 => Upstream::Failed(Reason::Upstream4xx),
+        500..=599 => Upstream::Failed(Reason::Upstream5xx),
+        _ => Upstream::Failed(Reason::UpstreamBadStatus),
     }
 }
 
 /// Reads a backend from the routing headers' values: an IPv4 or IPv6 literal (brackets
 /// allowed) or a host name, and a port from 1 to 65535.
-pub fn parse_route(server: &[u8], port: &[u8]) -> Result<RouteTarget, &'static str> {
+pub(super) fn parse_route(server: &[u8], port: &[u8]) -> Result<RouteTarget, Reason> {
     let port = std::str::from_utf8(port)
         .ok()
         .map(str::trim)
         .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|p| p.parse::<u16>().ok())
         .filter(|p| *p > 0)
-        .ok_or("upstream-route-bad-port")?;
+        .ok_or(Reason::UpstreamRouteBadPort)?;
     let server = std::str::from_utf8(server)
         .map(str::trim)
-        .map_err(|_| "upstream-route-bad-server")?;
+        .map_err(|_| Reason::UpstreamRouteBadServer)?;
     let bare = server
         .strip_prefix('[')
         .and_then(|s| s.strip_suffix(']'))
@@ -234,13 +126,13 @@ pub fn parse_route(server: &[u8], port: &[u8]) -> Result<RouteTarget, &'static s
     if is_host_name {
         Ok(RouteTarget::Host(bare.to_ascii_lowercase(), port))
     } else {
-        Err("upstream-route-bad-server")
+        Err(Reason::UpstreamRouteBadServer)
     }
 }
 
 /// The `Authorization` header for a login: `Basic base64(user ":" pass)` over the decoded
 /// bytes. `None` when the user name holds a `:`, which Basic auth cannot express.
-pub fn basic_authorization(user: &[u8], pass: &[u8]) -> Option<HeaderValue> {
+pub(super) fn basic_authorization(user: &[u8], pass: &[u8]) -> Option<HeaderValue> {
     if user.contains(&b':') {
         return None;
     }
@@ -261,9 +153,9 @@ pub fn basic_authorization(user: &[u8], pass: &[u8]) -> Option<HeaderValue> {
 
 /// A URL protected by HTTP Basic auth, with its client, in-flight bound and breaker.
 #[derive(Debug)]
-pub struct HttpBasicSource {
+pub(crate) struct HttpBasicSource {
     /// Its configuration.
-    pub config: HttpBasicConfig,
+    config: HttpBasicConfig,
     client: Option<reqwest::Client>,
     slots: Arc<Semaphore>,
     breaker: Mutex<Breaker>,
@@ -273,7 +165,7 @@ pub struct HttpBasicSource {
 impl HttpBasicSource {
     /// Builds the client. A client that cannot be built (no TLS backend) is logged, and the
     /// source then answers every login with a temporary failure.
-    pub fn new(config: HttpBasicConfig) -> HttpBasicSource {
+    pub(crate) fn new(config: HttpBasicConfig) -> HttpBasicSource {
         // Without the query string: it may hold an API key, and the name reaches logs,
         // metric labels and /readyz.
         let mut shown = config.url.clone();
@@ -309,17 +201,34 @@ impl HttpBasicSource {
     }
 
     /// A short name for logs: `http-basic:<url>`.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
+    /// The protocols this source serves (`None`: all).
+    pub(crate) fn protocols(&self) -> Option<&[MailProtocol]> {
+        self.config.protocols.as_deref()
+    }
+
+    /// The state of this source for `/readyz` and the "in use" line.
+    pub(crate) fn status(&self) -> SourceStatus {
+        let ready = self.is_available();
+        SourceStatus {
+            name: self.name.clone(),
+            ready,
+            users: None,
+            detail: if ready { "breaker=closed" } else { "breaker=open" }.to_owned(),
+            summary: "upstream".to_owned(),
+        }
+    }
+
     /// Whether the breaker is closed (logins are being asked about).
-    pub fn is_available(&self) -> bool {
+    pub(crate) fn is_available(&self) -> bool {
         self.client.is_some() && self.breaker_state() == BreakerState::Closed
     }
 
     /// The breaker's current state.
-    pub fn breaker_state(&self) -> BreakerState {
+    pub(crate) fn breaker_state(&self) -> BreakerState {
         self.breaker.lock().unwrap_or_else(|e| e.into_inner()).state()
     }
 
@@ -351,21 +260,21 @@ impl HttpBasicSource {
     }
 
     /// Asks the upstream about a password login.
-    pub async fn check_plain(&self, creds: &Credentials<'_>) -> PlainAnswer {
+    pub(crate) async fn check_plain(&self, creds: &Credentials<'_>) -> PlainAnswer {
         let Some(client) = &self.client else {
             return PlainAnswer::Unavailable {
-                reason: "source-unavailable",
+                reason: Reason::SourceUnavailable,
             };
         };
         if creds.user.is_empty() {
             return PlainAnswer::Rejected {
-                reason: "empty-user",
+                reason: Reason::EmptyUser,
                 scheme: None,
             };
         }
         let Some(authorization) = basic_authorization(creds.user, creds.pass) else {
             return PlainAnswer::Rejected {
-                reason: "colon-in-user",
+                reason: Reason::ColonInUser,
                 scheme: None,
             };
         };
@@ -373,12 +282,14 @@ impl HttpBasicSource {
             Ok(Ok(slot)) => slot,
             Ok(Err(_)) | Err(_) => {
                 return PlainAnswer::Unavailable {
-                    reason: "upstream-busy",
+                    reason: Reason::UpstreamBusy,
                 };
             }
         };
         if self.admit() == Admit::Refuse {
-            return PlainAnswer::Unavailable { reason: "breaker-open" };
+            return PlainAnswer::Unavailable {
+                reason: Reason::BreakerOpen,
+            };
         }
         let deadline = Instant::now() + self.config.timeout;
         let outcome = tokio::time::timeout_at(deadline, self.ask(client, authorization, creds)).await;
@@ -387,10 +298,10 @@ impl HttpBasicSource {
             Ok(Ok(upstream)) => upstream,
             Ok(Err(e)) => {
                 let reason = transport_reason(&e);
-                tracing::debug!(source = %self.name, reason, "upstream question failed: {e}");
+                tracing::debug!(source = %self.name, reason = reason.as_str(), "upstream question failed: {e}");
                 Upstream::Failed(reason)
             }
-            Err(_) => Upstream::Failed("upstream-timeout"),
+            Err(_) => Upstream::Failed(Reason::UpstreamTimeout),
         };
         self.record(!matches!(upstream, Upstream::Failed(_)));
         match upstream {
@@ -404,17 +315,17 @@ impl HttpBasicSource {
                     scheme: None,
                 },
                 Err(reason) => {
-                    tracing::warn!(source = %self.name, reason, "the upstream accepted a login but named a backend that cannot be used");
+                    tracing::warn!(source = %self.name, reason = reason.as_str(), "the upstream accepted a login but named a backend that cannot be used");
                     PlainAnswer::Unavailable { reason }
                 }
             },
             Upstream::Rejected => PlainAnswer::Rejected {
-                reason: "upstream-rejected",
+                reason: Reason::UpstreamRejected,
                 scheme: None,
             },
             Upstream::Failed(reason) => PlainAnswer::Unavailable { reason },
             Upstream::BadRoute(reason) => {
-                tracing::warn!(source = %self.name, reason, "the upstream accepted a login but named a backend that cannot be used");
+                tracing::warn!(source = %self.name, reason = reason.as_str(), "the upstream accepted a login but named a backend that cannot be used");
                 PlainAnswer::Unavailable { reason }
             }
         }
@@ -458,26 +369,26 @@ impl HttpBasicSource {
 }
 
 /// A stable reason for a transport failure.
-fn transport_reason(e: &reqwest::Error) -> &'static str {
+fn transport_reason(e: &reqwest::Error) -> Reason {
     if e.is_timeout() {
-        "upstream-timeout"
+        Reason::UpstreamTimeout
     } else if e.is_connect() {
-        "upstream-unreachable"
+        Reason::UpstreamUnreachable
     } else {
-        "upstream-error"
+        Reason::UpstreamError
     }
 }
 
 /// Turns a routing target into an address; a host name is resolved before `deadline`.
-async fn resolve(target: RouteTarget, deadline: Instant) -> Result<SocketAddr, &'static str> {
+async fn resolve(target: RouteTarget, deadline: Instant) -> Result<SocketAddr, Reason> {
     match target {
         RouteTarget::Addr(addr) => Ok(addr),
         RouteTarget::Host(host, port) => {
             // nginx accepts only IP literals in Auth-Server, so the name is resolved here.
             let lookup = tokio::net::lookup_host((host.as_str(), port));
             match tokio::time::timeout_at(deadline.max(Instant::now() + Duration::from_millis(500)), lookup).await {
-                Ok(Ok(mut addrs)) => addrs.next().ok_or("upstream-route-unresolvable"),
-                Ok(Err(_)) | Err(_) => Err("upstream-route-unresolvable"),
+                Ok(Ok(mut addrs)) => addrs.next().ok_or(Reason::UpstreamRouteUnresolvable),
+                Ok(Err(_)) | Err(_) => Err(Reason::UpstreamRouteUnresolvable),
             }
         }
     }

@@ -14,52 +14,18 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::CacheSettings;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-/// Cache settings (`[cache]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheSettings {
-    /// How long a verified password is remembered (0 = no cache at all).
-    pub ttl: Duration,
-    /// How long a wrong password is remembered (0 = no negative cache).
-    pub negative_ttl: Duration,
-    /// Entries kept at most; the least useful are evicted first.
-    pub max_entries: u64,
-}
-
-impl Default for CacheSettings {
-    fn default() -> CacheSettings {
-        CacheSettings {
-            ttl: Duration::from_secs(300),
-            negative_ttl: Duration::from_secs(30),
-            max_entries: 100_000,
-        }
-    }
-}
-
-/// Where the cache reads the time.
-pub trait Clock: Send + Sync + fmt::Debug {
-    /// The current instant.
-    fn now(&self) -> Instant;
-}
-
-/// The monotonic system clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Instant {
-        Instant::now()
-    }
-}
-
 /// What the cache knows about one login.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lookup {
+pub(crate) enum Lookup {
     /// This password was verified right against this stored hash, within the TTL.
     Right,
     /// This password was verified wrong against this stored hash, within the negative TTL.
@@ -71,7 +37,7 @@ pub enum Lookup {
 /// The key of one (scope, user, password, stored hash) combination. Holds no secret that
 /// could be turned back into the password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LoginKey([u8; 32]);
+pub(crate) struct LoginKey([u8; 32]);
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -81,7 +47,7 @@ struct Entry {
 
 /// The verified-login cache. Cheap to clone (shared state).
 #[derive(Clone)]
-pub struct LoginCache {
+pub(crate) struct LoginCache {
     mac_key: Arc<Zeroizing<[u8; 32]>>,
     entries: moka::sync::Cache<LoginKey, Entry>,
     settings: CacheSettings,
@@ -99,12 +65,12 @@ impl fmt::Debug for LoginCache {
 
 impl LoginCache {
     /// A cache on the system clock, or `None` when `settings.ttl` is 0 (cache off).
-    pub fn new(settings: CacheSettings) -> Option<LoginCache> {
+    pub(crate) fn new(settings: CacheSettings) -> Option<LoginCache> {
         LoginCache::with_clock(settings, Arc::new(SystemClock))
     }
 
     /// A cache reading the time from `clock`, or `None` when `settings.ttl` is 0.
-    pub fn with_clock(settings: CacheSettings, clock: Arc<dyn Clock>) -> Option<LoginCache> {
+    pub(crate) fn with_clock(settings: CacheSettings, clock: Arc<dyn Clock>) -> Option<LoginCache> {
         if settings.ttl.is_zero() || settings.max_entries == 0 {
             return None;
         }
@@ -124,7 +90,7 @@ impl LoginCache {
 
     /// The key for `password` of `user` in `scope` (a source name) against a stored hash
     /// with `fingerprint`.
-    pub fn key(&self, scope: &[u8], user: &[u8], password: &[u8], fingerprint: &[u8; 32]) -> LoginKey {
+    pub(crate) fn key(&self, scope: &[u8], user: &[u8], password: &[u8], fingerprint: &[u8; 32]) -> LoginKey {
         // The key has the right length for HMAC-SHA256, so this cannot fail.
         let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(self.mac_key.as_slice()) else {
             unreachable!("a 32-byte HMAC key is always accepted")
@@ -138,7 +104,7 @@ impl LoginCache {
     }
 
     /// What is known about `key` now.
-    pub fn lookup(&self, key: &LoginKey) -> Lookup {
+    pub(crate) fn lookup(&self, key: &LoginKey) -> Lookup {
         match self.entries.get(key) {
             Some(entry) if entry.expires > self.clock.now() => {
                 if entry.right {
@@ -156,7 +122,7 @@ impl LoginCache {
     }
 
     /// Remembers the outcome of a completed verification.
-    pub fn remember(&self, key: LoginKey, right: bool) {
+    pub(crate) fn remember(&self, key: LoginKey, right: bool) {
         let ttl = if right {
             self.settings.ttl
         } else {
@@ -169,55 +135,11 @@ impl LoginCache {
         self.entries.insert(key, Entry { right, expires });
     }
 
-    /// Forgets everything (e.g. on an operator's request).
-    pub fn clear(&self) {
-        self.entries.invalidate_all();
-    }
-
     /// Entries held (approximate: moka counts lazily).
-    pub fn len(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> u64 {
         self.entries.run_pending_tasks();
         self.entries.entry_count()
-    }
-
-    /// Whether the cache holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// A clock that moves only when told to, for tests.
-#[derive(Debug)]
-pub struct ManualClock {
-    start: Instant,
-    offset_ms: std::sync::atomic::AtomicU64,
-}
-
-impl ManualClock {
-    /// A clock standing at an arbitrary instant.
-    pub fn new() -> ManualClock {
-        ManualClock {
-            start: Instant::now(),
-            offset_ms: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    /// Moves the clock forward.
-    pub fn advance(&self, by: Duration) {
-        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
-        self.offset_ms.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Default for ManualClock {
-    fn default() -> ManualClock {
-        ManualClock::new()
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> Instant {
-        self.start + Duration::from_millis(self.offset_ms.load(std::sync::atomic::Ordering::SeqCst))
     }
 }
 

@@ -157,3 +157,134 @@ fn an_emptied_file_is_taken_only_after_it_held_still_for_the_hold() {
     std::thread::sleep(hold);
     assert!(matches!(src.reload(false), ReloadOutcome::Loaded { users: 0, .. }));
 }
+
+/// The htpasswd source through a verifier with the verified-login cache.
+mod through_the_cache {
+    use std::io::Write;
+
+    use zeroize::Zeroizing;
+
+    use super::*;
+    use crate::config::CacheSettings;
+    use crate::metrics::Metrics;
+    use crate::verify::{LoginCache, Verifier, VerifyPool};
+
+    /// bcrypt cost 4 of `x`.
+    const BCRYPT_X: &str = "$2y$04$O6DT3ix3vJYqErk9nUYi3ev6Eq.5BQxKMKwhdBgCz4SjMGvJQGjqa";
+
+    fn users_file(text: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file.flush().unwrap();
+        file
+    }
+
+    fn source(file: &tempfile::NamedTempFile) -> HtpasswdSource {
+        let s = HtpasswdSource::new(HtpasswdConfig {
+            path: file.path().to_owned(),
+            protocols: None,
+        });
+        s.reload(true);
+        s
+    }
+
+    fn cached_verifier() -> Verifier {
+        Verifier::new(
+            VerifyPool::new(1, 4),
+            LoginCache::new(CacheSettings::default()),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    async fn check(source: &HtpasswdSource, verifier: &Verifier, user: &[u8], pass: &[u8]) -> PlainAnswer {
+        let pass = Zeroizing::new(pass.to_vec());
+        let creds = Credentials {
+            user,
+            pass: &pass,
+            client_ip: None,
+        };
+        source.check_plain(&creds, verifier).await
+    }
+
+    fn cached(answer: &PlainAnswer) -> bool {
+        match answer {
+            PlainAnswer::Accepted { scheme, .. } | PlainAnswer::Rejected { scheme, .. } => {
+                scheme.as_ref().is_some_and(|s| s.cached)
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_repeated_wrong_password_is_still_refused_and_a_right_one_accepted() {
+        let file = users_file(&format!("bob:{BCRYPT_X}\n"));
+        let source = source(&file);
+        let pool = cached_verifier();
+        for round in 0..3 {
+            let answer = check(&source, &pool, b"bob", b"wrong").await;
+            assert!(
+                matches!(
+                    answer,
+                    PlainAnswer::Rejected {
+                        reason: Reason::WrongPassword,
+                        ..
+                    }
+                ),
+                "round {round}: {answer:?}"
+            );
+            assert_eq!(cached(&answer), round > 0, "round {round}");
+            let answer = check(&source, &pool, b"bob", b"x").await;
+            assert!(
+                matches!(answer, PlainAnswer::Accepted { .. }),
+                "round {round}: {answer:?}"
+            );
+            assert_eq!(cached(&answer), round > 0, "round {round}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_password_change_in_the_file_is_never_answered_from_the_cache() {
+        let file = users_file(&format!("bob:{BCRYPT_X}\n"));
+        let source = source(&file);
+        let pool = cached_verifier();
+        assert!(matches!(
+            check(&source, &pool, b"bob", b"x").await,
+            PlainAnswer::Accepted { .. }
+        ));
+        assert!(matches!(
+            check(&source, &pool, b"bob", b"x").await,
+            PlainAnswer::Accepted { .. }
+        ));
+        // Same user, new password: the old one must stop working at once.
+        std::fs::write(file.path(), "bob:{PLAIN}new\n").unwrap();
+        source.reload(true);
+        let answer = check(&source, &pool, b"bob", b"x").await;
+        assert!(
+            matches!(
+                answer,
+                PlainAnswer::Rejected {
+                    reason: Reason::WrongPassword,
+                    ..
+                }
+            ),
+            "{answer:?}"
+        );
+        assert!(matches!(
+            check(&source, &pool, b"bob", b"new").await,
+            PlainAnswer::Accepted { .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn two_sources_never_share_entries() {
+        let file_a = users_file(&format!("bob:{BCRYPT_X}\n"));
+        let file_b = users_file(&format!("bob:{BCRYPT_X}\n"));
+        let (a, b) = (source(&file_a), source(&file_b));
+        let pool = cached_verifier();
+        let cached = |answer: PlainAnswer| cached(&answer);
+        assert!(!cached(check(&a, &pool, b"bob", b"x").await));
+        assert!(!cached(check(&b, &pool, b"bob", b"x").await));
+        assert!(cached(check(&a, &pool, b"bob", b"x").await));
+        assert!(cached(check(&b, &pool, b"bob", b"x").await));
+    }
+}

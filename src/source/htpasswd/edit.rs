@@ -18,7 +18,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::htpasswd::printable;
+use super::lines::{is_blank_or_comment, raw_lines, split_user_line};
+use crate::login::printable;
 
 /// How long an edit waits for another edit of the same file to finish.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
@@ -30,7 +31,7 @@ const MAX_USER_LEN: usize = 255;
 
 /// Why an edit did not happen.
 #[derive(Debug, thiserror::Error)]
-pub enum EditError {
+pub(crate) enum EditError {
     /// `add` of a user the file already has.
     #[error("user {0} already exists; use `mailauthd user passwd` to change the password")]
     UserExists(String),
@@ -81,7 +82,7 @@ pub enum EditError {
 impl EditError {
     /// Whether the edit was refused because of the file's content (the user exists, or does
     /// not), rather than failing.
-    pub fn is_refusal(&self) -> bool {
+    pub(crate) fn is_refusal(&self) -> bool {
         matches!(self, EditError::UserExists(_) | EditError::UserAbsent(_))
     }
 }
@@ -95,7 +96,7 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 }
 
 /// Checks that `user` can be written as the first field of a line.
-pub fn check_user_name(user: &str) -> Result<(), EditError> {
+pub(crate) fn check_user_name(user: &str) -> Result<(), EditError> {
     let bad = |reason| {
         Err(EditError::BadUserName {
             name: printable(user.as_bytes()),
@@ -125,7 +126,7 @@ pub fn check_user_name(user: &str) -> Result<(), EditError> {
 
 /// One user line of a users file, as byte ranges into the file's text.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserLine {
+pub(crate) struct UserLine {
     /// 1-based line number.
     pub line: usize,
     /// The whole line, with its terminator (`\n` or `\r\n`) when it has one.
@@ -138,47 +139,28 @@ pub struct UserLine {
 
 /// Every `user:hash...` line of `text`, in order (comments, blank lines and lines without
 /// `:` are not user lines).
-pub fn user_lines(text: &[u8]) -> Vec<UserLine> {
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut line = 0;
-    while start < text.len() {
-        line += 1;
-        let end = text[start..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(text.len(), |i| start + i + 1);
-        let mut content_end = end;
-        if text[start..content_end].ends_with(b"\n") {
-            content_end -= 1;
-        }
-        if text[start..content_end].ends_with(b"\r") {
-            content_end -= 1;
-        }
-        let content = &text[start..content_end];
-        if !content.is_empty()
-            && !content.starts_with(b"#")
-            && let Some(colon) = content.iter().position(|&b| b == b':')
-        {
-            let hash_start = start + colon + 1;
-            let hash_end = text[hash_start..content_end]
-                .iter()
-                .position(|&b| b == b':')
-                .map_or(content_end, |i| hash_start + i);
-            out.push(UserLine {
-                line,
-                whole: start..end,
-                name: start..start + colon,
-                hash: hash_start..hash_end,
-            });
-        }
-        start = end;
-    }
-    out
+pub(crate) fn user_lines(text: &[u8]) -> Vec<UserLine> {
+    raw_lines(text)
+        .filter_map(|raw| {
+            let content = &text[raw.content.clone()];
+            if is_blank_or_comment(content) {
+                return None;
+            }
+            let fields = split_user_line(content)?;
+            let start = raw.content.start;
+            let hash_start = start + fields.name.len() + 1;
+            Some(UserLine {
+                line: raw.number,
+                whole: raw.whole,
+                name: start..start + fields.name.len(),
+                hash: hash_start..hash_start + fields.hash.len(),
+            })
+        })
+        .collect()
 }
 
 /// The line that decides for `user` (the first one, as nginx and the daemon read the file).
-pub fn find_user(text: &[u8], user: &str) -> Option<UserLine> {
+pub(crate) fn find_user(text: &[u8], user: &str) -> Option<UserLine> {
     user_lines(text)
         .into_iter()
         .find(|l| &text[l.name.clone()] == user.as_bytes())
@@ -186,7 +168,7 @@ pub fn find_user(text: &[u8], user: &str) -> Option<UserLine> {
 
 /// The users of `text` in file order, each with its deciding line (later duplicates, which
 /// every reader ignores, are left out).
-pub fn list_users(text: &[u8]) -> Vec<UserLine> {
+pub(crate) fn list_users(text: &[u8]) -> Vec<UserLine> {
     let mut seen = std::collections::HashSet::new();
     user_lines(text)
         .into_iter()
@@ -196,7 +178,7 @@ pub fn list_users(text: &[u8]) -> Vec<UserLine> {
 
 /// `text` with `user:hash` appended. Refused if the user exists. The line ending follows the
 /// file's first line; a file that does not end in a newline gets one first.
-pub fn add_user(text: &[u8], user: &str, hash: &str) -> Result<Vec<u8>, EditError> {
+pub(crate) fn add_user(text: &[u8], user: &str, hash: &str) -> Result<Vec<u8>, EditError> {
     check_user_name(user)?;
     if find_user(text, user).is_some() {
         return Err(EditError::UserExists(printable(user.as_bytes())));
@@ -220,7 +202,7 @@ pub fn add_user(text: &[u8], user: &str, hash: &str) -> Result<Vec<u8>, EditErro
 
 /// `text` with the hash of `user`'s deciding line replaced; everything after the hash on
 /// that line (passwd-file fields, an nginx comment, `\r`) is kept.
-pub fn set_password(text: &[u8], user: &str, hash: &str) -> Result<Vec<u8>, EditError> {
+pub(crate) fn set_password(text: &[u8], user: &str, hash: &str) -> Result<Vec<u8>, EditError> {
     let line = find_user(text, user).ok_or_else(|| EditError::UserAbsent(printable(user.as_bytes())))?;
     let mut out = Vec::with_capacity(text.len() + hash.len());
     out.extend_from_slice(&text[..line.hash.start]);
@@ -231,7 +213,7 @@ pub fn set_password(text: &[u8], user: &str, hash: &str) -> Result<Vec<u8>, Edit
 
 /// `text` without any line of `user`. Every line goes, not only the first: removing the
 /// first would bring an older duplicate line (and its password) back to life.
-pub fn delete_user(text: &[u8], user: &str) -> Result<(Vec<u8>, usize), EditError> {
+pub(crate) fn delete_user(text: &[u8], user: &str) -> Result<(Vec<u8>, usize), EditError> {
     let lines: Vec<UserLine> = user_lines(text)
         .into_iter()
         .filter(|l| &text[l.name.clone()] == user.as_bytes())
@@ -250,7 +232,7 @@ pub fn delete_user(text: &[u8], user: &str) -> Result<(Vec<u8>, usize), EditErro
 }
 
 /// Reads a users file (a missing file reads as empty when `missing_ok`).
-pub fn read_file(path: &Path, missing_ok: bool) -> Result<Vec<u8>, EditError> {
+pub(crate) fn read_file(path: &Path, missing_ok: bool) -> Result<Vec<u8>, EditError> {
     match std::fs::read(path) {
         Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         other => other.map_err(io("read", path)),
@@ -265,7 +247,7 @@ fn temp_affixes(file_name: &str) -> (String, &'static str) {
 /// Applies `change` to the users file at `path` atomically. `change` gets the current text
 /// and returns the new text and a value handed back to the caller; when it returns an error
 /// the file is left alone. With `create`, a missing file is created (empty) first.
-pub fn edit_file<T>(
+pub(crate) fn edit_file<T>(
     path: &Path,
     create: bool,
     change: impl FnOnce(&[u8]) -> Result<(Vec<u8>, T), EditError>,

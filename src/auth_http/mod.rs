@@ -1,0 +1,155 @@
+//! nginx's `auth_http` wire format: request bytes → [`AuthRequest`], [`Verdict`] → reply
+//! bytes. No I/O. This is the one module that knows header names.
+//!
+//! The request parser is hand-written on purpose: nginx sends DEL (0x7F) raw inside
+//! `Auth-Pass`, which `httparse` (and so hyper) rejects; a rejected request would reach
+//! nginx as a reply without `Auth-Server` and the user would see an internal error
+//! (protocol.md §1.5 point 5).
+
+use std::fmt;
+use std::net::IpAddr;
+
+use zeroize::Zeroizing;
+
+use crate::login::{AuthMethod, MailProtocol};
+
+mod reply;
+mod request;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use reply::{Accept, Refusal, RefuseKind, Verdict, can_echo_password, render_reply};
+pub(crate) use request::{find_header_end, parse_request, percent_decode};
+
+/// The largest request header block accepted (protocol.md §1.1 asks for at least 32 KiB).
+pub(crate) const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// nginx reads the reply into one 1024-byte buffer (protocol.md §2.1); every reply stays
+/// below this.
+pub(crate) const MAX_REPLY_BYTES: usize = 1024;
+
+/// The longest cleartext echoed back as `Auth-Pass`; keeps every reply under
+/// [`MAX_REPLY_BYTES`].
+pub(crate) const MAX_ECHOED_PASSWORD: usize = 512;
+
+/// TLS facts nginx passes about the client connection (`Auth-SSL*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TlsInfo {
+    /// `Auth-SSL-Protocol`, e.g. `TLSv1.3`.
+    pub protocol: Option<String>,
+    /// `Auth-SSL-Cipher`.
+    pub cipher: Option<String>,
+    /// `Auth-SSL-Verify`: `SUCCESS`, `NONE` or `FAILED:<reason>`.
+    pub verify: Option<String>,
+    /// `Auth-SSL-Subject` (RFC 2253 DN).
+    pub subject: Option<String>,
+    /// `Auth-SSL-Issuer`.
+    pub issuer: Option<String>,
+    /// `Auth-SSL-Serial` (upper-case hex).
+    pub serial: Option<String>,
+    /// `Auth-SSL-Fingerprint` (SHA-1, lower-case hex).
+    pub fingerprint: Option<String>,
+    /// `Auth-SSL-Cert`, %-decoded PEM.
+    pub cert: Option<Vec<u8>>,
+}
+
+/// The PROXY protocol addresses nginx saw (`Proxy-Protocol-*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ProxyInfo {
+    /// `Proxy-Protocol-Addr`.
+    pub addr: Option<String>,
+    /// `Proxy-Protocol-Port`.
+    pub port: Option<u16>,
+    /// `Proxy-Protocol-Server-Addr`.
+    pub server_addr: Option<String>,
+    /// `Proxy-Protocol-Server-Port`.
+    pub server_port: Option<u16>,
+}
+
+/// One authentication request from nginx, decoded. Some facts (TLS, PROXY protocol, the
+/// SMTP envelope, extra headers) are parsed and tested but not used by any rule yet.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "facts parsed for the connection rules (TLS, client certificates, the real client)"
+    )
+)]
+pub(crate) struct AuthRequest {
+    /// The request URI, byte for byte (any URI is accepted).
+    pub uri: String,
+    /// `Auth-Method`.
+    pub method: AuthMethod,
+    /// `Auth-Protocol`.
+    pub protocol: MailProtocol,
+    /// `Auth-User`, %-decoded bytes.
+    pub user: Vec<u8>,
+    /// `Auth-Pass`, %-decoded bytes (for apop/cram-md5 the client's digest).
+    pub pass: Zeroizing<Vec<u8>>,
+    /// `Auth-Salt`, raw.
+    pub salt: Option<Vec<u8>>,
+    /// `Auth-Login-Attempt` (1 when absent).
+    pub login_attempt: u32,
+    /// `Client-IP`.
+    pub client_ip: Option<IpAddr>,
+    /// `Client-Host`, raw.
+    pub client_host: Option<Vec<u8>>,
+    /// `Auth-SMTP-Helo`, raw.
+    pub smtp_helo: Option<Vec<u8>>,
+    /// `Auth-SMTP-From`, the raw `MAIL FROM` command line.
+    pub smtp_from: Option<Vec<u8>>,
+    /// `Auth-SMTP-To`, the raw `RCPT TO` command line.
+    pub smtp_to: Option<Vec<u8>>,
+    /// Present when the client connection is TLS (`Auth-SSL: on`).
+    pub tls: Option<TlsInfo>,
+    /// PROXY protocol facts, when the listener uses it.
+    pub proxy: Option<ProxyInfo>,
+    /// Headers this module does not interpret (`auth_http_header` ones), raw.
+    pub extra_headers: Vec<(String, Vec<u8>)>,
+}
+
+impl fmt::Debug for AuthRequest {
+    // Hand-written so that `Auth-Pass` can never reach a log through `{:?}`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthRequest")
+            .field("uri", &self.uri)
+            .field("method", &self.method)
+            .field("protocol", &self.protocol)
+            .field("user", &String::from_utf8_lossy(&self.user))
+            .field("pass", &"<redacted>")
+            .field("login_attempt", &self.login_attempt)
+            .field("client_ip", &self.client_ip)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a request could not be read as an nginx auth request. Never carries header values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum ProtocolError {
+    /// The first line is not `<METHOD> <URI> HTTP/<version>`.
+    #[error("request line is not an HTTP request line")]
+    BadRequestLine,
+    /// The header block exceeds [`MAX_REQUEST_BYTES`].
+    #[error("request header block is larger than {MAX_REQUEST_BYTES} bytes")]
+    TooLarge,
+    /// The connection ended, or the deadline passed, before the blank line.
+    #[error("request ended before the blank line that closes the header block")]
+    Incomplete,
+    /// A header line is not `Name: value`.
+    #[error("header line {line} is not `Name: value`")]
+    BadHeaderLine {
+        /// 1-based line number in the request.
+        line: usize,
+    },
+    /// A header every auth request carries is absent.
+    #[error("missing header {0}")]
+    MissingHeader(&'static str),
+    /// A header's value cannot be understood.
+    #[error("header {header} has an invalid value ({reason})")]
+    BadValue {
+        /// The header name.
+        header: &'static str,
+        /// What is wrong with it (never the value itself).
+        reason: &'static str,
+    },
+}

@@ -1,0 +1,37 @@
+//! `mailauthd check-config`: validates a config and loads each source once, reporting every
+//! problem. Exit 0 if usable, 1 if not.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::load_config;
+use crate::source::Source;
+
+/// Checks the config at `path` (the built-in default without one) and prints the report.
+pub(super) fn run(path: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e:#}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let mut errors = 0;
+    for source_config in &config.sources {
+        let report = Source::new(source_config).check();
+        for line in &report.lines {
+            println!("{line}");
+        }
+        errors += report.errors;
+    }
+    println!(
+        "listen {}; routes imap {} pop3 {} smtp {}",
+        config.listen, config.routes.imap.addr, config.routes.pop3.addr, config.routes.smtp.addr
+    );
+    if errors > 0 {
+        println!("{}: {errors} error(s)", config.origin);
+        return Ok(ExitCode::from(1));
+    }
+    println!("{}: OK", config.origin);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,239 @@
+//! In-process tests of the decision rules: the passdb chain across sources, the digest path,
+//! and `Auth-Wait`. The parts are built by `daemon::assemble` from a config text, as `serve`
+//! builds them; requests are nginx-shaped bytes parsed by the wire module.
+
+use std::path::Path;
+
+use super::*;
+use crate::auth_http::parse_request;
+use crate::config::ConfigOrigin;
+
+/// bcrypt cost 4 of `x`.
+const BCRYPT_X: &str = "$2y$04$O6DT3ix3vJYqErk9nUYi3ev6Eq.5BQxKMKwhdBgCz4SjMGvJQGjqa";
+
+/// Two users files, `a` then `b`, in a temp folder; the brute-force policy off.
+fn authenticator(dir: &Path, a: &str, b: &str) -> Authenticator {
+    std::fs::write(dir.join("a"), a).unwrap();
+    std::fs::write(dir.join("b"), b).unwrap();
+    let text = r#"
+        [auth]
+        wait = "3s"
+        max_attempts = 3
+        [policy]
+        enabled = false
+        [smtp]
+        local_domains = ["example.org"]
+        [route]
+        imap = "192.0.2.1:143"
+        pop3 = "192.0.2.1:110"
+        smtp = "192.0.2.1:25"
+        [[source]]
+        kind = "htpasswd"
+        path = "a"
+        [[source]]
+        kind = "htpasswd"
+        path = "b"
+    "#;
+    let config = Config::from_toml(text, ConfigOrigin::File(dir.join("t.toml")), dir).unwrap();
+    let auth = crate::daemon::assemble(Arc::new(config));
+    crate::daemon::reload_sources(&auth, true);
+    auth
+}
+
+fn request(method: &str, protocol: &str, user: &str, pass: &str, extra: &str) -> AuthRequest {
+    let text = format!(
+        "GET /auth HTTP/1.0\r\nHost: x\r\nAuth-Method: {method}\r\nAuth-User: {user}\r\nAuth-Pass: {pass}\r\n\
+         Auth-Protocol: {protocol}\r\n{extra}Client-IP: 192.0.2.9\r\n\r\n"
+    );
+    parse_request(text.as_bytes()).unwrap()
+}
+
+fn plain(user: &str, pass: &str) -> AuthRequest {
+    request("plain", "imap", user, pass, "Auth-Login-Attempt: 1\r\n")
+}
+
+/// The RFC 1939 §7 APOP example: its salt, and the digest of the password `tanstaaf`.
+const APOP_SALT: &str = "<1896.697170952@dbc.mtview.ca.us>";
+const APOP_DIGEST: &str = "c4c9334bac560ecc979e58001b3e22fb";
+/// The RFC 2195 §2 CRAM-MD5 example: the challenge, and the digest of `tanstaaftanstaaf`.
+const CRAM_SALT: &str = "<1896.697170952@postoffice.reston.mci.net>";
+const CRAM_DIGEST: &str = "b913a602c7eda7a495b4e6e7334d3890";
+
+fn accepted_by(d: &Decision) -> Option<&str> {
+    matches!(d.verdict, Verdict::Accept(_)).then(|| d.source.as_deref().unwrap_or(""))
+}
+
+fn wait(d: &Decision) -> Option<u32> {
+    match &d.verdict {
+        Verdict::Refuse(r) => r.wait,
+        Verdict::Accept(_) => panic!("accepted: {d:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_password_rejected_by_one_source_is_accepted_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = authenticator(dir.path(), "bob:{PLAIN}old\n", &format!("bob:{BCRYPT_X}\n"));
+    let d = auth.decide(&plain("bob", "x")).await;
+    assert!(accepted_by(&d).is_some_and(|s| s.ends_with("/b")), "{d:?}");
+    assert_eq!(d.reason, Reason::Ok);
+    let d = auth.decide(&plain("bob", "old")).await;
+    assert!(accepted_by(&d).is_some_and(|s| s.ends_with("/a")), "{d:?}");
+    // Wrong in both: the first source that knew the user is named.
+    let d = auth.decide(&plain("bob", "neither")).await;
+    assert_eq!(d.reason, Reason::WrongPassword);
+    assert!(d.source.as_deref().is_some_and(|s| s.ends_with("/a")), "{d:?}");
+    assert_eq!(wait(&d), Some(3));
+}
+
+#[tokio::test]
+async fn a_disabled_account_is_final_even_if_a_later_source_has_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = "carol:{PLAIN}c:1000:1000::/home/carol::nologin\n\
+             dave:{PLAIN}d:1000:1000::/home/dave::allow_nets=198.51.100.0/24\n";
+    let b = "carol:{PLAIN}c\ndave:{PLAIN}d\n";
+    let auth = authenticator(dir.path(), a, b);
+    let d = auth.decide(&plain("carol", "c")).await;
+    assert_eq!((d.result(), d.reason), ("invalid", Reason::Nologin), "{d:?}");
+    let d = auth.decide(&plain("dave", "d")).await;
+    assert_eq!(
+        (d.result(), d.reason),
+        ("invalid", Reason::NotAllowedFromNetwork),
+        "{d:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_user_costs_a_dummy_of_the_known_users_scheme() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = authenticator(dir.path(), &format!("bob:{BCRYPT_X}\n"), "");
+    let d = auth.decide(&plain("nobody", "x")).await;
+    assert_eq!((d.result(), d.reason), ("invalid", Reason::UnknownUser));
+    assert_eq!(d.scheme.map(|s| s.label).as_deref(), Some("bcrypt-4"));
+}
+
+#[tokio::test]
+async fn a_source_that_cannot_answer_makes_an_unknown_user_a_temporary_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a"), "bob:{PLAIN}x\n").unwrap();
+    let fresh = authenticator_without_b(dir.path());
+    let d = fresh.decide(&plain("nobody", "x")).await;
+    assert_eq!((d.result(), d.reason), ("tempfail", Reason::SourceUnavailable), "{d:?}");
+    // A user the readable source accepts is still accepted.
+    assert!(accepted_by(&fresh.decide(&plain("bob", "x")).await).is_some());
+}
+
+/// As [`authenticator`], with `b` missing when the sources are first loaded.
+fn authenticator_without_b(dir: &Path) -> Authenticator {
+    let text = "[policy]\nenabled = false\n[[source]]\nkind = \"htpasswd\"\npath = \"a\"\n\
+                [[source]]\nkind = \"htpasswd\"\npath = \"b\"\n";
+    let config = Config::from_toml(text, ConfigOrigin::File(dir.join("t.toml")), dir).unwrap();
+    let auth = crate::daemon::assemble(Arc::new(config));
+    crate::daemon::reload_sources(&auth, true);
+    auth
+}
+
+#[tokio::test]
+async fn apop_and_cram_md5_follow_the_chain_and_echo_the_cleartext() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = authenticator(
+        dir.path(),
+        "mrose:{PLAIN}wrong\n",
+        "mrose:{PLAIN}tanstaaf\ntim:{PLAIN}tanstaaftanstaaf\n",
+    );
+    let salt = format!("Auth-Salt: {APOP_SALT}\r\n");
+    let d = auth.decide(&request("apop", "pop3", "mrose", APOP_DIGEST, &salt)).await;
+    assert!(accepted_by(&d).is_some_and(|s| s.ends_with("/b")), "{d:?}");
+    let Verdict::Accept(accept) = &d.verdict else {
+        unreachable!()
+    };
+    assert_eq!(accept.pass.as_deref().map(Vec::as_slice), Some(&b"tanstaaf"[..]));
+    assert_eq!(
+        wait(
+            &auth
+                .decide(&request("apop", "pop3", "mrose", &"0".repeat(32), &salt))
+                .await
+        ),
+        None
+    );
+
+    let salt = format!("Auth-Salt: {CRAM_SALT}\r\n");
+    let d = auth
+        .decide(&request("cram-md5", "imap", "tim", CRAM_DIGEST, &salt))
+        .await;
+    assert!(accepted_by(&d).is_some(), "{d:?}");
+    let d = auth
+        .decide(&request("cram-md5", "imap", "tim", &"0".repeat(32), &salt))
+        .await;
+    assert_eq!((d.result(), d.reason), ("invalid", Reason::WrongDigest));
+    let d = auth.decide(&request("apop", "pop3", "mrose", APOP_DIGEST, "")).await;
+    assert_eq!(d.reason, Reason::NoSalt);
+}
+
+#[tokio::test]
+async fn a_digest_without_a_sendable_cleartext_is_a_temporary_failure_for_imap_only() {
+    let dir = tempfile::tempdir().unwrap();
+    // Dovecot's {CRAM-MD5} of `tanstaaftanstaaf`, made with
+    // `doveadm pw -s CRAM-MD5 -p tanstaaftanstaaf`.
+    let stored = "{CRAM-MD5}d06d4e1b26fccaa4b0b61801132340a354b21152711fb604ca3e035e7015116b";
+    let auth = authenticator(dir.path(), &format!("tim:{stored}\n"), "");
+    let salt = format!("Auth-Salt: {CRAM_SALT}\r\n");
+    let imap = auth
+        .decide(&request("cram-md5", "imap", "tim", CRAM_DIGEST, &salt))
+        .await;
+    let smtp = auth
+        .decide(&request("cram-md5", "smtp", "tim", CRAM_DIGEST, &salt))
+        .await;
+    // The digest is right, but IMAP needs a password for the backend that nobody stored:
+    // a temporary failure, not a wrong password. SMTP needs none.
+    assert_eq!(
+        (imap.result(), imap.reason),
+        ("tempfail", Reason::NoCleartextForBackend)
+    );
+    assert!(accepted_by(&smtp).is_some(), "{smtp:?}");
+    let Verdict::Accept(accept) = &smtp.verdict else {
+        unreachable!()
+    };
+    assert!(accept.pass.is_none());
+    let wrong = auth
+        .decide(&request("cram-md5", "smtp", "tim", &"0".repeat(32), &salt))
+        .await;
+    assert_eq!(wrong.reason, Reason::WrongDigest);
+}
+
+#[tokio::test]
+async fn auth_wait_stops_at_the_attempt_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = authenticator(dir.path(), "bob:{PLAIN}x\n", "");
+    for (attempt, expected) in [(1, Some(3)), (2, Some(3)), (3, None)] {
+        let req = request(
+            "plain",
+            "imap",
+            "bob",
+            "bad",
+            &format!("Auth-Login-Attempt: {attempt}\r\n"),
+        );
+        assert_eq!(wait(&auth.decide(&req).await), expected, "attempt {attempt}");
+    }
+}
+
+#[tokio::test]
+async fn an_inbound_mx_is_routed_for_local_domains_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = authenticator(dir.path(), "", "");
+    let to = |rcpt: &str| {
+        format!("Auth-SMTP-To: RCPT TO:<{rcpt}>\r\nAuth-SMTP-Helo: mx\r\nAuth-SMTP-From: MAIL FROM:<a@b>\r\n")
+    };
+    let d = auth
+        .decide(&request("none", "smtp", "", "", &to("u@example.org")))
+        .await;
+    assert_eq!(d.reason, Reason::LocalRecipient);
+    let Verdict::Accept(accept) = &d.verdict else {
+        unreachable!()
+    };
+    assert_eq!((accept.server.to_string(), accept.port), ("192.0.2.1".to_owned(), 25));
+    let d = auth
+        .decide(&request("none", "smtp", "", "", &to("u@elsewhere.net")))
+        .await;
+    assert_eq!((d.result(), d.reason), ("relay-denied", Reason::RelayDenied));
+}

@@ -1,0 +1,95 @@
+//! The vocabulary of a mail login, shared by every layer: which mail protocol, which
+//! authentication method. The auth_http wire module parses nginx's names into these; config
+//! and sources name protocols with them without knowing nginx's header format.
+
+use std::fmt;
+
+/// The mail protocol of the login (`Auth-Protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum MailProtocol {
+    /// IMAP.
+    Imap,
+    /// POP3.
+    Pop3,
+    /// SMTP (submission or inbound).
+    Smtp,
+}
+
+impl MailProtocol {
+    /// The name nginx sends in `Auth-Protocol`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            MailProtocol::Imap => "imap",
+            MailProtocol::Pop3 => "pop3",
+            MailProtocol::Smtp => "smtp",
+        }
+    }
+
+    /// Parses an `Auth-Protocol` value.
+    pub(crate) fn parse(value: &str) -> Option<MailProtocol> {
+        match value {
+            "imap" => Some(MailProtocol::Imap),
+            "pop3" => Some(MailProtocol::Pop3),
+            "smtp" => Some(MailProtocol::Smtp),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for MailProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the client authenticated (`Auth-Method`, protocol.md §1.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum AuthMethod {
+    /// A cleartext password: IMAP LOGIN, POP3 USER/PASS, SASL PLAIN and LOGIN.
+    Plain,
+    /// POP3 APOP: `Auth-Pass` is hex MD5(salt ‖ password).
+    Apop,
+    /// SASL CRAM-MD5: `Auth-Pass` is hex HMAC-MD5(password, salt).
+    CramMd5,
+    /// SASL EXTERNAL (a TLS client certificate).
+    External,
+    /// SMTP without AUTH (`smtp_auth none`, an inbound MX).
+    None,
+}
+
+impl AuthMethod {
+    /// The name nginx sends in `Auth-Method`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Plain => "plain",
+            AuthMethod::Apop => "apop",
+            AuthMethod::CramMd5 => "cram-md5",
+            AuthMethod::External => "external",
+            AuthMethod::None => "none",
+        }
+    }
+
+    /// Parses an `Auth-Method` value.
+    pub(crate) fn parse(value: &str) -> Option<AuthMethod> {
+        match value {
+            "plain" => Some(AuthMethod::Plain),
+            "apop" => Some(AuthMethod::Apop),
+            "cram-md5" => Some(AuthMethod::CramMd5),
+            "external" => Some(AuthMethod::External),
+            "none" => Some(AuthMethod::None),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A login name as it may appear in a message or a log line: control bytes escaped, so a
+/// name cannot forge a line or a field.
+pub(crate) fn printable(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).escape_debug().to_string()
+}

@@ -1,0 +1,130 @@
+//! Why a login ended as it did: one enum whose names are the stable `reason="..."` strings of
+//! the decision log line, the `reason` label of `mailauthd_source_errors_total`, and what the
+//! fail2ban filter and dashboards match on. Renaming a variant's string is a breaking change
+//! for every log reader; add new variants instead.
+
+use std::fmt;
+
+/// The reason of one decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Reason {
+    /// Accepted: the password or digest is right.
+    Ok,
+    /// Accepted without authentication: an inbound MX delivering to a local domain.
+    LocalRecipient,
+
+    /// A source knows the user and the password is wrong.
+    WrongPassword,
+    /// The APOP / CRAM-MD5 digest matches no source.
+    WrongDigest,
+    /// No source knows the user.
+    UnknownUser,
+    /// The account carries Dovecot's `nologin`.
+    Nologin,
+    /// The account's `allow_nets` does not hold the client's address.
+    NotAllowedFromNetwork,
+    /// An APOP / CRAM-MD5 request without `Auth-Salt`.
+    NoSalt,
+    /// SASL EXTERNAL, which no configuration accepts yet.
+    ExternalNotSupported,
+    /// `Auth-Method: none` outside SMTP.
+    NoneOutsideSmtp,
+    /// An inbound MX asked to relay to a domain that is not local.
+    RelayDenied,
+    /// The client is banned by the brute-force policy.
+    Banned,
+    /// The http-basic upstream refused the credentials (401, 403).
+    UpstreamRejected,
+    /// An empty login, which an http-basic upstream cannot be asked about.
+    EmptyUser,
+    /// A login with `:`, which HTTP Basic auth cannot express.
+    ColonInUser,
+
+    /// The brute-force policy's state could not be reached (`on_redis_error = "tempfail"`).
+    PolicyUnavailable,
+    /// A source has no users table yet, or no HTTP client.
+    SourceUnavailable,
+    /// The verification queue is full.
+    Overloaded,
+    /// The verification pool has stopped.
+    InternalError,
+    /// The decision did not finish before the request deadline.
+    Deadline,
+    /// A right digest for a user whose cleartext cannot be sent to the backend.
+    NoCleartextForBackend,
+    /// Every http-basic in-flight slot stayed taken.
+    UpstreamBusy,
+    /// The http-basic breaker is open.
+    BreakerOpen,
+    /// The http-basic upstream did not answer in time.
+    UpstreamTimeout,
+    /// The http-basic upstream could not be connected to.
+    UpstreamUnreachable,
+    /// Another transport failure talking to the http-basic upstream.
+    UpstreamError,
+    /// The upstream answered 3xx.
+    UpstreamRedirect,
+    /// The upstream answered a 4xx other than 401 and 403.
+    Upstream4xx,
+    /// The upstream answered 5xx.
+    Upstream5xx,
+    /// The upstream answered a status outside 200..=599.
+    UpstreamBadStatus,
+    /// The upstream named a server without a port.
+    UpstreamRouteIncomplete,
+    /// The upstream named a port that is not a port number.
+    UpstreamRouteBadPort,
+    /// The upstream named a server that is neither an address nor a host name.
+    UpstreamRouteBadServer,
+    /// The upstream named a host name that does not resolve.
+    UpstreamRouteUnresolvable,
+}
+
+impl Reason {
+    /// The stable name in logs and metrics.
+    pub(crate) fn as_str(self) -> &'static str {
+        use Reason::*;
+        match self {
+            Ok => "ok",
+            LocalRecipient => "local-recipient",
+            WrongPassword => "wrong-password",
+            WrongDigest => "wrong-digest",
+            UnknownUser => "unknown-user",
+            Nologin => "nologin",
+            NotAllowedFromNetwork => "not-allowed-from-network",
+            NoSalt => "no-salt",
+            ExternalNotSupported => "external-not-supported",
+            NoneOutsideSmtp => "none-outside-smtp",
+            RelayDenied => "relay-denied",
+            Banned => "banned",
+            UpstreamRejected => "upstream-rejected",
+            EmptyUser => "empty-user",
+            ColonInUser => "colon-in-user",
+            PolicyUnavailable => "policy-unavailable",
+            SourceUnavailable => "source-unavailable",
+            Overloaded => "overloaded",
+            InternalError => "internal-error",
+            Deadline => "deadline",
+            NoCleartextForBackend => "no-cleartext-for-backend",
+            UpstreamBusy => "upstream-busy",
+            BreakerOpen => "breaker-open",
+            UpstreamTimeout => "upstream-timeout",
+            UpstreamUnreachable => "upstream-unreachable",
+            UpstreamError => "upstream-error",
+            UpstreamRedirect => "upstream-redirect",
+            Upstream4xx => "upstream-4xx",
+            Upstream5xx => "upstream-5xx",
+            UpstreamBadStatus => "upstream-bad-status",
+            UpstreamRouteIncomplete => "upstream-route-incomplete",
+            UpstreamRouteBadPort => "upstream-route-bad-port",
+            UpstreamRouteBadServer => "upstream-route-bad-server",
+            UpstreamRouteUnresolvable => "upstream-route-unresolvable",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

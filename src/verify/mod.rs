@@ -1,0 +1,74 @@
+//! Where a password is checked against a stored hash: the verified-login cache first
+//! ([`cache`]), then the hash itself, inline for cheap schemes and on the bounded thread pool
+//! ([`pool`]) for slow and memory-hard ones. Sources and `decide` call [`Verifier`] only;
+//! it knows hashes, not users files or nginx.
+
+mod cache;
+mod pool;
+
+use std::sync::Arc;
+
+use zeroize::Zeroizing;
+
+pub(crate) use cache::LoginCache;
+pub(crate) use pool::{PoolError, VerifyPool};
+
+use crate::hash::{StoredHash, Weight};
+use crate::metrics::Metrics;
+use cache::Lookup;
+
+/// The outcome of a password check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Verified {
+    /// The password matches the stored hash.
+    pub right: bool,
+    /// The answer came from the verified-login cache, without hashing.
+    pub cached: bool,
+}
+
+/// The verification pool with the verified-login cache in front of it.
+#[derive(Debug, Clone)]
+pub(crate) struct Verifier {
+    pool: VerifyPool,
+    cache: Option<LoginCache>,
+    metrics: Arc<Metrics>,
+}
+
+impl Verifier {
+    /// Verifies on `pool`, through `cache` when it is on (`None`: no cache).
+    pub(crate) fn new(pool: VerifyPool, cache: Option<LoginCache>, metrics: Arc<Metrics>) -> Verifier {
+        Verifier { pool, cache, metrics }
+    }
+
+    /// Checks `password` of `user` in `scope` (a source name) against `hash`, through the
+    /// verified-login cache when it is on. Cheap schemes skip the cache: hashing them costs
+    /// less than the cache key.
+    pub(crate) async fn verify_login(
+        &self,
+        scope: &[u8],
+        user: &[u8],
+        password: &Zeroizing<Vec<u8>>,
+        hash: &Arc<StoredHash>,
+    ) -> Result<Verified, PoolError> {
+        let cache = self.cache.as_ref().filter(|_| hash.weight() != Weight::Cheap);
+        let key = cache.map(|c| c.key(scope, user, password, &hash.fingerprint()));
+        if let (Some(cache), Some(key)) = (cache, &key) {
+            let right = match cache.lookup(key) {
+                Lookup::Right => Some(true),
+                Lookup::Wrong => Some(false),
+                Lookup::Miss => None,
+            };
+            if let Some(right) = right {
+                self.metrics.cache_hit();
+                return Ok(Verified { right, cached: true });
+            }
+            self.metrics.cache_miss();
+        }
+        let pass = password.clone();
+        let right = self.pool.run(hash.clone(), move |h| h.verify(&pass)).await?;
+        if let (Some(cache), Some(key)) = (cache, key) {
+            cache.remember(key, right);
+        }
+        Ok(Verified { right, cached: false })
+    }
+}
