@@ -3,7 +3,6 @@
 mod cli;
 mod common;
 mod http_basic;
-mod logins;
 mod malformed;
 mod ops;
 mod passwd_file;
