@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod http_basic;
+mod leftovers;
 mod malformed;
 mod ops;
 mod passwd_file;
