@@ -25,6 +25,7 @@ mod digest;
 mod failure_texts;
 mod harness_selftest;
 mod imap_login;
+mod leftovers;
 mod mx;
 mod pop3_smtp;
 mod reload;

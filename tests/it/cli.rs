@@ -1,11 +1,9 @@
 //! The admin-facing commands (`check-config`, `test`) and the unix-socket listener.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use crate::common::{header, plain_request, wait_until};
+use crate::common::{Daemon, header, plain_request};
 
 fn mailauthd(args: &[&str], stdin: &[u8]) -> (i32, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mailauthd"))
@@ -82,33 +80,15 @@ fn the_example_config_is_valid_and_its_users_log_in() {
 
 #[test]
 fn serves_on_a_unix_socket_and_removes_it_on_exit() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("users.htpasswd"), "alice:{PLAIN}secret\n").unwrap();
-    let config = dir.path().join("c.toml");
-    std::fs::write(
-        &config,
-        "listen = \"unix:auth.sock\"\n[[source]]\nkind = \"htpasswd\"\npath = \"users.htpasswd\"\n",
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mailauthd"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let socket = dir.path().join("auth.sock");
-    wait_until(Duration::from_secs(20), "the unix socket", || {
-        UnixStream::connect(&socket).is_ok()
-    });
-    let mut stream = UnixStream::connect(&socket).unwrap();
-    stream
-        .write_all(&plain_request("imap", b"alice", b"secret", "127.0.0.1", 1))
-        .unwrap();
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply).unwrap();
+    let mut daemon = Daemon::builder("[[source]]\nkind = \"htpasswd\"\npath = \"users.htpasswd\"\n")
+        .listen("unix:auth.sock")
+        .users("alice:{PLAIN}secret\n")
+        .start();
+    let socket = daemon.path("auth.sock");
+    assert_eq!(daemon.socket(), socket, "the socket is not where the config puts it");
+    let reply = daemon.ask(&plain_request("imap", b"alice", b"secret", "127.0.0.1", 1));
     assert_eq!(header(&reply, "Auth-Status").as_deref(), Some("OK"));
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let status = child.wait().unwrap();
+    let status = daemon.terminate().expect("mailauthd to exit on SIGTERM");
     assert!(status.success());
     assert!(!socket.exists(), "the socket file was left behind");
 }

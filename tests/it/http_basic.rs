@@ -8,8 +8,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::common::{Daemon, free_port, wait_until};
-use support::{Nginx, Reply, Stub, admin_status, log_count, login, wait_log};
+use crate::common::{ClosedPort, Daemon, Nginx, wait_until};
+use support::{Reply, Stub, admin_status, log_count, login, wait_log};
 
 const IMAP_TEMP: &str = "[UNAVAILABLE] Temporary authentication failure, try again later";
 const POP3_TEMP: &str = "[SYS/TEMP] Temporary authentication failure, try again later";
@@ -62,15 +62,15 @@ fn fixture(name: &str) -> PathBuf {
 /// Starts the daemon with fixed routes, an admin listener and the given `[[source]]`
 /// entries; returns it and its admin address.
 fn start(sources: &str) -> (Daemon, SocketAddr) {
-    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let config = format!(
         "reload_interval = \"0s\"\n\
          [auth]\nwait = \"3s\"\n\
          [route]\nimap = \"127.0.0.1:143\"\npop3 = \"127.0.0.1:110\"\nsmtp = \"127.0.0.1:25\"\n\
-         [admin]\nlisten = \"{admin}\"\n{sources}"
+         [admin]\nlisten = \"127.0.0.1:0\"\n{sources}"
     );
     let d = Daemon::start(&config, "");
     wait_log(&d, "admin endpoints on");
+    let admin = d.admin();
     (d, admin)
 }
 
@@ -178,7 +178,8 @@ fn users_log_in_with_any_password_bytes_through_nginx_auth_basic() {
 #[test]
 fn a_user_with_a_colon_and_digest_logins_are_refused_without_asking() {
     // The upstream is down: had it been asked, the answer would be a temporary failure.
-    let down = format!("http://127.0.0.1:{}/auth", free_port());
+    let closed = ClosedPort::new();
+    let down = closed.url("/auth");
     let (d, _) = start(&http_basic(&down, ""));
     assert_invalid(&d, "a:b", "pw");
     wait_log(&d, "colon-in-user");
@@ -204,9 +205,10 @@ fn a_user_with_a_colon_and_digest_logins_are_refused_without_asking() {
 fn upstream_failures_are_temporary_never_a_wrong_password() {
     let nginx = upstream();
     let hanging = Stub::hanging();
+    let closed = ClosedPort::new();
     let never_open = "timeout = \"500ms\"\nbreaker_failures = 1000";
     let cases = [
-        (format!("http://127.0.0.1:{}/auth", free_port()), "upstream-unreachable"),
+        (closed.url("/auth"), "upstream-unreachable"),
         (hanging.url(), "upstream-timeout"),
         (nginx.url("/fail500"), "upstream-5xx"),
         (nginx.url("/redirect"), "upstream-redirect"),
@@ -306,7 +308,8 @@ fn chain_htpasswd_first_then_the_upstream() {
 
 #[test]
 fn chain_with_the_upstream_down_is_temporary_for_users_not_in_the_file() {
-    let down = format!("http://127.0.0.1:{}/auth", free_port());
+    let closed = ClosedPort::new();
+    let down = closed.url("/auth");
     let (d, _) = start(&format!(
         "{}{}",
         local_htpasswd(),

@@ -8,7 +8,7 @@
 mod cli;
 mod common;
 mod http_basic;
-mod logins;
+mod leftovers;
 mod malformed;
 mod ops;
 mod passwd_file;

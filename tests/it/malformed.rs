@@ -30,7 +30,7 @@ fn still_serving(d: &Daemon) {
 /// Sends `bytes`, half-closes, and reads what comes back within `limit`.
 fn send_and_read(d: &Daemon, bytes: &[u8], half_close: bool, limit: Duration) -> (Vec<u8>, Duration) {
     let started = Instant::now();
-    let mut s = TcpStream::connect(d.addr).unwrap();
+    let mut s = TcpStream::connect(d.addr()).unwrap();
     s.set_read_timeout(Some(limit)).unwrap();
     // A large request may be cut short by the server's answer and close: that is fine.
     let _ = s.write_all(bytes);
@@ -114,7 +114,7 @@ fn a_32_kib_request_is_read_whole() {
 fn a_slow_sender_within_the_deadline_is_served_and_a_silent_one_is_closed() {
     let d = daemon();
     let req = crate::common::plain_request("imap", b"alice", b"secret", "127.0.0.1", 1);
-    let mut s = TcpStream::connect(d.addr).unwrap();
+    let mut s = TcpStream::connect(d.addr()).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     for chunk in req.chunks(req.len() / 4 + 1) {
         s.write_all(chunk).unwrap();
@@ -125,7 +125,7 @@ fn a_slow_sender_within_the_deadline_is_served_and_a_silent_one_is_closed() {
     assert_eq!(header(&reply, "Auth-Status").as_deref(), Some("OK"));
 
     let started = Instant::now();
-    let mut silent = TcpStream::connect(d.addr).unwrap();
+    let mut silent = TcpStream::connect(d.addr()).unwrap();
     silent.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut nothing = Vec::new();
     let _ = silent.read_to_end(&mut nothing);
@@ -142,7 +142,7 @@ fn a_slow_sender_within_the_deadline_is_served_and_a_silent_one_is_closed() {
 fn an_early_close_does_not_disturb_the_daemon() {
     let d = daemon();
     for _ in 0..20 {
-        let mut s = TcpStream::connect(d.addr).unwrap();
+        let mut s = TcpStream::connect(d.addr()).unwrap();
         let _ = s.write_all(b"GET / HTTP/1.0\r\nAuth-Me");
         drop(s);
     }

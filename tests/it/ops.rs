@@ -22,7 +22,7 @@ fn write_users(dir: &Path) -> String {
     hash
 }
 
-/// A config with both listeners (auth on a free port, admin on port 0), a fast poll and
+/// A config with both listeners (both on port 0), a fast poll and
 /// `users.htpasswd` as the only source; `extra` goes before `[admin]`.
 fn ops_config(extra: &str) -> String {
     format!(
@@ -68,7 +68,7 @@ fn relay_request(client_ip: &str) -> Vec<u8> {
 fn metrics_count_real_logins() {
     let dir = temp_dir();
     write_users(dir.path());
-    let daemon = Daemon::start_with(dir, &ops_config(""), &[], &[]);
+    let daemon = Daemon::start_in(dir, &ops_config(""));
     assert_eq!(daemon.auth_status("imap", "alice", ALICE_PW, "192.0.2.1"), "OK");
     assert_eq!(daemon.auth_status("imap", "alice", "wrong", "192.0.2.1"), IMAP_FAILED);
     assert_eq!(daemon.auth_status("imap", "nobody", "wrong", "192.0.2.1"), IMAP_FAILED);
@@ -164,7 +164,7 @@ fn metrics_count_real_logins() {
 fn readiness_survives_a_broken_reload_and_waits_for_a_first_load() {
     let dir = temp_dir();
     write_users(dir.path());
-    let daemon = Daemon::start_with(dir, &ops_config(""), &[], &[]);
+    let daemon = Daemon::start_in(dir, &ops_config(""));
     let admin = daemon.admin();
     assert_eq!(http_get(admin, "/healthz"), (200, "ok\n".to_owned()));
     let (status, body) = http_get(admin, "/readyz");
@@ -208,7 +208,7 @@ fn readiness_survives_a_broken_reload_and_waits_for_a_first_load() {
 
     // A source that never loaded: alive, not ready, logins get a temporary failure.
     let dir = temp_dir();
-    let daemon = Daemon::start_with(dir, &ops_config(""), &[], &[]);
+    let daemon = Daemon::start_in(dir, &ops_config(""));
     let admin = daemon.admin();
     assert_eq!(http_get(admin, "/healthz").0, 200);
     let (status, body) = http_get(admin, "/readyz");
@@ -242,7 +242,7 @@ fn fail2ban_filter_matches_refused_logins_only() {
     // temporary failure.
     let config = ops_config("[smtp]\nlocal_domains = [\"example.org\"]\n")
         + "\n[[source]]\nkind = \"htpasswd\"\npath = \"missing.htpasswd\"\nprotocols = [\"smtp\"]\n";
-    let daemon = Daemon::start_with(dir, &config, &[], &[]);
+    let daemon = Daemon::start_in(dir, &config);
     assert_eq!(daemon.auth_status("imap", "alice", ALICE_PW, "192.0.2.10"), "OK");
     assert_eq!(daemon.auth_status("imap", "alice", "wrong", "192.0.2.1"), IMAP_FAILED);
     assert_ne!(daemon.auth_status("pop3", "nobody", "wrong", "2001:db8::2"), "OK");
@@ -317,7 +317,10 @@ fn fail2ban_filter_matches_refused_logins_only() {
 fn json_log_lines_are_objects_with_the_decision_fields() {
     let dir = temp_dir();
     write_users(dir.path());
-    let daemon = Daemon::start_with(dir, &ops_config(""), &["--log-format", "json"], &[]);
+    let daemon = Daemon::builder(&ops_config(""))
+        .in_dir(dir)
+        .args(&["--log-format", "json"])
+        .start();
     assert_eq!(daemon.auth_status("imap", "alice", "wrong", "192.0.2.5"), IMAP_FAILED);
     assert_eq!(daemon.auth_status("pop3", "bob", BOB_PW, "192.0.2.6"), "OK");
     let logs = daemon.stop_and_log();
@@ -354,7 +357,10 @@ fn json_log_lines_are_objects_with_the_decision_fields() {
 fn no_password_in_a_trace_level_log() {
     let dir = temp_dir();
     let hash = write_users(dir.path());
-    let daemon = Daemon::start_with(dir, &ops_config(""), &[], &[("RUST_LOG", "trace")]);
+    let daemon = Daemon::builder(&ops_config(""))
+        .in_dir(dir)
+        .env("RUST_LOG", "trace")
+        .start();
     let wrong = "Wr0ng-S3cret-Guess";
     assert_eq!(daemon.auth_status("imap", "alice", ALICE_PW, "192.0.2.1"), "OK");
     assert_eq!(daemon.auth_status("imap", "alice", wrong, "192.0.2.1"), IMAP_FAILED);
@@ -388,12 +394,10 @@ fn systemd_hears_ready_reloading_and_stopping() {
         let n = socket.recv(&mut buf).expect("a notification before the deadline");
         String::from_utf8_lossy(&buf[..n]).into_owned()
     };
-    let daemon = Daemon::start_with(
-        dir,
-        &ops_config(""),
-        &[],
-        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
-    );
+    let daemon = Daemon::builder(&ops_config(""))
+        .in_dir(dir)
+        .env("NOTIFY_SOCKET", socket_path.to_str().unwrap())
+        .start();
     let ready = recv();
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
     // READY=1 comes after the listener is bound and the users are loaded.

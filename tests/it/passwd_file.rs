@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use crate::common::{Daemon, wait_until};
-use crate::logins::{accepted, bcrypt4, invalid, is_accepted, is_invalid, login_from};
+use crate::common::{Daemon, bcrypt4, is_accepted, is_invalid, wait_until};
 
 #[test]
 fn nologin_and_allow_nets_refuse_through_the_daemon() {
@@ -21,16 +20,16 @@ fn nologin_and_allow_nets_refuse_through_the_daemon() {
     );
 
     // nologin: the right password is refused, as an invalid login (not a temporary failure).
-    assert!(invalid(&daemon, "alice", "secret"));
-    assert!(invalid(&daemon, "alice", "wrong"));
+    assert!(daemon.invalid("alice", "secret"));
+    assert!(daemon.invalid("alice", "wrong"));
 
-    assert!(is_accepted(&login_from(&daemon, "bob", "secret", "192.0.2.7")));
-    assert!(is_accepted(&login_from(&daemon, "bob", "secret", "::1")));
-    assert!(is_invalid(&login_from(&daemon, "bob", "secret", "198.51.100.1")));
+    assert!(is_accepted(&daemon.login_from("bob", "secret", "192.0.2.7")));
+    assert!(is_accepted(&daemon.login_from("bob", "secret", "::1")));
+    assert!(is_invalid(&daemon.login_from("bob", "secret", "198.51.100.1")));
 
     // Unknown extra fields are reported with file:line but keep the user.
-    assert!(accepted(&daemon, "carol", "secret"));
-    assert!(accepted(&daemon, "dave", "secret"));
+    assert!(daemon.accepted("carol", "secret"));
+    assert!(daemon.accepted("dave", "secret"));
     wait_until(Duration::from_secs(5), "the log to name the unknown field", || {
         let log = daemon.log();
         log.contains("users.htpasswd:4: unknown extra field \"quota_rule\"")
@@ -56,29 +55,29 @@ fn two_files_the_first_that_accepts_wins_and_a_disabled_account_stays_disabled()
          [[source]]\nkind = \"htpasswd\"\npath = \"primary\"\n\
          [[source]]\nkind = \"htpasswd\"\npath = \"secondary\"\n",
     );
-    assert!(accepted(&daemon, "alice", "one"));
+    assert!(daemon.accepted("alice", "one"));
     // A password the first file rejects passes to the second (a passdb chain).
-    assert!(accepted(&daemon, "alice", "two"));
-    assert!(invalid(&daemon, "alice", "three"));
+    assert!(daemon.accepted("alice", "two"));
+    assert!(daemon.invalid("alice", "three"));
     // bob is only in the second file.
-    assert!(accepted(&daemon, "bob", "bb"));
+    assert!(daemon.accepted("bob", "bb"));
     // A nologin in the first file is not undone by an entry in the second, whatever the
     // password.
-    assert!(invalid(&daemon, "dave", "dd"));
-    assert!(invalid(&daemon, "dave", "wrong"));
-    assert!(invalid(&daemon, "zed", "x"));
+    assert!(daemon.invalid("dave", "dd"));
+    assert!(daemon.invalid("dave", "wrong"));
+    assert!(daemon.invalid("zed", "x"));
 
     // Both files are watched.
     std::fs::write(&secondary, "bob:{PLAIN}new\n").unwrap();
     wait_until(Duration::from_secs(2), "the second file's new password", || {
-        accepted(&daemon, "bob", "new")
+        daemon.accepted("bob", "new")
     });
-    assert!(invalid(&daemon, "bob", "bb"));
+    assert!(daemon.invalid("bob", "bb"));
     std::fs::write(&primary, "dave:{PLAIN}dd\n").unwrap();
     wait_until(Duration::from_secs(2), "the first file's change", || {
-        accepted(&daemon, "dave", "dd")
+        daemon.accepted("dave", "dd")
     });
     // alice left the first file (and the second): unknown now.
-    assert!(invalid(&daemon, "alice", "one"));
-    assert!(invalid(&daemon, "alice", "two"));
+    assert!(daemon.invalid("alice", "one"));
+    assert!(daemon.invalid("alice", "two"));
 }

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{Daemon, wait_until};
-use crate::logins::{accepted, bcrypt4, invalid, is_accepted};
+use crate::common::{Daemon, bcrypt4, is_accepted, wait_until};
 
 const SOURCE: &str = "[[source]]\nkind = \"htpasswd\"\npath = \"users.htpasswd\"\n";
 
@@ -96,10 +95,10 @@ fn rewrites_under_load_never_fail_a_login() {
             write_in_place(&path, &text);
         }
         wait_until(Duration::from_secs(2), &format!("version {k} to take effect"), || {
-            accepted(&daemon, "rot", &format!("v{k}"))
+            daemon.accepted("rot", &format!("v{k}"))
         });
         slowest = slowest.max(written.elapsed());
-        assert!(invalid(&daemon, "rot", &format!("v{}", k - 1)));
+        assert!(daemon.invalid("rot", &format!("v{}", k - 1)));
     }
     stop.store(true, Ordering::Relaxed);
     let failures: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
@@ -134,14 +133,14 @@ fn rewrites_under_load_never_fail_a_login() {
 fn default_poll_takes_a_change_within_two_seconds() {
     let daemon = Daemon::start(SOURCE, "a:{PLAIN}old\n");
     let path = daemon.path("users.htpasswd");
-    assert!(accepted(&daemon, "a", "old"));
+    assert!(daemon.accepted("a", "old"));
     write_by_rename(&path, b"a:{PLAIN}renamed\n");
     wait_until(Duration::from_secs(2), "the renamed file", || {
-        accepted(&daemon, "a", "renamed")
+        daemon.accepted("a", "renamed")
     });
     write_in_place(&path, b"a:{PLAIN}in-place\n");
     wait_until(Duration::from_secs(2), "the file rewritten in place", || {
-        accepted(&daemon, "a", "in-place")
+        daemon.accepted("a", "in-place")
     });
 }
 
@@ -152,9 +151,9 @@ fn sighup_reloads_when_polling_is_off() {
     write_by_rename(&path, b"a:{PLAIN}new\n");
     daemon.signal("HUP");
     wait_until(Duration::from_secs(2), "SIGHUP to reload", || {
-        accepted(&daemon, "a", "new")
+        daemon.accepted("a", "new")
     });
-    assert!(invalid(&daemon, "a", "old"));
+    assert!(daemon.invalid("a", "old"));
 }
 
 #[test]
@@ -167,13 +166,13 @@ fn a_broken_or_emptied_file_keeps_the_last_good_table() {
     });
     let log = daemon.log();
     assert!(log.contains("users.htpasswd:2: no `:` after the user name"), "{log}");
-    assert!(accepted(&daemon, "a", "old"));
-    assert!(invalid(&daemon, "a", "new"));
+    assert!(daemon.accepted("a", "old"));
+    assert!(daemon.invalid("a", "new"));
 
     // Fixed: taken.
     write_by_rename(&path, b"a:{PLAIN}fixed\n");
     wait_until(Duration::from_secs(2), "the fixed file", || {
-        accepted(&daemon, "a", "fixed")
+        daemon.accepted("a", "fixed")
     });
 
     // Emptied: kept while it may be a rewrite caught after the truncation (5 s left alone),
@@ -183,9 +182,9 @@ fn a_broken_or_emptied_file_keeps_the_last_good_table() {
     wait_until(Duration::from_secs(5), "the emptied file to be noticed", || {
         daemon.log().contains("users file has no users any more")
     });
-    assert!(accepted(&daemon, "a", "fixed"), "the emptied file was taken at once");
+    assert!(daemon.accepted("a", "fixed"), "the emptied file was taken at once");
     wait_until(Duration::from_secs(10), "the empty file to be taken", || {
-        invalid(&daemon, "a", "fixed")
+        daemon.invalid("a", "fixed")
     });
     assert!(
         emptied.elapsed() >= Duration::from_secs(4),

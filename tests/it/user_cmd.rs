@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{free_port, wait_until};
+use crate::common::Nginx;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_mailauthd")
@@ -296,76 +296,36 @@ fn assert_only_target_hash_changed(old: &[u8], new: &[u8], target: &str) {
     }
 }
 
-/// nginx in a temp dir, stopped on drop.
-struct Nginx {
-    child: Child,
-    port: u16,
+/// nginx with `auth_basic` over `users`, serving a static page from `dir`.
+fn auth_basic_nginx(dir: &Path, users: &Path) -> Nginx {
+    // A static file, not `return`: `return` answers before the access phase, so it would
+    // skip auth_basic.
+    std::fs::create_dir_all(dir.join("www")).unwrap();
+    std::fs::write(dir.join("www/index.html"), "welcome\n").unwrap();
+    Nginx::start(
+        "",
+        &format!(
+            "    location / {{\n      auth_basic \"mail\";\n      auth_basic_user_file {};\n      root {}/www;\n    }}\n",
+            users.display(),
+            dir.display()
+        ),
+    )
 }
 
-impl Nginx {
-    fn start(dir: &Path, users: &Path) -> Nginx {
-        let port = free_port();
-        let d = dir.display();
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nerror_log {d}/error.log info;\npid {d}/nginx.pid;\n\
-             events {{ worker_connections 16; }}\n\
-             http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-             fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-             server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      auth_basic \"mail\";\n\
-             auth_basic_user_file {};\n      root {d}/www;\n    }}\n  }}\n}}\n",
-            users.display()
-        );
-        // A static file, not `return`: `return` answers before the access phase, so it
-        // would skip auth_basic.
-        std::fs::create_dir_all(dir.join("www")).unwrap();
-        std::fs::write(dir.join("www/index.html"), "welcome\n").unwrap();
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut nginx = Nginx { child, port };
-        wait_until(Duration::from_secs(10), "nginx to listen", || {
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-                panic!("nginx exited with {status}: {log}");
-            }
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        nginx
-    }
-
-    /// The status code of `GET /` with Basic credentials.
-    fn get(&self, user: &str, pass: &str) -> u16 {
-        use base64::Engine as _;
-        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            stream,
-            "GET / HTTP/1.0\r\nHost: localhost\r\nAuthorization: Basic {token}\r\n\r\n"
-        )
-        .unwrap();
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply).unwrap();
-        reply.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The status code of `GET /` with Basic credentials.
+fn basic_get(nginx: &Nginx, user: &str, pass: &str) -> u16 {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    let mut stream = TcpStream::connect(("127.0.0.1", nginx.port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        stream,
+        "GET / HTTP/1.0\r\nHost: localhost\r\nAuthorization: Basic {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    reply.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
 #[test]
@@ -394,20 +354,20 @@ fn a_user_added_logs_in_through_nginx_auth_basic() {
     )
     .unwrap();
 
-    let nginx = Nginx::start(dir.path(), &file);
-    assert_eq!(nginx.get("alice", "alice pw"), 200);
-    assert_eq!(nginx.get("alice", "wrong"), 401);
-    assert_eq!(nginx.get("bob", "bob pw"), 200);
+    let nginx = auth_basic_nginx(dir.path(), &file);
+    assert_eq!(basic_get(&nginx, "alice", "alice pw"), 200);
+    assert_eq!(basic_get(&nginx, "alice", "wrong"), 401);
+    assert_eq!(basic_get(&nginx, "bob", "bob pw"), 200);
 
     // A password changed by `passwd` takes effect in nginx (it reads the file per request).
     assert_eq!(
         code(&user(&["passwd", "alice", "--password-stdin"], &file, "new alice\n")),
         0
     );
-    assert_eq!(nginx.get("alice", "new alice"), 200);
-    assert_eq!(nginx.get("alice", "alice pw"), 401);
+    assert_eq!(basic_get(&nginx, "alice", "new alice"), 200);
+    assert_eq!(basic_get(&nginx, "alice", "alice pw"), 401);
     assert!(htpasswd_verifies(&file, "alice", "new alice"));
     assert_eq!(code(&user(&["del", "alice"], &file, "")), 0);
-    assert_eq!(nginx.get("alice", "new alice"), 401);
-    assert_eq!(nginx.get("bob", "bob pw"), 200);
+    assert_eq!(basic_get(&nginx, "alice", "new alice"), 401);
+    assert_eq!(basic_get(&nginx, "bob", "bob pw"), 200);
 }

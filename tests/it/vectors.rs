@@ -13,11 +13,12 @@ fn bcrypt(pass: &[u8]) -> String {
     bcrypt::hash(pass, 4).expect("bcrypt")
 }
 
-/// One daemon for all vectors. The same login (`a b@x`) has a different password per
-/// protocol in the vectors, so each protocol gets its own users file (`protocols = [...]`).
-fn daemon() -> &'static Daemon {
+/// One daemon for all vectors, shared for the whole run (see [`Daemon::shared`]). The same
+/// login (`a b@x`) has a different password per protocol in the vectors, so each protocol
+/// gets its own users file (`protocols = [...]`).
+pub(crate) fn daemon() -> &'static Daemon {
     static DAEMON: OnceLock<Daemon> = OnceLock::new();
-    DAEMON.get_or_init(|| {
+    Daemon::shared(&DAEMON, || {
         let dir = tempfile::tempdir().expect("temp dir");
         let imap = [
             format!("a b@x:{}", bcrypt(b"p%ss:word")),

@@ -3,17 +3,23 @@
 //! pairs for tests that need their own configuration.
 //!
 //! The shared setup lives in a static and is torn down from an `atexit` hook, so its
-//! processes are stopped (SIGTERM, then SIGKILL, by PID) when the test binary exits, whether
-//! tests passed or failed. Per-test processes are stopped by their Drop guards.
+//! processes are stopped (SIGTERM, then SIGKILL, by PID) and its temp dir removed when the
+//! test binary exits, whether tests passed or failed. Per-test processes are stopped by their
+//! Drop guards. When neither runs (the binary is interrupted or killed), the parent-death
+//! signal every process is started with (`spawn`) stops them; `leftovers.rs` checks both.
 
 pub mod clients;
 pub mod dovecot;
 pub mod expect;
+#[path = "../../shared/leak_check.rs"]
+pub mod leak_check;
 pub mod mailauthd;
 pub mod nginx;
 pub mod prereq;
 pub mod process;
 pub mod recorder;
+#[path = "../../shared/spawn.rs"]
+pub mod spawn;
 pub mod users;
 
 use dovecot::Dovecot;
@@ -101,10 +107,6 @@ fn build() -> Env {
 
 static SHARED: Mutex<Option<Result<Arc<Env>, String>>> = Mutex::new(None);
 
-unsafe extern "C" {
-    fn atexit(cb: extern "C" fn()) -> i32;
-}
-
 extern "C" fn teardown() {
     let env = SHARED.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some(Ok(env)) = env {
@@ -137,7 +139,7 @@ pub fn shared() -> Arc<Env> {
         });
         // SAFETY: registering a plain extern "C" function with atexit(3).
         unsafe {
-            atexit(teardown);
+            libc::atexit(teardown);
         }
         *g = Some(r);
     }

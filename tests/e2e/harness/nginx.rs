@@ -1,10 +1,10 @@
 //! Debian's nginx with the mail module, started by the test with its own prefix and config
 //! (`daemon off`, `master_process off` so one PID is the whole server), error log at `info`.
 
-use super::process::{Proc, free_ports, loopback, read_lossy, run};
+use super::process::{Proc, free_ports, loopback, read_lossy, run, tail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The mail `server{}` blocks of our standard setup.
 pub struct Ports {
@@ -95,9 +95,23 @@ mail {{
 
 impl Nginx {
     /// Writes the config made by `conf`, checks it with `nginx -t`, starts nginx and waits
-    /// until every port listens.
+    /// until every port listens. nginx cannot report ports it picked, so they are picked
+    /// free beforehand and one may be taken in between: then nginx fails to bind, and new
+    /// ports are tried.
     pub fn start(dir: &Path, conf: impl Fn(&Path, &Ports) -> String) -> Nginx {
         std::fs::create_dir_all(dir).expect("mkdir nginx dir");
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match Nginx::try_start(dir, &conf) {
+                Ok(nginx) => return nginx,
+                Err(e) if attempts < 5 && e.contains("Address already in use") => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    fn try_start(dir: &Path, conf: &impl Fn(&Path, &Ports) -> String) -> Result<Nginx, String> {
         let pp = free_ports(4);
         let ports = Ports {
             imap: pp[0],
@@ -109,6 +123,10 @@ impl Nginx {
         let text = conf(dir, &ports);
         std::fs::write(&conf_path, &text).expect("write nginx.conf");
         let error_log = dir.join("error.log");
+        let pid_file = dir.join("nginx.pid");
+        // A failed attempt's lines would be read as this attempt's.
+        let _ = std::fs::remove_file(&error_log);
+        let _ = std::fs::remove_file(&pid_file);
         let base = |t: bool| {
             let mut c = Command::new(super::prereq::nginx());
             if t {
@@ -126,12 +144,29 @@ impl Nginx {
             t.stderr
         );
         let mut proc = Proc::spawn("nginx", base(false), &dir.join("nginx.stderr"));
-        let listen: Vec<u16> = ports_in(&text, &ports);
-        for port in listen {
-            proc.wait_port(loopback(port), Duration::from_secs(20));
-        }
         proc.log = error_log.clone();
-        Nginx { proc, ports, error_log }
+        // nginx writes its pid file once all its sockets are bound: after that, connections
+        // reach this nginx, not a process that took one of the ports first.
+        let end = Instant::now() + Duration::from_secs(20);
+        while !pid_file.exists() {
+            if let Some(st) = proc.exited() {
+                return Err(format!(
+                    "nginx exited early ({st}); its log:\n{}",
+                    tail(&proc.log_text(), 60)
+                ));
+            }
+            if Instant::now() >= end {
+                return Err(format!(
+                    "nginx wrote no pid file in time; its log:\n{}",
+                    tail(&proc.log_text(), 60)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        for port in ports_in(&text, &ports) {
+            proc.try_wait_port(loopback(port), Duration::from_secs(20))?;
+        }
+        Ok(Nginx { proc, ports, error_log })
     }
 
     pub fn error_log_text(&self) -> String {

@@ -2,7 +2,9 @@
 //!
 //! Every daemon (nginx, Dovecot, mailauthd) is a [`Proc`]: a guard that sends SIGTERM, waits
 //! a bounded time, then SIGKILLs and reaps it when dropped, including while a failing test
-//! unwinds. Short-lived clients go through [`run`], which kills them at a deadline.
+//! unwinds. Short-lived clients go through [`run`], which kills them at a deadline. Both
+//! start their process through [`super::spawn::spawn`]: it dies with the test binary even
+//! when no destructor runs (Ctrl-C), and carries the run marker the leak check looks for.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -10,19 +12,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-unsafe extern "C" {
-    // libc is linked into every Rust binary on Linux; declaring the two calls avoids a
-    // dev-dependency for them.
-    fn kill(pid: i32, sig: i32) -> i32;
-}
-
-const SIGTERM: i32 = 15;
-
 /// Sends `sig` to one process id.
 pub fn signal(pid: u32, sig: i32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe {
-        kill(pid as i32, sig);
+        libc::kill(pid, sig);
     }
 }
 
@@ -43,9 +40,8 @@ impl Proc {
             .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
         let err = out.try_clone().expect("dup log file");
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        let shown = format!("{cmd:?}");
+        let child = super::spawn::spawn(cmd).unwrap_or_else(|e| panic!("cannot start {name} ({shown}): {e}"));
         Proc {
             name: name.to_string(),
             child,
@@ -62,9 +58,14 @@ impl Proc {
         read_lossy(&self.log)
     }
 
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Panics with the log tail if the process has already exited.
     pub fn assert_running(&mut self) {
-        if let Ok(Some(st)) = self.child.try_wait() {
+        if let Some(st) = self.exited() {
             panic!(
                 "{} exited early ({st}); its log:\n{}",
                 self.name,
@@ -75,18 +76,32 @@ impl Proc {
 
     /// Waits until `addr` accepts TCP connections, failing fast if the process dies.
     pub fn wait_port(&mut self, addr: SocketAddr, deadline: Duration) {
+        if let Err(e) = self.try_wait_port(addr, deadline) {
+            panic!("{e}");
+        }
+    }
+
+    /// Waits until `addr` accepts TCP connections; an error (with the log tail) if the
+    /// process exits first or the deadline passes.
+    pub fn try_wait_port(&mut self, addr: SocketAddr, deadline: Duration) -> Result<(), String> {
         let end = Instant::now() + deadline;
         loop {
-            self.assert_running();
+            if let Some(st) = self.exited() {
+                return Err(format!(
+                    "{} exited early ({st}); its log:\n{}",
+                    self.name,
+                    tail(&self.log_text(), 60)
+                ));
+            }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
+                return Ok(());
             }
             if Instant::now() >= end {
-                panic!(
+                return Err(format!(
                     "{} did not listen on {addr} within {deadline:?}; its log:\n{}",
                     self.name,
                     tail(&self.log_text(), 60)
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(25));
         }
@@ -97,7 +112,7 @@ impl Proc {
         if let Ok(Some(st)) = self.child.try_wait() {
             return Some(st);
         }
-        signal(self.pid(), SIGTERM);
+        signal(self.pid(), libc::SIGTERM);
         let end = Instant::now() + Duration::from_secs(5);
         while Instant::now() < end {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -126,7 +141,8 @@ pub struct Output {
 /// Runs a client to completion, killing it if it takes longer than `timeout`.
 pub fn run(mut cmd: Command, timeout: Duration) -> Output {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let shown = format!("{cmd:?}");
+    let mut child = super::spawn::spawn(cmd).unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
     let mut so = child.stdout.take().expect("stdout");
     let mut se = child.stderr.take().expect("stderr");
     let t1 = std::thread::spawn(move || {
@@ -147,7 +163,7 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Output {
         if Instant::now() >= end {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{cmd:?} did not finish within {timeout:?}");
+            panic!("{shown} did not finish within {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(10));
     };
@@ -156,7 +172,9 @@ pub fn run(mut cmd: Command, timeout: Duration) -> Output {
     Output { status, stdout, stderr }
 }
 
-/// `n` distinct free loopback ports (all bound at once, then released).
+/// `n` distinct free loopback ports (all bound at once, then released), for servers that
+/// cannot bind port 0 and report it (nginx, Dovecot). Another process may bind one before
+/// the server does: their starters retry with new ports when the bind fails (EADDRINUSE).
 pub fn free_ports(n: usize) -> Vec<u16> {
     let ls: Vec<TcpListener> = (0..n)
         .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))

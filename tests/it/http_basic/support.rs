@@ -1,15 +1,14 @@
-//! What the http-basic tests need besides the shared harness: a real nginx as the Basic-auth
-//! upstream, a stub upstream that hangs or answers, timed logins and log polling. Every
-//! process is killed by a Drop guard; readiness is polled with a deadline.
+//! What the http-basic tests need besides the shared harness (which has the real nginx used
+//! as the Basic-auth upstream): a stub upstream that hangs or answers, timed logins and log
+//! polling.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{Daemon, READY_DEADLINE, free_port, header, plain_request, wait_until};
+use crate::common::{Daemon, header, plain_request, wait_until};
 
 /// A reply from the daemon and how long it took.
 #[derive(Debug)]
@@ -78,98 +77,6 @@ pub fn admin_status(admin: SocketAddr, path: &str) -> u16 {
         .get(9..12)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status in {:?}", String::from_utf8_lossy(&reply)))
-}
-
-/// A real nginx (Debian's), in its own prefix directory, killed on drop.
-pub struct Nginx {
-    child: Child,
-    /// Its loopback port.
-    pub port: u16,
-    /// Its prefix directory (config, logs).
-    pub dir: tempfile::TempDir,
-}
-
-impl Nginx {
-    /// Starts nginx with `http_body` in `http {}` and `server_body` inside
-    /// `server { listen ...; }`. `{dir}` in the bodies is replaced by the prefix directory.
-    pub fn start(http_body: &str, server_body: &str) -> Nginx {
-        // The port is picked free and may be taken in between: try a few.
-        let mut last_error = String::new();
-        for _ in 0..5 {
-            match Nginx::try_start(http_body, server_body) {
-                Ok(n) => return n,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("nginx did not start: {last_error}");
-    }
-
-    fn try_start(http_body: &str, server_body: &str) -> Result<Nginx, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let d = dir.path().display().to_string();
-        let port = free_port();
-        let body = server_body.replace("{dir}", &d);
-        let http_body = http_body.replace("{dir}", &d);
-        let conf = format!(
-            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log info;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{\n  log_format conn '$connection $connection_requests $status';\n  access_log {d}/access.log conn;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-               fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-               {http_body}\n  server {{\n    listen 127.0.0.1:{port};\n{body}\n  }}\n}}\n"
-        );
-        let conf_path = dir.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot run nginx (apt-get install nginx): {e}"))?;
-        let mut nginx = Nginx { child, port, dir };
-        let end = Instant::now() + READY_DEADLINE;
-        loop {
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                let log = std::fs::read_to_string(nginx.dir.path().join("error.log")).unwrap_or_default();
-                return Err(format!("nginx exited with {status}: {log}"));
-            }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(nginx);
-            }
-            if Instant::now() > end {
-                return Err("nginx did not listen in time".to_owned());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// The access log: one `connection-number requests-on-it status` line per request.
-    pub fn access_log(&self) -> Vec<(u64, u64, u16)> {
-        let text = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
-        text.lines()
-            .filter_map(|l| {
-                let mut f = l.split(' ').map(str::parse::<u64>);
-                Some((f.next()?.ok()?, f.next()?.ok()?, u16::try_from(f.next()?.ok()?).ok()?))
-            })
-            .collect()
-    }
-
-    /// `http://127.0.0.1:<port><path>`.
-    pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A stub upstream on a loopback port: it counts connections and either holds each one

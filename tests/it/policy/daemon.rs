@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::harness::{Daemon, apop, header, plain, wait_until};
+use super::start;
+use crate::common::{apop_request, header, plain_request, wait_until};
 
 const BANNED_IMAP: &str = "[UNAVAILABLE] Too many failed logins, try again later";
 const INVALID_IMAP: &str = "[AUTHENTICATIONFAILED] Invalid login or password";
@@ -18,12 +19,12 @@ fn decisions<'a>(log: &'a str, client_ip: &str) -> Vec<&'a str> {
 #[test]
 fn twenty_wrong_logins_from_one_ip_ban_it_and_bans_are_answered_without_hashing() {
     // The defaults: 20 distinct failures from one network ban it.
-    let d = Daemon::start("");
+    let d = start("");
     let attacker = "192.0.2.66";
     let mut waits = Vec::new();
     for i in 0..20 {
         // A password sprayer: a new user each time, so no (user, network) limit is reached.
-        let reply = d.login(&format!("user{i}"), "Winter2026", attacker);
+        let reply = d.login_from(&format!("user{i}"), "Winter2026", attacker);
         assert_eq!(
             header(&reply, "Auth-Status").as_deref(),
             Some(INVALID_IMAP),
@@ -36,17 +37,17 @@ fn twenty_wrong_logins_from_one_ip_ban_it_and_bans_are_answered_without_hashing(
     assert_eq!(waits[19], None, "the failure that bans ends the session");
 
     // Even the right password is refused now, at once, with no hash verified.
-    let reply = d.login("alice", "alice-secret", attacker);
+    let reply = d.login_from("alice", "alice-secret", attacker);
     assert_eq!(header(&reply, "Auth-Status").as_deref(), Some(BANNED_IMAP), "{reply}");
     assert_eq!(header(&reply, "Auth-Wait"), None);
-    let reply = d.ask(&apop("bob", attacker));
+    let reply = d.ask_text(&apop_request("bob", attacker));
     assert_eq!(
         header(&reply, "Auth-Status").as_deref(),
         Some("[LOGIN-DELAY] Too many failed logins, try again later")
     );
 
     // Another client logs in.
-    let reply = d.login("alice", "alice-secret", "198.51.100.20");
+    let reply = d.login_from("alice", "alice-secret", "198.51.100.20");
     assert_eq!(header(&reply, "Auth-Status").as_deref(), Some("OK"), "{reply}");
 
     let log = d.log();
@@ -88,22 +89,22 @@ fn twenty_wrong_logins_from_one_ip_ban_it_and_bans_are_answered_without_hashing(
 
 #[test]
 fn a_banned_pair_is_refused_with_the_right_password_until_the_ban_expires() {
-    let d = Daemon::start("[policy]\npair_failures = 3\nban = \"2s\"\n");
+    let d = start("[policy]\npair_failures = 3\nban = \"2s\"\n");
     let ip = "203.0.113.9";
     for pass in ["a", "b", "c"] {
-        assert!(d.login("alice", pass, ip).contains(INVALID_IMAP));
+        assert!(d.login_from("alice", pass, ip).contains(INVALID_IMAP));
     }
     let banned_at = Instant::now();
-    assert!(d.login("alice", "alice-secret", ip).contains(BANNED_IMAP));
+    assert!(d.login_from("alice", "alice-secret", ip).contains(BANNED_IMAP));
     // The same user from elsewhere and another user from here are not affected.
     assert!(
-        d.login("alice", "alice-secret", "203.0.113.10")
+        d.login_from("alice", "alice-secret", "203.0.113.10")
             .contains("Auth-Status: OK")
     );
-    assert!(d.login("bob", "bob-password", ip).contains("Auth-Status: OK"));
+    assert!(d.login_from("bob", "bob-password", ip).contains("Auth-Status: OK"));
     let mut refused = 0;
     wait_until(Duration::from_secs(15), "the ban to expire", || {
-        let ok = d.login("alice", "alice-secret", ip).contains("Auth-Status: OK");
+        let ok = d.login_from("alice", "alice-secret", ip).contains("Auth-Status: OK");
         refused += usize::from(!ok);
         ok
     });
@@ -114,9 +115,14 @@ fn a_banned_pair_is_refused_with_the_right_password_until_the_ban_expires() {
 
 #[test]
 fn auth_wait_escalates_for_plain_logins_only_and_never_past_the_attempt_cap() {
-    let d = Daemon::start("[auth]\nwait = \"2s\"\nmax_attempts = 4\n");
+    let d = start("[auth]\nwait = \"2s\"\nmax_attempts = 4\n");
     let ip = "192.0.2.80";
-    let wait = |pass: &str, attempt: u32| header(&d.ask(&plain("bob", pass, ip, attempt)), "Auth-Wait");
+    let wait = |pass: &str, attempt: u32| {
+        header(
+            &d.ask(&plain_request("imap", b"bob", pass.as_bytes(), ip, attempt)),
+            "Auth-Wait",
+        )
+    };
     assert_eq!(wait("guess1", 1).as_deref(), Some("2"));
     assert_eq!(wait("guess2", 2).as_deref(), Some("4"));
     assert_eq!(wait("guess3", 3).as_deref(), Some("8"));
@@ -124,20 +130,23 @@ fn auth_wait_escalates_for_plain_logins_only_and_never_past_the_attempt_cap() {
     assert_eq!(wait("guess1", 3).as_deref(), Some("8"));
     // At the attempt cap nginx closes the session: no Auth-Wait, however many failures.
     assert_eq!(wait("guess4", 4), None);
-    let reply = d.ask(&apop("bob", "192.0.2.81"));
+    let reply = d.ask_text(&apop_request("bob", "192.0.2.81"));
     assert!(reply.contains("[AUTH] Invalid login or password"), "{reply}");
     assert_eq!(header(&reply, "Auth-Wait"), None, "no Auth-Wait for apop");
 }
 
 #[test]
 fn bans_are_listed_and_lifted_with_the_cli() {
-    let d = Daemon::start("[policy]\npair_failures = 2\n");
+    let d = start("[policy]\npair_failures = 2\n");
     for pass in ["a", "b"] {
-        d.login("alice", pass, "192.0.2.33");
+        d.login_from("alice", pass, "192.0.2.33");
     }
-    assert!(d.login("alice", "alice-secret", "192.0.2.33").contains(BANNED_IMAP));
+    assert!(
+        d.login_from("alice", "alice-secret", "192.0.2.33")
+            .contains(BANNED_IMAP)
+    );
 
-    let admin = d.admin.to_string();
+    let admin = d.admin().to_string();
     let out = d.bans_cli(&["--admin", &admin, "list"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
@@ -148,7 +157,7 @@ fn bans_are_listed_and_lifted_with_the_cli() {
     let out = d.bans_cli(&["clear", "--ip", "192.0.2.33", "--user", "Alice"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "cleared 1 ban(s)\n", "{out:?}");
     assert!(
-        d.login("alice", "alice-secret", "192.0.2.33")
+        d.login_from("alice", "alice-secret", "192.0.2.33")
             .contains("Auth-Status: OK")
     );
     assert!(d.log().contains("bans lifted by admin"));
@@ -163,18 +172,18 @@ fn temporary_failures_do_not_count() {
     // A second source whose file is missing: a user the first source does not know cannot
     // be refused for good, every failure is temporary, and none may count towards a ban
     // (with net_failures = 1, one counted failure would ban the address alice uses below).
-    let d = Daemon::start(
+    let d = start(
         "[policy]\npair_failures = 1\nnet_failures = 1\n[[source]]\nkind = \"htpasswd\"\npath = \"missing.htpasswd\"\n",
     );
     let ip = "192.0.2.44";
     for pass in ["a", "b", "c"] {
-        let reply = d.login("carol", pass, ip);
+        let reply = d.login_from("carol", pass, ip);
         assert!(
             reply.contains("[UNAVAILABLE] Temporary authentication failure"),
             "{reply}"
         );
     }
-    assert!(d.login("alice", "alice-secret", ip).contains("Auth-Status: OK"));
+    assert!(d.login_from("alice", "alice-secret", ip).contains("Auth-Status: OK"));
     let out = d.bans_cli(&["list"]);
     assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
 }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::harness::{Daemon, Redis, header, wait_until};
+use super::start;
+use crate::common::{Redis, header, wait_until};
 
 const BANNED_IMAP: &str = "[UNAVAILABLE] Too many failed logins, try again later";
 const TEMPFAIL_IMAP: &str = "[UNAVAILABLE] Temporary authentication failure, try again later";
@@ -23,22 +24,22 @@ fn shared(redis: &Redis, extra: &str) -> String {
 #[test]
 fn failures_spread_over_two_instances_trigger_one_ban_seen_by_both() {
     let redis = Redis::start();
-    let one = Daemon::start(&shared(&redis, ""));
-    let two = Daemon::start(&shared(&redis, ""));
+    let one = start(&shared(&redis, ""));
+    let two = start(&shared(&redis, ""));
     let ip = "192.0.2.50";
     // The same wrong password for the same user on both instances counts once.
-    one.login("u1", "same", ip);
-    two.login("u1", "same", ip);
-    one.login("u2", "x", ip);
-    two.login("u3", "x", ip);
-    assert_eq!(status(&one.login("alice", "alice-secret", "192.0.2.51")), "OK");
+    one.login_from("u1", "same", ip);
+    two.login_from("u1", "same", ip);
+    one.login_from("u2", "x", ip);
+    two.login_from("u3", "x", ip);
+    assert_eq!(status(&one.login_from("alice", "alice-secret", "192.0.2.51")), "OK");
     // The fourth distinct failure, on instance two, bans the network for both.
     assert_eq!(
-        status(&two.login("u4", "x", ip)),
+        status(&two.login_from("u4", "x", ip)),
         "[AUTHENTICATIONFAILED] Invalid login or password"
     );
-    assert_eq!(status(&one.login("alice", "alice-secret", ip)), BANNED_IMAP);
-    assert_eq!(status(&two.login("alice", "alice-secret", ip)), BANNED_IMAP);
+    assert_eq!(status(&one.login_from("alice", "alice-secret", ip)), BANNED_IMAP);
+    assert_eq!(status(&two.login_from("alice", "alice-secret", ip)), BANNED_IMAP);
 
     let ttl = redis.command("PTTL mailauthd:b:n:192.0.2.50/32");
     let ttl: i64 = ttl.trim_start_matches(':').trim().parse().expect("a ttl");
@@ -52,32 +53,35 @@ fn failures_spread_over_two_instances_trigger_one_ban_seen_by_both() {
     );
     let out = two.bans_cli(&["clear", "--ip", "192.0.2.50"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "cleared 1 ban(s)\n", "{out:?}");
-    assert_eq!(status(&one.login("alice", "alice-secret", ip)), "OK");
+    assert_eq!(status(&one.login_from("alice", "alice-secret", ip)), "OK");
 }
 
 #[test]
 fn redis_going_away_falls_back_as_configured_and_is_used_again_when_it_returns() {
     let redis = Redis::start();
     let port = redis.port;
-    let local = Daemon::start(&shared(&redis, "pair_failures = 2"));
-    let strict = Daemon::start(&format!(
+    let local = start(&shared(&redis, "pair_failures = 2"));
+    let strict = start(&format!(
         "{}on_redis_error = \"tempfail\"\nredis_timeout = \"200ms\"\n",
         shared(&redis, "")
     ));
-    assert_eq!(status(&local.login("alice", "alice-secret", "192.0.2.60")), "OK");
-    assert_eq!(status(&strict.login("alice", "alice-secret", "192.0.2.60")), "OK");
+    assert_eq!(status(&local.login_from("alice", "alice-secret", "192.0.2.60")), "OK");
+    assert_eq!(status(&strict.login_from("alice", "alice-secret", "192.0.2.60")), "OK");
 
     drop(redis);
 
     // "local": decided and counted in the process; its own bans still work.
-    local.login("bob", "wrong1", "192.0.2.61");
-    local.login("bob", "wrong2", "192.0.2.61");
-    assert_eq!(status(&local.login("bob", "bob-password", "192.0.2.61")), BANNED_IMAP);
-    assert_eq!(status(&local.login("alice", "alice-secret", "192.0.2.60")), "OK");
+    local.login_from("bob", "wrong1", "192.0.2.61");
+    local.login_from("bob", "wrong2", "192.0.2.61");
+    assert_eq!(
+        status(&local.login_from("bob", "bob-password", "192.0.2.61")),
+        BANNED_IMAP
+    );
+    assert_eq!(status(&local.login_from("alice", "alice-secret", "192.0.2.60")), "OK");
     // "tempfail": nothing is decided without the shared state.
     for _ in 0..3 {
         assert_eq!(
-            status(&strict.login("alice", "alice-secret", "192.0.2.60")),
+            status(&strict.login_from("alice", "alice-secret", "192.0.2.60")),
             TEMPFAIL_IMAP
         );
     }
@@ -92,10 +96,10 @@ fn redis_going_away_falls_back_as_configured_and_is_used_again_when_it_returns()
     wait_until(
         Duration::from_secs(15),
         "the tempfail instance to use Redis again",
-        || status(&strict.login("alice", "alice-secret", "192.0.2.60")) == "OK",
+        || status(&strict.login_from("alice", "alice-secret", "192.0.2.60")) == "OK",
     );
     wait_until(Duration::from_secs(15), "the local instance to use Redis again", || {
-        local.login("carol", "guess", "192.0.2.62");
+        local.login_from("carol", "guess", "192.0.2.62");
         local.log().contains("redis is reachable again")
     });
     assert!(strict.log().contains("redis is reachable again"));
@@ -106,20 +110,20 @@ fn redis_going_away_falls_back_as_configured_and_is_used_again_when_it_returns()
 #[test]
 fn a_hanging_redis_costs_at_most_the_timeout_and_is_used_again_when_it_answers() {
     let redis = Redis::start();
-    let d = Daemon::start(&format!("{}redis_timeout = \"200ms\"\n", shared(&redis, "")));
-    assert_eq!(status(&d.login("alice", "alice-secret", "192.0.2.70")), "OK");
+    let d = start(&format!("{}redis_timeout = \"200ms\"\n", shared(&redis, "")));
+    assert_eq!(status(&d.login_from("alice", "alice-secret", "192.0.2.70")), "OK");
     redis.signal("STOP");
     // Without the timeout this login would wait for Redis for ever (the client gives up
     // after 30 s and the test fails); with it, it is decided in the process.
-    assert_eq!(status(&d.login("alice", "alice-secret", "192.0.2.70")), "OK");
+    assert_eq!(status(&d.login_from("alice", "alice-secret", "192.0.2.70")), "OK");
     assert_eq!(
-        status(&d.login("bob", "wrong", "192.0.2.70")),
+        status(&d.login_from("bob", "wrong", "192.0.2.70")),
         "[AUTHENTICATIONFAILED] Invalid login or password"
     );
     assert_eq!(d.log().matches("redis is unreachable (").count(), 1, "{}", d.log());
     redis.signal("CONT");
     wait_until(Duration::from_secs(15), "mailauthd to use Redis again", || {
-        d.login("dave", "guess", "192.0.2.71");
+        d.login_from("dave", "guess", "192.0.2.71");
         d.log().contains("redis is reachable again")
     });
     assert_eq!(redis.command("EXISTS mailauthd:f:u:dave").trim(), ":1");
