@@ -209,7 +209,7 @@ impl HtpasswdSource {
         let table = self.table();
         let Some(user) = table.get(creds.user) else {
             return PlainAnswer::UnknownUser {
-                dummy: table.dummy().cloned(),
+                dummy: table.dummy_for(creds.user),
             };
         };
         let scope = self.config.path.as_os_str().as_encoded_bytes();
