@@ -4,9 +4,10 @@
 //!
 //! - `GET /healthz`: 200 while the process answers.
 //! - `GET /readyz`: 200 when every source has a users table in use, 503 while one has never
-//!   loaded. A source whose file became unreadable or broken keeps its last good table and
-//!   stays ready: logins keep working and the failure shows in the log and in
-//!   `mailauthd_reloads_total{result="failed"}`. The body lists each source.
+//!   loaded. A ready source may be degraded: its file's broken lines were skipped, or its
+//!   file could not be read whole and the last good table stays in use. It stays ready
+//!   (logins keep working), and the body says `degraded` and why. The body lists each
+//!   source.
 //! - `GET /metrics`: OpenMetrics text (`crate::metrics`).
 
 use std::convert::Infallible;
@@ -68,7 +69,11 @@ fn readiness(auth: &Authenticator) -> Response<Body> {
     let statuses: Vec<SourceStatus> = auth.sources.iter().map(Source::status).collect();
     let mut body = String::new();
     let status = if statuses.iter().all(|s| s.ready) {
-        body.push_str("ready\n");
+        if statuses.iter().any(|s| s.degraded.is_some()) {
+            body.push_str("ready, degraded: a source skipped broken lines or keeps its last good table\n");
+        } else {
+            body.push_str("ready\n");
+        }
         StatusCode::OK
     } else {
         body.push_str("not ready: a source has no users loaded or its upstream is failing\n");

@@ -108,6 +108,9 @@ pub(crate) fn reload_sources(auth: &Authenticator, force: bool) -> bool {
             Some(Err(reason)) => auth.metrics.reload_failed(&status.name, reason),
             None => {}
         }
+        if let Some(broken) = outcome.broken_lines() {
+            auth.metrics.broken_lines(&status.name, broken);
+        }
         read |= outcome.read_new_file();
     }
     read

@@ -74,6 +74,7 @@ pub(crate) struct Metrics {
     source_users: Family<SourceLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     last_reload: Gauge<f64, AtomicU64>,
+    source_broken_lines: Family<SourceLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -155,6 +156,12 @@ impl Metrics {
             Unit::Seconds,
             last_reload.clone(),
         );
+        let source_broken_lines = Family::<SourceLabels, Gauge>::default();
+        registry.register(
+            "source_broken_lines",
+            "Broken lines skipped in the users file each source has in use (above 0: degraded)",
+            source_broken_lines.clone(),
+        );
         registry.register(
             "build",
             "The running version",
@@ -173,6 +180,7 @@ impl Metrics {
             source_users,
             reloads,
             last_reload,
+            source_broken_lines,
         }
     }
 
@@ -255,6 +263,19 @@ impl Metrics {
         self.source_error(source, reason);
     }
 
+    /// A reload of `source` put in use a table that skipped `broken` broken lines: the gauge
+    /// says how many, and a table taken with any counts as a `broken-lines` source error.
+    pub(crate) fn broken_lines(&self, source: &str, broken: usize) {
+        self.source_broken_lines
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .set(i64::try_from(broken).unwrap_or(i64::MAX));
+        if broken > 0 {
+            self.source_error(source, "broken-lines");
+        }
+    }
+
     /// The metrics as OpenMetrics text ([`CONTENT_TYPE`]).
     pub(crate) fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
@@ -289,6 +310,8 @@ mod tests {
         m.pool_rejected();
         m.reload_ok("htpasswd:/u", 12);
         m.reload_failed("htpasswd:/u", "unreadable");
+        m.broken_lines("htpasswd:/u", 0);
+        m.broken_lines("htpasswd:/u", 2);
         let text = m.render();
         assert_eq!(
             sample(
@@ -326,6 +349,17 @@ mod tests {
             sample(
                 &text,
                 r#"mailauthd_source_errors_total{source="htpasswd:/u",reason="unreadable"}"#
+            ),
+            Some("1")
+        );
+        assert_eq!(
+            sample(&text, r#"mailauthd_source_broken_lines{source="htpasswd:/u"}"#),
+            Some("2")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"mailauthd_source_errors_total{source="htpasswd:/u",reason="broken-lines"}"#
             ),
             Some("1")
         );

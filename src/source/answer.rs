@@ -146,8 +146,8 @@ pub(crate) enum Severity {
     /// The line is skipped (an unsupported scheme, a duplicate user) or a part of it is not
     /// used (an unknown extra field); the rest of the file is fine.
     Warning,
-    /// The line is broken (no hash, a malformed hash): on a reload, the last good table is
-    /// kept.
+    /// The line is broken (no hash, a malformed hash): it is skipped, and the source reports
+    /// itself degraded until the file is fixed.
     Error,
 }
 
@@ -181,6 +181,25 @@ pub(crate) enum SourceError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The users file is a FIFO, a device, a folder or a socket: reading it could block the
+    /// reloader for good or never end.
+    #[error("users file {path} is not a regular file (it is a {kind}); point `path` at a file")]
+    NotAFile {
+        /// The file.
+        path: PathBuf,
+        /// What it is instead, e.g. `FIFO`.
+        kind: &'static str,
+    },
+    /// The users file is larger than a users file may be.
+    #[error("users file {path} is {len} bytes, over the cap of {cap} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        len: u64,
+        /// The cap.
+        cap: u64,
+    },
 }
 
 /// What a (re)load did.
@@ -188,16 +207,12 @@ pub(crate) enum SourceError {
 pub(crate) enum ReloadOutcome {
     /// Nothing new: the file has not changed, or the source has nothing to load.
     Unchanged,
-    /// A new table is in use.
+    /// A new table is in use: every user of the file but those on broken lines, on the
+    /// first load and on a reload alike.
     Loaded {
         /// Users in the new table.
         users: usize,
-        /// Lines skipped (warnings, and errors on the first load).
-        problems: Vec<LineProblem>,
-    },
-    /// The new file has broken lines; the last good table stays in use.
-    KeptPrevious {
-        /// Every problem of the new file.
+        /// Every problem of the file: warnings, and the broken lines that were skipped.
         problems: Vec<LineProblem>,
     },
     /// The file could not be read; the last good table (if any) stays in use.
@@ -223,9 +238,19 @@ pub(crate) struct CheckReport {
 }
 
 impl ReloadOutcome {
-    /// Whether a new file was read (good or broken), so that what is in use may have changed.
+    /// Whether a new file was read and put in use, so that what is in use may have changed.
     pub(crate) fn read_new_file(&self) -> bool {
-        matches!(self, ReloadOutcome::Loaded { .. } | ReloadOutcome::KeptPrevious { .. })
+        matches!(self, ReloadOutcome::Loaded { .. })
+    }
+
+    /// For a table taken, how many broken lines it skipped (`None`: no table was taken).
+    pub(crate) fn broken_lines(&self) -> Option<usize> {
+        match self {
+            ReloadOutcome::Loaded { problems, .. } => {
+                Some(problems.iter().filter(|p| p.severity == Severity::Error).count())
+            }
+            _ => None,
+        }
     }
 
     /// The `result`/`reason` of `mailauthd_reloads_total`, and the users now loaded:
@@ -234,7 +259,6 @@ impl ReloadOutcome {
         match self {
             ReloadOutcome::Unchanged => None,
             ReloadOutcome::Loaded { users, .. } => Some(Ok(*users)),
-            ReloadOutcome::KeptPrevious { .. } => Some(Err("broken-lines")),
             ReloadOutcome::Failed(_) => Some(Err("unreadable")),
             ReloadOutcome::Unsettled => Some(Err("unsettled")),
             ReloadOutcome::SuspiciousEmpty { .. } => Some(Err("emptied")),
@@ -248,15 +272,15 @@ impl ReloadOutcome {
             ReloadOutcome::Unchanged => {}
             ReloadOutcome::Loaded { users, problems } => {
                 for p in problems {
-                    tracing::warn!("{p}");
+                    match p.severity {
+                        Severity::Error => tracing::error!("{p}; line skipped"),
+                        Severity::Warning => tracing::warn!("{p}"),
+                    }
                 }
                 tracing::info!(source = %name, users, skipped_lines = problems.len(), "users loaded");
-            }
-            ReloadOutcome::KeptPrevious { problems } => {
-                for p in problems {
-                    tracing::error!("{p}");
+                if let Some(broken) = self.broken_lines().filter(|&n| n > 0) {
+                    tracing::warn!(source = %name, broken_lines = broken, "users file has broken lines; the rest of it is in use, the source is degraded until they are fixed");
                 }
-                tracing::error!(source = %name, "users file has broken lines; keeping the last good version");
             }
             ReloadOutcome::Unsettled => {
                 tracing::warn!(source = %name, "users file kept changing while it was read; keeping the last version, retrying at the next poll");
@@ -287,6 +311,11 @@ impl ReloadOutcome {
                     report.lines.push(format!("{level}: {p}"));
                 }
                 report.lines.push(format!("{name}: {users} user(s)"));
+                if let Some(broken) = self.broken_lines().filter(|&n| n > 0) {
+                    report.lines.push(format!(
+                        "{name}: degraded: {broken} broken line(s) skipped; the daemon would serve the other users"
+                    ));
+                }
             }
             ReloadOutcome::Failed(e) => {
                 report.errors += 1;
@@ -298,7 +327,7 @@ impl ReloadOutcome {
                     "error: {name}: the file kept changing while it was read; run again"
                 ));
             }
-            ReloadOutcome::Unchanged | ReloadOutcome::KeptPrevious { .. } | ReloadOutcome::SuspiciousEmpty { .. } => {}
+            ReloadOutcome::Unchanged | ReloadOutcome::SuspiciousEmpty { .. } => {}
         }
         report
     }
@@ -315,6 +344,9 @@ pub(crate) struct SourceStatus {
     pub users: Option<usize>,
     /// Its state for `/readyz`: `users=N`, `unavailable`, `breaker=closed`, `breaker=open`.
     pub detail: String,
+    /// Why a ready source answers with less than its latest data (broken lines skipped, the
+    /// last good table kept), for `/readyz`; `None` when it is whole.
+    pub degraded: Option<String>,
     /// Its state for the "in use" log line: the user count, `unavailable` or `upstream`.
     pub summary: String,
 }

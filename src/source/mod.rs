@@ -26,7 +26,7 @@ use http_basic::HttpBasicSource;
 #[derive(Debug)]
 pub(crate) enum Source {
     /// An htpasswd users file.
-    Htpasswd(HtpasswdSource),
+    Htpasswd(Box<HtpasswdSource>),
     /// A URL protected by HTTP Basic auth.
     HttpBasic(Box<HttpBasicSource>),
 }
@@ -35,7 +35,7 @@ impl Source {
     /// Builds the source for a config entry (not loaded yet: call [`Source::reload`]).
     pub(crate) fn new(config: &SourceConfig) -> Source {
         match config {
-            SourceConfig::Htpasswd(c) => Source::Htpasswd(HtpasswdSource::new(c.clone())),
+            SourceConfig::Htpasswd(c) => Source::Htpasswd(Box::new(HtpasswdSource::new(c.clone()))),
             SourceConfig::HttpBasic(c) => Source::HttpBasic(Box::new(HttpBasicSource::new((**c).clone()))),
         }
     }

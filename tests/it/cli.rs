@@ -56,7 +56,31 @@ fn check_config_loads_the_users_files() {
     assert!(out.contains("users:2: hash has no known scheme prefix"), "{out}");
     assert!(out.contains("users:3: no `:` after the user name"), "{out}");
     assert!(out.contains("1 user(s)"), "{out}");
+    assert!(
+        out.contains("users: degraded: 1 broken line(s) skipped; the daemon would serve the other users"),
+        "{out}"
+    );
     assert!(!out.contains("secret-value"), "a stored value leaked: {out}");
+}
+
+#[test]
+fn check_config_warns_about_a_byte_order_mark_and_loads_the_first_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, "\u{feff}alice:{PLAIN}a1\nbob:{PLAIN}b1\n").unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "[[source]]\nkind = \"htpasswd\"\npath = \"users\"\n").unwrap();
+    let (code, out, err) = mailauthd(&["check-config", "--config", config.to_str().unwrap()], b"");
+    assert_eq!(code, 0, "a byte-order mark is a warning: {out}{err}");
+    let expected = format!(
+        "warning: {}:1: the file starts with a UTF-8 byte-order mark",
+        users.display()
+    );
+    assert!(out.contains(&expected), "{out}");
+    assert!(out.contains("2 user(s)") && !out.contains("degraded"), "{out}");
+    let args = ["test", "--config", config.to_str().unwrap(), "--user", "alice"];
+    let (code, out, err) = mailauthd(&args, b"a1\n");
+    assert_eq!(code, 0, "the first user did not load: {out}{err}");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{Daemon, bcrypt4, is_accepted, wait_until};
+use crate::common::{Daemon, bcrypt4, http_get, is_accepted, wait_until};
 
 const SOURCE: &str = "[[source]]\nkind = \"htpasswd\"\npath = \"users.htpasswd\"\n";
 
@@ -157,23 +157,76 @@ fn sighup_reloads_when_polling_is_off() {
 }
 
 #[test]
-fn a_broken_or_emptied_file_keeps_the_last_good_table() {
-    let daemon = Daemon::start(&format!("reload_interval = \"100ms\"\n{SOURCE}"), "a:{PLAIN}old\n");
+fn a_change_takes_effect_without_its_broken_lines_and_the_source_says_degraded() {
+    let daemon = Daemon::start(
+        &format!("reload_interval = \"100ms\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{SOURCE}"),
+        "alice:{PLAIN}a1\nmallory:{PLAIN}m1\n",
+    );
     let path = daemon.path("users.htpasswd");
-    write_by_rename(&path, b"a:{PLAIN}new\nbroken line\n");
-    wait_until(Duration::from_secs(5), "the broken file to be reported", || {
-        daemon.log().contains("keeping the last good version")
-    });
-    let log = daemon.log();
-    assert!(log.contains("users.htpasswd:2: no `:` after the user name"), "{log}");
-    assert!(daemon.accepted("a", "old"));
-    assert!(daemon.invalid("a", "new"));
+    assert!(daemon.accepted("mallory", "m1"));
+    let (status, body) = http_get(daemon.admin(), "/readyz");
+    assert_eq!((status, body.lines().next()), (200, Some("ready")), "{body}");
 
-    // Fixed: taken.
-    write_by_rename(&path, b"a:{PLAIN}fixed\n");
-    wait_until(Duration::from_secs(2), "the fixed file", || {
-        daemon.accepted("a", "fixed")
+    // v2: mallory revoked, alice's password changed, a bcrypt hash cut short by a paste and
+    // a line with no `:`. Taken without a restart, without the two broken lines.
+    write_by_rename(&path, b"alice:{PLAIN}a2\ncarol:$2y$10$abc\nno colon here\n");
+    wait_until(Duration::from_secs(5), "v2 to take effect", || {
+        daemon.accepted("alice", "a2")
     });
+    assert!(daemon.invalid("alice", "a1"));
+    assert!(daemon.invalid("mallory", "m1"));
+    let log = daemon.log();
+    assert!(log.contains("users.htpasswd:2: "), "{log}");
+    assert!(log.contains("users.htpasswd:3: no `:` after the user name"), "{log}");
+    assert!(!log.contains("keeping the last good"), "{log}");
+
+    // Still ready (HTTP 200), but degraded, and why.
+    let (status, body) = http_get(daemon.admin(), "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("ready, degraded"), "{body}");
+    assert!(
+        body.contains("users=1 degraded: 2 broken line(s) skipped") && body.contains("(line 2, 3)"),
+        "{body}"
+    );
+    let (_, metrics) = http_get(daemon.admin(), "/metrics");
+    let source = format!("htpasswd:{}", path.display());
+    for (series, expected) in [
+        (format!("mailauthd_source_broken_lines{{source=\"{source}\"}} "), "2"),
+        (format!("mailauthd_source_users{{source=\"{source}\"}} "), "1"),
+        (
+            format!("mailauthd_source_errors_total{{source=\"{source}\",reason=\"broken-lines\"}} "),
+            "1",
+        ),
+    ] {
+        let line = metrics.lines().find(|l| l.starts_with(&series));
+        assert_eq!(line.map(|l| &l[series.len()..]), Some(expected), "{series}\n{metrics}");
+    }
+
+    // A restart applies the same table.
+    let restarted = Daemon::start(
+        &format!("[admin]\nlisten = \"127.0.0.1:0\"\n{SOURCE}"),
+        &std::fs::read_to_string(&path).unwrap(),
+    );
+    assert!(restarted.accepted("alice", "a2"));
+    assert!(restarted.invalid("alice", "a1"));
+    assert!(restarted.invalid("mallory", "m1"));
+    let (status, again) = http_get(restarted.admin(), "/readyz");
+    assert_eq!(status, 200);
+    assert!(again.contains("users=1 degraded: 2 broken line(s) skipped"), "{again}");
+
+    // Fixed: whole again.
+    write_by_rename(&path, b"alice:{PLAIN}a2\ncarol:{PLAIN}c1\n");
+    wait_until(Duration::from_secs(5), "the fixed file", || {
+        daemon.accepted("carol", "c1")
+    });
+    let (_, body) = http_get(daemon.admin(), "/readyz");
+    assert!(body.starts_with("ready\n") && body.contains("users=2\n"), "{body}");
+}
+
+#[test]
+fn an_emptied_file_keeps_the_last_good_table_for_a_while() {
+    let daemon = Daemon::start(&format!("reload_interval = \"100ms\"\n{SOURCE}"), "a:{PLAIN}fixed\n");
+    let path = daemon.path("users.htpasswd");
 
     // Emptied: kept while it may be a rewrite caught after the truncation (5 s left alone),
     // then taken (the admin meant it).

@@ -133,6 +133,38 @@ fn commands_keep_every_other_byte_and_report_with_exit_codes() {
 }
 
 #[test]
+fn a_live_symlink_is_followed_and_a_dangling_one_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::write(&real, "old:{PLAIN}x\n").unwrap();
+    let link = dir.path().join("users");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    // Live: the target is edited, the link stays a link.
+    let out = user(
+        &["add", "alice", "--password-stdin", "--scheme", "bcrypt-4"],
+        &link,
+        "pw\n",
+    );
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert!(htpasswd_verifies(&real, "alice", "pw"));
+
+    // Dangling: refused (2) before any password is read, nothing created, the link kept.
+    let target = dir.path().join("gone");
+    let dangling = dir.path().join("dangling");
+    std::os::unix::fs::symlink(&target, &dangling).unwrap();
+    let out = user(&["add", "bob", "--password-stdin"], &dangling, "pw\n");
+    assert_eq!(code(&out), 2, "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("is a symlink to {}, which does not exist", target.display())),
+        "{err}"
+    );
+    assert!(!target.exists(), "a file was created at the link's target");
+    assert!(std::fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
+}
+
+#[test]
 fn default_scheme_is_bcrypt_cost_12_readable_by_htpasswd() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("new-file");

@@ -56,6 +56,20 @@ pub(crate) enum EditError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The users file is a symlink to a file that does not exist. Creating the file there
+    /// and renaming the new version over the link would replace the link with a plain file
+    /// that the daemon reads while nginx or Dovecot still read the (missing) target.
+    #[error(
+        "{} is a symlink to {}, which does not exist; create that file (or fix the link) first",
+        path.display(),
+        target.display()
+    )]
+    DanglingLink {
+        /// The users file as given.
+        path: PathBuf,
+        /// Where the link points.
+        target: PathBuf,
+    },
     /// Another edit held the lock for too long.
     #[error("{} is locked by another edit for more than {}s; try again", path.display(), LOCK_WAIT.as_secs())]
     Locked {
@@ -231,10 +245,17 @@ pub(crate) fn delete_user(text: &[u8], user: &str) -> Result<(Vec<u8>, usize), E
     Ok((out, lines.len()))
 }
 
-/// Reads a users file (a missing file reads as empty when `missing_ok`).
+/// Reads a users file (a missing file reads as empty when `missing_ok`, unless the path is
+/// a symlink to nothing, which [`edit_file`] refuses too).
 pub(crate) fn read_file(path: &Path, missing_ok: bool) -> Result<Vec<u8>, EditError> {
     match std::fs::read(path) {
-        Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => match std::fs::read_link(path) {
+            Ok(target) => Err(EditError::DanglingLink {
+                path: path.to_owned(),
+                target,
+            }),
+            Err(_) => Ok(Vec::new()),
+        },
         other => other.map_err(io("read", path)),
     }
 }
@@ -252,10 +273,20 @@ pub(crate) fn edit_file<T>(
     create: bool,
     change: impl FnOnce(&[u8]) -> Result<(Vec<u8>, T), EditError>,
 ) -> Result<T, EditError> {
-    // The rename would replace a symlink with a regular file; edit what it points to.
+    // The rename would replace a symlink with a regular file; edit what it points to. A
+    // link to nothing is refused rather than followed half-way (the file created at its
+    // target, then the link replaced by the rename).
     let path = match std::fs::canonicalize(path) {
         Ok(p) => p,
-        Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => path.to_owned(),
+        Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => {
+            if let Ok(target) = std::fs::read_link(path) {
+                return Err(EditError::DanglingLink {
+                    path: path.to_owned(),
+                    target,
+                });
+            }
+            path.to_owned()
+        }
         Err(e) => return Err(io("open", path)(e)),
     };
     let dir = match path.parent() {

@@ -5,6 +5,9 @@
 
 use std::ops::Range;
 
+/// The UTF-8 byte-order mark some Windows editors put at the start of a text file.
+pub(crate) const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// One line of a users file, as byte ranges into the file's text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RawLine {
@@ -12,12 +15,13 @@ pub(crate) struct RawLine {
     pub number: usize,
     /// The whole line, with its terminator (`\n` or `\r\n`) when it has one.
     pub whole: Range<usize>,
-    /// The line without its terminator.
+    /// The line without its terminator (nor, on line 1, a UTF-8 byte-order mark).
     pub content: Range<usize>,
 }
 
 /// Every line of `text`, in order. A final line without `\n` is a line; the empty rest after
-/// a final `\n` is not.
+/// a final `\n` is not. A byte-order mark at the start of the text is not part of line 1's
+/// content (it stays in its `whole`), so the first user's name is read without it.
 pub(crate) fn raw_lines(text: &[u8]) -> impl Iterator<Item = RawLine> + '_ {
     let mut start = 0;
     let mut number = 0;
@@ -37,10 +41,15 @@ pub(crate) fn raw_lines(text: &[u8]) -> impl Iterator<Item = RawLine> + '_ {
         if text[start..content_end].ends_with(b"\r") {
             content_end -= 1;
         }
+        let content_start = if start == 0 && text[..content_end].starts_with(BOM) {
+            BOM.len()
+        } else {
+            start
+        };
         let line = RawLine {
             number,
             whole: start..end,
-            content: start..content_end,
+            content: content_start..content_end,
         };
         start = end;
         Some(line)
@@ -91,6 +100,16 @@ mod tests {
         assert!(is_blank_or_comment(&text[lines[2].content.clone()]));
         assert_eq!(lines[3].number, 4);
         assert_eq!(&text[lines[3].whole.clone()], b"b:y");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_line() {
+        let text = b"\xEF\xBB\xBFalice:{PLAIN}a\n\xEF\xBB\xBFbob:{PLAIN}b\n";
+        let lines: Vec<RawLine> = raw_lines(text).collect();
+        assert_eq!(&text[lines[0].content.clone()], b"alice:{PLAIN}a");
+        assert_eq!(lines[0].whole, 0..18);
+        // Only at the start of the file: elsewhere it is part of the line.
+        assert_eq!(&text[lines[1].content.clone()], b"\xEF\xBB\xBFbob:{PLAIN}b");
     }
 
     #[test]

@@ -1,7 +1,14 @@
 //! The htpasswd source: a users file in nginx's `auth_basic_user_file` syntax (also Apache
 //! htpasswd's, and the start of Dovecot's passwd-file), kept as an immutable table behind an
-//! `ArcSwap`. A reload builds a whole new table and swaps it in only when it is good
-//! ([`reload`] says when a file is read), so a request never sees a half-read file.
+//! `ArcSwap`. A reload builds a whole new table and swaps it in whole ([`reload`] says when a
+//! file is read), so a request never sees a half-read file.
+//!
+//! The reload rule, the same at start and on every reload: a file that can be read whole is
+//! put in use without its broken lines (each reported with file:line; the source then says
+//! it is degraded), so removing a user or changing a password never waits for the rest of
+//! the file to be fixed. The last table stays in use only when the file cannot be read as a
+//! whole: missing, unreadable, not a regular file, too large, changing during every read, or
+//! suddenly without users (see [`reload`]); the source then says so, and why.
 //!
 //! - `lines.rs`: the one reader of the line syntax, shared by the table and the editor.
 //! - `table.rs` (+ `index.rs`): the users of one file, ready for lookups.
@@ -25,8 +32,8 @@ use arc_swap::ArcSwap;
 use zeroize::Zeroizing;
 
 use super::answer::{
-    Credentials, DigestAnswer, DigestCredentials, DigestKind, PlainAnswer, ReloadOutcome, SchemeUsed, Severity,
-    SourceError, SourceStatus,
+    Credentials, DigestAnswer, DigestCredentials, DigestKind, LineProblem, PlainAnswer, ReloadOutcome, SchemeUsed,
+    Severity, SourceError, SourceStatus,
 };
 use crate::config::HtpasswdConfig;
 use crate::login::MailProtocol;
@@ -43,9 +50,11 @@ pub(crate) struct HtpasswdSource {
     table: ArcSwap<UserTable>,
     loaded: AtomicBool,
     stamp: Mutex<Stamps>,
-    // The kind of the last read failure, so a file that stays missing is reported once,
+    // The last read failure, so a file that stays missing (or unreadable) is reported once,
     // not on every poll.
-    last_error: Mutex<Option<std::io::ErrorKind>>,
+    last_error: Mutex<Option<String>>,
+    // Why what is in use is less than the file's latest version, for `/readyz`.
+    health: Mutex<Health>,
     // How long a modified file must stay untouched before a poll reads it (`QUIET`).
     quiet: Duration,
     // How long an emptied file must stay untouched before a poll takes it (`EMPTY_HOLD`).
@@ -61,6 +70,7 @@ impl HtpasswdSource {
             loaded: AtomicBool::new(false),
             stamp: Mutex::new(Stamps::default()),
             last_error: Mutex::new(None),
+            health: Mutex::new(Health::default()),
             quiet: QUIET,
             empty_hold: EMPTY_HOLD,
         }
@@ -99,27 +109,52 @@ impl HtpasswdSource {
 
     /// Re-reads the file if it changed (or always, with `force`).
     pub(crate) fn reload(&self, force: bool) -> ReloadOutcome {
+        let outcome = self.reload_inner(force);
+        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        match &outcome {
+            ReloadOutcome::Loaded { problems, .. } => {
+                *health = Health::from_problems(problems);
+            }
+            ReloadOutcome::Failed(e) => health.kept = Some(e.to_string()),
+            ReloadOutcome::Unsettled => {
+                health.kept = Some("the file kept changing while it was read".to_owned());
+            }
+            ReloadOutcome::SuspiciousEmpty { .. } => {
+                health.kept = Some(format!(
+                    "the file has no users any more; taken once it has been left alone for {} s",
+                    self.empty_hold.as_secs()
+                ));
+            }
+            ReloadOutcome::Unchanged => {}
+        }
+        outcome
+    }
+
+    /// A read failure: reported once while it stays the same (every time with `force`).
+    fn failed(&self, error: SourceError, force: bool) -> ReloadOutcome {
+        let mut last_error = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        let message = error.to_string();
+        if !force && last_error.as_deref() == Some(message.as_str()) {
+            return ReloadOutcome::Unchanged;
+        }
+        *last_error = Some(message);
+        ReloadOutcome::Failed(error)
+    }
+
+    fn reload_inner(&self, force: bool) -> ReloadOutcome {
         let path = &self.config.path;
-        let failed = |source| {
-            ReloadOutcome::Failed(SourceError::Read {
-                path: path.clone(),
-                source,
-            })
-        };
         let mut stamps = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
         let current = match std::fs::metadata(path) {
             Ok(meta) => FileStamp::of(&meta),
             Err(source) => {
                 stamps.read = None;
-                let mut last_error = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
-                if !force && *last_error == Some(source.kind()) {
-                    return ReloadOutcome::Unchanged;
-                }
-                *last_error = Some(source.kind());
-                return failed(source);
+                let error = SourceError::Read {
+                    path: path.clone(),
+                    source,
+                };
+                return self.failed(error, force);
             }
         };
-        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
         if !force && stamps.read.as_ref() == Some(&current) && self.is_available() {
             return ReloadOutcome::Unchanged;
         }
@@ -129,14 +164,12 @@ impl HtpasswdSource {
             // not worth a word. SIGHUP waited, and says so.
             Ok(None) if !force => return ReloadOutcome::Unchanged,
             Ok(None) => return ReloadOutcome::Unsettled,
-            Err(source) => return failed(source),
+            Err(error) => return self.failed(error, force),
         };
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        // Broken lines are skipped, not a reason to keep the last table: the rest of the
+        // file is what the admin wrote, and nginx and Dovecot read it the same way.
         let (table, problems) = parse_users_owned(text, path);
-        let has_errors = problems.iter().any(|p| p.severity == Severity::Error);
-        if has_errors && self.is_available() {
-            stamps.read = Some(read_stamp);
-            return ReloadOutcome::KeptPrevious { problems };
-        }
         let kept_users = self.table.load().len();
         // An emptied file is taken once it has been seen twice and left alone for
         // `empty_hold`: a rewrite whose writer stalls after truncating must not lock everyone
@@ -163,6 +196,54 @@ impl HtpasswdSource {
     }
 }
 
+/// Why a source answers with less than its file's latest version.
+#[derive(Debug, Default)]
+struct Health {
+    /// Broken lines skipped in the table in use: how many, and the first few numbers.
+    broken: usize,
+    first_broken: Vec<usize>,
+    /// Why the last table is kept instead of the file's latest version.
+    kept: Option<String>,
+}
+
+impl Health {
+    /// Line numbers named in `/readyz`; the log has them all.
+    const SHOWN_LINES: usize = 5;
+
+    /// The health of a table just loaded with `problems`.
+    fn from_problems(problems: &[LineProblem]) -> Health {
+        let broken = problems.iter().filter(|p| p.severity == Severity::Error);
+        Health {
+            first_broken: broken.clone().take(Self::SHOWN_LINES).map(|p| p.line).collect(),
+            broken: broken.count(),
+            kept: None,
+        }
+    }
+
+    /// One sentence on what is wrong, or `None` when nothing is.
+    fn describe(&self, path: &Path) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(why) = &self.kept {
+            parts.push(format!("keeping the last good table: {why}"));
+        }
+        if self.broken > 0 {
+            let lines: Vec<String> = self.first_broken.iter().map(ToString::to_string).collect();
+            let more = if self.broken > self.first_broken.len() {
+                ", ..."
+            } else {
+                ""
+            };
+            parts.push(format!(
+                "{} broken line(s) skipped in {} (line {}{more})",
+                self.broken,
+                path.display(),
+                lines.join(", ")
+            ));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
 impl HtpasswdSource {
     /// A short name for logs: `htpasswd:<path>`.
     pub(crate) fn name(&self) -> String {
@@ -177,22 +258,38 @@ impl HtpasswdSource {
     /// The state of this source for `/readyz` and the "in use" line.
     pub(crate) fn status(&self) -> SourceStatus {
         let name = self.name();
+        let trouble = self
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .describe(self.path());
         if self.is_available() {
             let users = self.table().len();
+            let detail = match &trouble {
+                Some(why) => format!("users={users} degraded: {why}"),
+                None => format!("users={users}"),
+            };
             SourceStatus {
                 name,
                 ready: true,
                 users: Some(users),
-                detail: format!("users={users}"),
+                detail,
                 summary: users.to_string(),
+                degraded: trouble,
             }
         } else {
+            // Never loaded: there is no table to keep, only the reason.
+            let detail = match self.last_error.lock().unwrap_or_else(|e| e.into_inner()).as_deref() {
+                Some(why) => format!("unavailable: {why}"),
+                None => "unavailable".to_owned(),
+            };
             SourceStatus {
                 name,
                 ready: false,
                 users: None,
-                detail: "unavailable".to_owned(),
+                detail,
                 summary: "unavailable".to_owned(),
+                degraded: None,
             }
         }
     }
@@ -209,7 +306,7 @@ impl HtpasswdSource {
         let table = self.table();
         let Some(user) = table.get(creds.user) else {
             return PlainAnswer::UnknownUser {
-                dummy: table.dummy().cloned(),
+                dummy: table.dummy_for(creds.user),
             };
         };
         let scope = self.config.path.as_os_str().as_encoded_bytes();

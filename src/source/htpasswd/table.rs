@@ -5,16 +5,17 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use ipnet::IpNet;
 use zeroize::Zeroizing;
 
 use super::index::{Entry as IndexEntry, NameIndex};
-use super::lines::{is_blank_or_comment, raw_lines, split_user_line};
-use crate::hash::{HashError, StoredHash, Weight};
+use super::lines::{BOM, is_blank_or_comment, raw_lines, split_user_line};
+use crate::hash::{HashError, StoredHash};
 use crate::login::printable;
 use crate::reason::Reason;
 use crate::source::answer::{LineProblem, Severity};
@@ -90,7 +91,7 @@ pub(crate) struct UserTable {
     text: Zeroizing<Vec<u8>>,
     entries: Vec<IndexEntry>,
     index: NameIndex,
-    dummy: Option<Arc<StoredHash>>,
+    dummies: Dummies,
 }
 
 impl fmt::Debug for UserTable {
@@ -108,7 +109,7 @@ impl UserTable {
             text: Zeroizing::new(Vec::new()),
             entries: Vec::new(),
             index: NameIndex::default(),
-            dummy: None,
+            dummies: Dummies::default(),
         }
     }
 
@@ -152,10 +153,11 @@ impl UserTable {
         self.entries.is_empty()
     }
 
-    /// A hash of the most common scheme and cost in this file, over a password nobody knows:
-    /// an unknown user is verified against it, so it costs as much as a wrong password.
-    pub(crate) fn dummy(&self) -> Option<&Arc<StoredHash>> {
-        self.dummy.as_ref()
+    /// The hash an unknown `user` is verified against, over a password nobody knows, so that
+    /// it costs what a known user's wrong password costs: one of this file's schemes and
+    /// costs, chosen by a keyed hash of the name (see [`Dummies`]).
+    pub(crate) fn dummy_for(&self, user: &[u8]) -> Option<Arc<StoredHash>> {
+        self.dummies.pick(user).cloned()
     }
 }
 
@@ -182,8 +184,18 @@ pub(super) fn parse_users_owned(text: Vec<u8>, path: &Path) -> (UserTable, Vec<L
             message,
         });
     };
+    if text.starts_with(BOM) {
+        problem(
+            1,
+            Severity::Warning,
+            "the file starts with a UTF-8 byte-order mark (saved by a Windows editor?); it is \
+             ignored here, but nginx and Dovecot read it as part of the first user name: save \
+             the file without it"
+                .to_owned(),
+        );
+    }
     for raw in raw_lines(&text) {
-        let line_start = raw.whole.start;
+        let line_start = raw.content.start;
         let line_no = raw.number;
         let line = &text[raw.content.clone()];
         if is_blank_or_comment(line) {
@@ -260,13 +272,13 @@ pub(super) fn parse_users_owned(text: Vec<u8>, path: &Path) -> (UserTable, Vec<L
         }
     }
     entries.shrink_to_fit();
-    let dummy = labels.dummy();
+    let dummies = labels.into_dummies();
     (
         UserTable {
             text,
             entries,
             index,
-            dummy,
+            dummies,
         },
         problems,
     )
@@ -357,20 +369,51 @@ impl DummyCandidates {
         }
     }
 
-    /// Picks the hash unknown users are verified against: the most common scheme and cost
-    /// among the slow ones (bcrypt, sha-crypt, argon2, ...), or among all when the file has
-    /// only cheap ones. Cheap hashes leak little through timing, and a file's one argon2 user
-    /// must not make every unknown user cost 64 MiB.
-    fn dummy(&self) -> Option<Arc<StoredHash>> {
-        let slow = |h: &StoredHash| h.weight() != Weight::Cheap;
-        let any_slow = self.counts.values().any(|(_, h)| slow(h));
-        // Ties are broken by label so the choice does not depend on hash-map order.
-        let (_, (_, hash)) = self
-            .counts
-            .iter()
-            .filter(|(_, (_, h))| !any_slow || slow(h))
-            .max_by(|a, b| a.1.0.cmp(&b.1.0).then_with(|| b.0.cmp(a.0)))?;
-        Some(Arc::new(hash.dummy_like()))
+    /// One dummy per label, weighted by how many users have it, in label order (so a name
+    /// keeps its label across reloads of a file with the same mix).
+    fn into_dummies(self) -> Dummies {
+        let mut labels: Vec<(String, (usize, StoredHash))> = self.counts.into_iter().collect();
+        labels.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut total = 0u64;
+        let choices = labels
+            .into_iter()
+            .map(|(_, (count, hash))| {
+                total += count as u64;
+                (total, Arc::new(hash.dummy_like()))
+            })
+            .collect();
+        Dummies { choices, total }
+    }
+}
+
+/// The key of the hash that picks an unknown name's dummy: random per process, so nobody
+/// outside can tell which names land on which label, and fixed for the process, so the same
+/// name always costs the same.
+static DUMMY_KEY: LazyLock<RandomState> = LazyLock::new(RandomState::new);
+
+/// What an unknown user is verified against. An unknown name must cost what a known one
+/// costs, in a file of mixed schemes too (older `htpasswd -m` entries and newer bcrypt ones):
+/// a single dummy of one scheme would make every unknown name stand out from the users of
+/// the others. So each unknown name gets one of the file's own scheme-and-cost labels, chosen
+/// by a keyed hash of the name weighted by how many users have each label: over many names
+/// the times follow the file's mix, and one name always gets the same label.
+#[derive(Debug, Default)]
+struct Dummies {
+    /// Each label's dummy, after the running total of users up to and including it.
+    choices: Vec<(u64, Arc<StoredHash>)>,
+    /// Users counted.
+    total: u64,
+}
+
+impl Dummies {
+    /// The dummy for `name`: `None` for a file without users.
+    fn pick(&self, name: &[u8]) -> Option<&Arc<StoredHash>> {
+        if self.total == 0 {
+            return None;
+        }
+        let point = DUMMY_KEY.hash_one(name) % self.total;
+        let at = self.choices.partition_point(|(upto, _)| *upto <= point);
+        self.choices.get(at).map(|(_, hash)| hash)
     }
 }
 
@@ -462,11 +505,59 @@ mod tests {
     }
 
     #[test]
-    fn dummy_follows_the_most_common_slow_scheme() {
-        let (table, _) = parse(&format!("a:{BCRYPT_5}\nc:{{PLAIN}}x\nd:{{PLAIN}}y\n"));
-        let dummy = table.dummy().unwrap();
-        assert_eq!(dummy.cost_label(), table.get(b"a").unwrap().hash.cost_label());
-        assert!(!dummy.verify(b"x"));
+    fn unknown_names_get_dummies_in_the_files_own_mix_and_keep_theirs() {
+        // 300 bcrypt-5 users and 700 md5-crypt ones (`openssl passwd -1 -salt saltsalt x`).
+        let mut text = String::new();
+        for n in 0..300 {
+            text.push_str(&format!("b{n}:{BCRYPT_5}\n"));
+        }
+        for n in 0..700 {
+            text.push_str(&format!("m{n}:$1$saltsalt$4px9i58NU2Z2/vZOUlGjq.\n"));
+        }
+        let (table, problems) = parse(&text);
+        assert!(problems.is_empty(), "{problems:?}");
+        let label = |t: &UserTable, name: &str| t.dummy_for(name.as_bytes()).unwrap().cost_label();
+        let bcrypt = table.get(b"b0").unwrap().hash.cost_label();
+        let md5 = table.get(b"m0").unwrap().hash.cost_label();
+        assert_ne!(bcrypt, md5);
+        let names = 20_000;
+        let mut on_bcrypt = 0;
+        for n in 0..names {
+            let l = label(&table, &format!("nobody{n}"));
+            assert!(l == bcrypt || l == md5, "{l}");
+            on_bcrypt += usize::from(l == bcrypt);
+        }
+        // 30 % expected; a binomial over 20 000 names stays within ±2 % (6 sigma).
+        let share = on_bcrypt as f64 / f64::from(names);
+        assert!((0.28..=0.32).contains(&share), "{share}");
+        // The same name always gets the same label, in this table and in another load of
+        // the same file.
+        let (again, _) = parse(&text);
+        for n in 0..200 {
+            let name = format!("nobody{n}");
+            let first = label(&table, &name);
+            assert_eq!(label(&table, &name), first);
+            assert_eq!(label(&again, &name), first);
+        }
+        // A dummy never accepts a password of the file.
+        assert!(!table.dummy_for(b"nobody").unwrap().verify(b"x"));
+        assert!(parse("# nobody\n").0.dummy_for(b"x").is_none());
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_warned_about_and_the_first_user_still_loads() {
+        let (table, problems) = parse("\u{feff}alice:{PLAIN}a1\nbob:{PLAIN}b1\n");
+        assert_eq!(table.len(), 2);
+        assert!(table.get(b"alice").unwrap().hash.verify(b"a1"));
+        assert!(table.get("\u{feff}alice".as_bytes()).is_none());
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].severity, Severity::Warning);
+        assert!(
+            problems[0]
+                .to_string()
+                .starts_with("users.htpasswd:1: the file starts with a UTF-8 byte-order mark"),
+            "{problems:?}"
+        );
     }
 
     #[test]

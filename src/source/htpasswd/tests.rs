@@ -78,20 +78,134 @@ fn sighup_takes_an_empty_file_at_once() {
 }
 
 #[test]
-fn broken_lines_keep_the_last_good_table() {
+fn a_file_with_broken_lines_is_taken_without_them_and_the_source_says_degraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(dir.path());
+    std::fs::write(src.path(), "alice:{PLAIN}a1\nmallory:{PLAIN}m1\n").unwrap();
+    assert!(matches!(src.reload(false), ReloadOutcome::Loaded { users: 2, .. }));
+    assert_eq!(src.status().degraded, None);
+    assert_eq!(src.status().detail, "users=2");
+    // v2, written by rename: mallory gone, alice's password changed, a bcrypt hash cut short
+    // by a paste and a line without `:`.
+    let new = dir.path().join("users.new");
+    std::fs::write(&new, "alice:{PLAIN}a2\ncarol:$2y$10$abc\nno colon here\n").unwrap();
+    std::fs::rename(&new, src.path()).unwrap();
+    let outcome = src.reload(false);
+    let ReloadOutcome::Loaded { users: 1, problems } = &outcome else {
+        panic!("the new file was not taken: {outcome:?}");
+    };
+    assert_eq!(outcome.broken_lines(), Some(2));
+    let lines: Vec<(usize, Severity)> = problems.iter().map(|p| (p.line, p.severity)).collect();
+    assert_eq!(lines, [(2, Severity::Error), (3, Severity::Error)]);
+    let table = src.table();
+    assert!(table.get(b"mallory").is_none());
+    assert!(table.get(b"carol").is_none());
+    let alice = table.get(b"alice").unwrap();
+    assert!(alice.hash.verify(b"a2") && !alice.hash.verify(b"a1"));
+    // Ready, degraded, and why.
+    let status = src.status();
+    assert!(status.ready);
+    let why = status.degraded.clone().unwrap();
+    assert!(
+        why.contains("2 broken line(s) skipped") && why.contains("line 2, 3"),
+        "{why}"
+    );
+    assert_eq!(status.detail, format!("users=1 degraded: {why}"));
+    // A restart (a first load) takes the same table.
+    let fresh = source(dir.path());
+    assert!(matches!(fresh.reload(true), ReloadOutcome::Loaded { users: 1, .. }));
+    assert!(fresh.table().get(b"alice").unwrap().hash.verify(b"a2"));
+    assert!(fresh.table().get(b"mallory").is_none());
+    assert_eq!(fresh.status().degraded, status.degraded);
+    // Not re-read (nor re-logged) until it changes again; fixed, it is whole again.
+    assert!(matches!(src.reload(false), ReloadOutcome::Unchanged));
+    std::fs::write(src.path(), "alice:{PLAIN}a2\ncarol:{PLAIN}c1\n").unwrap();
+    assert!(matches!(src.reload(false), ReloadOutcome::Loaded { users: 2, .. }));
+    assert_eq!(src.status().degraded, None);
+}
+
+#[test]
+fn a_file_that_cannot_be_read_keeps_the_last_table_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
     let src = source(dir.path());
     std::fs::write(src.path(), "a:{PLAIN}x\n").unwrap();
     src.reload(false);
-    std::fs::write(src.path(), "a:{PLAIN}y\nbroken\nodd:{NOPE}z\n").unwrap();
-    let ReloadOutcome::KeptPrevious { problems } = src.reload(false) else {
-        panic!("a broken file was taken");
-    };
-    assert_eq!(problems.len(), 2);
-    assert_eq!(problems[0].line, 2);
-    assert!(src.table().get(b"a").unwrap().hash.verify(b"x"));
-    // Not re-read (nor re-logged) until it changes again.
+    std::fs::remove_file(src.path()).unwrap();
+    assert!(matches!(src.reload(false), ReloadOutcome::Failed(_)));
+    // Reported once while it stays missing.
     assert!(matches!(src.reload(false), ReloadOutcome::Unchanged));
+    let status = src.status();
+    assert!(status.ready);
+    let why = status.degraded.unwrap();
+    assert!(
+        why.starts_with("keeping the last good table: cannot read users file"),
+        "{why}"
+    );
+    assert!(src.table().get(b"a").unwrap().hash.verify(b"x"));
+    std::fs::write(src.path(), "a:{PLAIN}y\n").unwrap();
+    assert!(matches!(src.reload(false), ReloadOutcome::Loaded { users: 1, .. }));
+    assert_eq!(src.status().degraded, None);
+}
+
+#[test]
+fn a_fifo_is_refused_without_blocking() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(dir.path());
+    let made = std::process::Command::new("mkfifo").arg(src.path()).status().unwrap();
+    assert!(made.success());
+    // Nobody ever writes to the FIFO: a blocking open would hang this test.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = src.path().to_owned();
+    std::thread::spawn(move || {
+        let _ = tx.send(source(path.parent().unwrap()).reload(true));
+    });
+    let outcome = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the reload blocked on a FIFO");
+    let ReloadOutcome::Failed(e) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert!(matches!(e, SourceError::NotAFile { kind: "FIFO", .. }), "{e:?}");
+    assert!(e.to_string().contains("is not a regular file (it is a FIFO)"), "{e}");
+    // A folder too.
+    let folder = tempfile::tempdir().unwrap();
+    let src = HtpasswdSource::new(HtpasswdConfig {
+        path: folder.path().to_owned(),
+        protocols: None,
+    });
+    assert!(matches!(
+        src.reload(true),
+        ReloadOutcome::Failed(SourceError::NotAFile { kind: "folder", .. })
+    ));
+    assert!(!src.status().ready);
+    assert!(
+        src.status().detail.starts_with("unavailable: users file"),
+        "{:?}",
+        src.status()
+    );
+}
+
+#[test]
+fn a_file_over_the_cap_is_refused_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(dir.path());
+    std::fs::write(src.path(), "a:{PLAIN}x\n").unwrap();
+    src.reload(false);
+    // Sparse: no disk space, and nothing read (reading it would take a while).
+    let file = std::fs::OpenOptions::new().write(true).open(src.path()).unwrap();
+    file.set_len(reload::MAX_FILE_BYTES + 1).unwrap();
+    let outcome = src.reload(true);
+    let ReloadOutcome::Failed(SourceError::TooLarge { len, cap, .. }) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!((len, cap), ((1 << 30) + 1, 1 << 30));
+    assert!(src.table().get(b"a").unwrap().hash.verify(b"x"));
+    assert!(
+        src.status()
+            .degraded
+            .unwrap()
+            .contains("over the cap of 1073741824 bytes")
+    );
 }
 
 #[test]

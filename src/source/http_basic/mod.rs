@@ -219,6 +219,7 @@ impl HttpBasicSource {
             users: None,
             detail: if ready { "breaker=closed" } else { "breaker=open" }.to_owned(),
             summary: "upstream".to_owned(),
+            degraded: None,
         }
     }
 

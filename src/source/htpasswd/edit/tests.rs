@@ -103,6 +103,15 @@ fn edit_file_follows_symlinks_and_creates_missing_files() {
     assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
     assert_eq!(std::fs::read(&real).unwrap(), b"a:{PLAIN}x\nb:H\n");
 
+    // A link to nothing is refused, and left as it is: no file at its target, still a link.
+    let dangling = dir.path().join("dangling");
+    let target = dir.path().join("missing");
+    std::os::unix::fs::symlink(&target, &dangling).unwrap();
+    let refused = edit_file(&dangling, true, |t| Ok((add_user(t, "b", "H")?, ()))).unwrap_err();
+    assert!(matches!(refused, EditError::DanglingLink { .. }), "{refused:?}");
+    assert!(std::fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink());
+    assert!(!target.exists());
+
     let new = dir.path().join("new");
     assert!(edit_file(&new, false, |t| Ok((add_user(t, "b", "H")?, ()))).is_err());
     edit_file(&new, true, |t| Ok((add_user(t, "b", "H")?, ()))).unwrap();
