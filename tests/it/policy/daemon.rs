@@ -178,3 +178,57 @@ fn temporary_failures_do_not_count() {
     let out = d.bans_cli(&["list"]);
     assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
 }
+
+/// With the default limits, 50 distinct wrong passwords from `attacker` for one user: the
+/// pair ban (5) stops the hashing, yet every further distinct guess still counts for the
+/// network, whose limit (20) then bans it for every user; `elsewhere` is not affected.
+pub(super) fn guessing_one_user_bans_the_address_for_every_user(d: &Daemon, attacker: &str, elsewhere: &str) {
+    for i in 0..50 {
+        let reply = d.login("alice", &format!("guess-{i}"), attacker);
+        let expected = if i < 5 { INVALID_IMAP } else { BANNED_IMAP };
+        assert_eq!(header(&reply, "Auth-Status").as_deref(), Some(expected), "{i}: {reply}");
+    }
+    let reply = d.login("bob", "bob-password", attacker);
+    assert_eq!(header(&reply, "Auth-Status").as_deref(), Some(BANNED_IMAP), "{reply}");
+    let reply = d.login("bob", "bob-password", elsewhere);
+    assert_eq!(header(&reply, "Auth-Status").as_deref(), Some("OK"), "{reply}");
+    // alice's own count (20 of 50) did not ban her: she logs in from elsewhere.
+    let reply = d.login("alice", "alice-secret", elsewhere);
+    assert_eq!(header(&reply, "Auth-Status").as_deref(), Some("OK"), "{reply}");
+
+    let log = d.log();
+    let lines = decisions(&log, attacker);
+    assert_eq!(lines.len(), 51, "{log}");
+    // Hashing stopped at the pair ban: only the first five were verified.
+    assert!(lines[..5].iter().all(|l| l.contains("result=\"invalid\"")), "{log}");
+    assert!(
+        lines[5..20]
+            .iter()
+            .all(|l| l.contains("source=\"policy:pair\"") && l.contains("scheme=\"-\"")),
+        "{log}"
+    );
+    assert!(lines[20..].iter().all(|l| l.contains("source=\"policy:net\"")), "{log}");
+    assert!(log.contains(&format!("scope=\"net\" key=\"n:{attacker}/32\"")), "{log}");
+}
+
+#[test]
+fn fifty_guesses_at_one_user_ban_the_address_for_every_user() {
+    let d = Daemon::start("");
+    guessing_one_user_bans_the_address_for_every_user(&d, "192.0.2.90", "198.51.100.90");
+    // Repeating one wrong password while banned counts once: with a pair ban at 2 and a
+    // network ban at 4, the same third guess sent ten times leaves the network unbanned.
+    let d = Daemon::start("[policy]\npair_failures = 2\nnet_failures = 4\n");
+    let ip = "192.0.2.91";
+    for pass in ["a", "b"] {
+        assert!(d.login("alice", pass, ip).contains(INVALID_IMAP));
+    }
+    for _ in 0..10 {
+        assert!(d.login("alice", "c", ip).contains(BANNED_IMAP));
+    }
+    // (Asked through the listing: a login of bob's would make the network trusted.)
+    let out = d.bans_cli(&["list"]);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(listed.starts_with("pair ") && listed.lines().count() == 1, "{listed}");
+    assert!(d.login("alice", "d", ip).contains(BANNED_IMAP));
+    assert!(d.login("bob", "bob-password", ip).contains(BANNED_IMAP));
+}

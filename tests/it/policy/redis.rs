@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::daemon::guessing_one_user_bans_the_address_for_every_user;
 use super::harness::{Daemon, Redis, header, wait_until};
 
 const BANNED_IMAP: &str = "[UNAVAILABLE] Too many failed logins, try again later";
@@ -123,4 +124,17 @@ fn a_hanging_redis_costs_at_most_the_timeout_and_is_used_again_when_it_answers()
         d.log().contains("redis is reachable again")
     });
     assert_eq!(redis.command("EXISTS mailauthd:f:u:dave").trim(), ":1");
+}
+
+#[test]
+fn fifty_guesses_at_one_user_ban_the_address_for_every_user_in_redis() {
+    let redis = Redis::start();
+    // "tempfail": the bans must come from Redis, not from a fallback in the process.
+    let d = Daemon::start(&format!(
+        "[state]\nredis = \"{}\"\non_redis_error = \"tempfail\"\n",
+        redis.url()
+    ));
+    guessing_one_user_bans_the_address_for_every_user(&d, "192.0.2.92", "198.51.100.92");
+    assert_eq!(redis.command("EXISTS mailauthd:b:n:192.0.2.92/32").trim(), ":1");
+    assert_eq!(redis.command("EXISTS mailauthd:b:p:192.0.2.92/32|alice").trim(), ":1");
 }
