@@ -235,6 +235,9 @@ pub(crate) enum PolicyError {
     /// Redis did not answer (in time).
     #[error("redis is unreachable: {0}")]
     Redis(String),
+    /// Redis answered this operation with an error; it is still reachable.
+    #[error("redis refused the operation: {0}")]
+    Command(String),
 }
 
 /// What [`Policy::check`] says about a login before its password is checked.
@@ -446,7 +449,8 @@ impl Policy {
         match &self.shared {
             Some(shared) => match shared.bans().await {
                 Ok(bans) => Ok(bans),
-                Err(_) if self.on_error == OnRedisError::Local => Ok(self.local.bans(now)),
+                // Only an unreachable Redis falls back: an error it answered is reported.
+                Err(PolicyError::Redis(_)) if self.on_error == OnRedisError::Local => Ok(self.local.bans(now)),
                 Err(e) => Err(e),
             },
             None => Ok(self.local.bans(now)),

@@ -138,3 +138,54 @@ fn fifty_guesses_at_one_user_ban_the_address_for_every_user_in_redis() {
     assert_eq!(redis.command("EXISTS mailauthd:b:n:192.0.2.92/32").trim(), ":1");
     assert_eq!(redis.command("EXISTS mailauthd:b:p:192.0.2.92/32|alice").trim(), ":1");
 }
+
+#[test]
+fn listing_and_clearing_no_bans_answers_200_and_leaves_redis_in_use() {
+    let redis = Redis::start();
+    let d = Daemon::start(&format!(
+        "[state]\nredis = \"{}\"\non_redis_error = \"tempfail\"\n",
+        redis.url()
+    ));
+    assert_eq!(status(&d.login("alice", "alice-secret", "192.0.2.95")), "OK");
+    // No ban in force: an empty list, over HTTP and through the CLI, and nothing to clear.
+    let reply = super::harness::ask(
+        d.admin,
+        format!(
+            "GET /bans HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n",
+            super::harness::TOKEN
+        )
+        .as_bytes(),
+    );
+    assert!(
+        reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"),
+        "{reply}"
+    );
+    assert!(reply.ends_with("\r\n\r\n"), "an empty body: {reply}");
+    let out = d.bans_cli(&["list"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    let out = d.bans_cli(&["clear"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "cleared 0 ban(s)\n", "{out:?}");
+    // Redis was not marked down: a login right after is decided, not a temporary failure.
+    assert_eq!(status(&d.login("alice", "alice-secret", "192.0.2.95")), "OK");
+    assert_eq!(status(&d.login("bob", "bob-password", "192.0.2.96")), "OK");
+    let log = d.log();
+    assert!(
+        !log.contains("redis is unreachable") && !log.contains("redis answered an error"),
+        "{log}"
+    );
+
+    // An error reply (a failure window that is not a sorted set: WRONGTYPE) fails that one
+    // operation; it is logged, and Redis stays in use for the next login.
+    assert_eq!(redis.command("SET mailauthd:f:u:carol not-a-window").trim(), "+OK");
+    assert_eq!(
+        status(&d.login("carol", "guess", "192.0.2.97")),
+        "[AUTHENTICATIONFAILED] Invalid login or password"
+    );
+    assert_eq!(status(&d.login("alice", "alice-secret", "192.0.2.95")), "OK");
+    let log = d.log();
+    assert_eq!(log.matches("redis answered an error").count(), 1, "{log}");
+    assert!(
+        log.contains("WRONGTYPE") && !log.contains("redis is unreachable"),
+        "{log}"
+    );
+}
