@@ -158,16 +158,22 @@ impl BanEntry {
     }
 }
 
+/// One line of the admin listing: `pair net=192.0.2.7/32 user="alice" ttl=540s`. The user
+/// name is the client's text, so it is quoted and escaped as in the log lines: a name with
+/// spaces or `=` cannot forge a field; `-` (unquoted) means no user.
 impl fmt::Display for BanEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} net={} user={} ttl={}s",
+            "{} net={} user=",
             self.scope.as_str(),
             self.net.as_deref().unwrap_or("-"),
-            self.user.as_deref().unwrap_or("-"),
-            self.remaining.as_secs()
-        )
+        )?;
+        match &self.user {
+            Some(user) => write!(f, "{user:?}")?,
+            None => f.write_str("-")?,
+        }
+        write!(f, " ttl={}s", self.remaining.as_secs())
     }
 }
 

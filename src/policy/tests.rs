@@ -265,9 +265,9 @@ async fn bans_are_listed_and_cleared_by_ip_or_user() {
         list,
         [
             "net net=192.0.2.1/32 user=- ttl=540s",
-            "pair net=192.0.2.1/32 user=alice ttl=540s",
-            "pair net=192.0.2.1/32 user=bob ttl=540s",
-            "pair net=198.51.100.1/32 user=carol ttl=540s",
+            "pair net=192.0.2.1/32 user=\"alice\" ttl=540s",
+            "pair net=192.0.2.1/32 user=\"bob\" ttl=540s",
+            "pair net=198.51.100.1/32 user=\"carol\" ttl=540s",
         ]
     );
     assert_eq!(p.clear(&p.filter(None, Some("Bob"))).await.unwrap(), 1);
@@ -303,6 +303,22 @@ async fn a_flood_of_distinct_networks_and_users_stays_within_max_entries() {
     let held = p.local().entry_count();
     assert!(held <= 3 * 1000, "{held} entries held for {subjects} subjects");
     assert!(held > 0);
+}
+
+#[test]
+fn a_listed_user_name_cannot_forge_a_field() {
+    let ban = BanEntry {
+        scope: Scope::Pair,
+        net: Some("192.0.2.1/32".to_owned()),
+        user: Some(user_key(b"x ttl=999999s user=\"root\" \\")),
+        remaining: Duration::from_secs(60),
+    };
+    assert_eq!(
+        ban.to_string(),
+        r#"pair net=192.0.2.1/32 user="x ttl=999999s user=\"root\" \\" ttl=60s"#
+    );
+    let net = BanEntry::from_key("n:192.0.2.1/32", Duration::from_secs(5)).unwrap();
+    assert_eq!(net.to_string(), "net net=192.0.2.1/32 user=- ttl=5s");
 }
 
 #[test]

@@ -141,7 +141,10 @@ fn bans_are_listed_and_lifted_with_the_cli() {
     let out = d.bans_cli(&["--admin", &admin, "list"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
-    assert!(stdout.starts_with("pair net=192.0.2.33/32 user=alice ttl="), "{stdout}");
+    assert!(
+        stdout.starts_with("pair net=192.0.2.33/32 user=\"alice\" ttl="),
+        "{stdout}"
+    );
 
     let out = d.bans_cli(&["clear", "--user", "bob"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "cleared 0 ban(s)\n");
@@ -231,4 +234,38 @@ fn fifty_guesses_at_one_user_ban_the_address_for_every_user() {
     assert!(listed.starts_with("pair ") && listed.lines().count() == 1, "{listed}");
     assert!(d.login("alice", "d", ip).contains(BANNED_IMAP));
     assert!(d.login("bob", "bob-password", ip).contains(BANNED_IMAP));
+}
+
+#[test]
+fn a_login_name_is_quoted_in_the_ban_list_and_cut_in_the_log() {
+    let d = Daemon::start("[policy]\npair_failures = 1\n");
+    // nginx sends the name %-escaped; decoded it reads `x ttl=999999s user=root`.
+    assert!(
+        d.login("x%20ttl=999999s%20user=root", "a", "192.0.2.35")
+            .contains(INVALID_IMAP)
+    );
+    let out = d.bans_cli(&["list"]);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        listed.starts_with("pair net=192.0.2.35/32 user=\"x ttl=999999s user=root\" ttl="),
+        "{listed}"
+    );
+    assert_eq!(
+        listed.matches(" ttl=").count(),
+        2,
+        "the name's own text is inside the quotes"
+    );
+
+    // A 4 KB name: the log line shows 256 bytes of it and how much was left out.
+    let long = "n".repeat(4096);
+    assert!(d.login(&long, "a", "192.0.2.36").contains(INVALID_IMAP));
+    let log = d.log();
+    let lines = decisions(&log, "192.0.2.36");
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains(&format!("user=\"{}…(+3840 bytes)\"", "n".repeat(256))),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].len() < 1024, "a {}-byte log line", lines[0].len());
 }
