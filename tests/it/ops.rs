@@ -674,3 +674,47 @@ fn idle_admin_connections_are_bounded_and_logins_and_healthz_still_answer() {
     assert!(!reply.contains(" 200 "), "{reply}");
     assert_eq!(try_get(admin, "/healthz"), Some(200));
 }
+
+/// `mailauthd check-config` on `config` (with a users file beside it): exit code and stdout.
+fn check_config(config: &str) -> (i32, String) {
+    let dir = temp_dir();
+    write_users(dir.path());
+    let path = dir.path().join("mailauthd.toml");
+    std::fs::write(
+        &path,
+        format!("{config}\n[[source]]\nkind = \"htpasswd\"\npath = \"users.htpasswd\"\n"),
+    )
+    .expect("write config");
+    let out = Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run check-config");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_warns_about_listeners_off_loopback() {
+    let (code, out) = check_config("listen = \"0.0.0.0:14380\"\n[admin]\nlisten = \"0.0.0.0:14381\"\n");
+    assert_eq!(code, 0, "a warning, not an error: {out}");
+    assert!(
+        out.contains("warning: listen = \"0.0.0.0:14380\" is not a loopback address: the listener trusts Client-IP"),
+        "{out}"
+    );
+    assert!(out.contains("keep it on loopback or a unix socket"), "{out}");
+    assert!(
+        out.contains("warning: admin.listen = \"0.0.0.0:14381\" is not a loopback address: /metrics and /readyz"),
+        "{out}"
+    );
+    for quiet in [
+        "listen = \"127.0.0.1:14380\"\n[admin]\nlisten = \"[::1]:14381\"\n",
+        "listen = \"unix:/run/mailauthd/auth.sock\"\n",
+    ] {
+        let (code, out) = check_config(quiet);
+        assert_eq!(code, 0, "{out}");
+        assert!(!out.contains("loopback"), "{quiet}: {out}");
+    }
+}
