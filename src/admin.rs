@@ -9,10 +9,14 @@
 //!   (logins keep working), and the body says `degraded` and why. The body lists each
 //!   source.
 //! - `GET /metrics`: OpenMetrics text (`crate::metrics`).
+//!
+//! The listener is bounded as the auth listener is: at most 64 connections at once, a
+//! 16 KiB request header sent within 3 s, 30 s per connection.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -23,6 +27,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::decide::Authenticator;
@@ -150,10 +155,33 @@ async fn bans<B>(state: &AdminState, req: &Request<B>, clear: bool) -> Response<
     }
 }
 
+/// Admin connections served at once. Its clients are a supervisor, a scraper and an
+/// operator: a few at a time. Past it a connection is answered 503 and closed at once, so
+/// idle connections can hold neither descriptors the auth listener needs nor a queue of
+/// accepted connections in front of `/healthz`.
+const MAX_CONNECTIONS: usize = 64;
+
+/// How long a connection may take to send its request header (its clients send it at once).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The most a connection buffers: its request header (no endpoint takes a body). hyper's
+/// default is ~400 KB.
+const MAX_BUF: usize = 16 * 1024;
+
+/// The longest a connection lives, answer included (a `/bans` listing from Redis may take
+/// up to 10 s; a client that does not read its answer is not waited for past this).
+const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The answer past [`MAX_CONNECTIONS`].
+const BUSY: &[u8] =
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\nretry-after: 1\r\n\r\n";
+
 /// Serves the admin endpoints on `listener` until `shutdown` completes.
 pub(crate) async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
+    let mut busy_logged = false;
     loop {
         let (stream, _) = tokio::select! {
             () = &mut shutdown => break,
@@ -162,23 +190,38 @@ pub(crate) async fn run(listener: TcpListener, state: Arc<AdminState>, shutdown:
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!("admin accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
         while connections.try_join_next().is_some() {}
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            // Non-blocking: the few bytes fit the socket buffer, and a client that does not
+            // read them is not waited for.
+            let _ = stream.try_write(BUSY);
+            if !busy_logged {
+                tracing::warn!("admin listener busy: {MAX_CONNECTIONS} connections open; answering 503 to more");
+                busy_logged = true;
+            }
+            continue;
+        };
+        busy_logged = false;
         let state = state.clone();
         connections.spawn(async move {
             let service = service_fn(move |req| handle(state.clone(), req));
             let conn = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .keep_alive(false)
-                .header_read_timeout(std::time::Duration::from_secs(10))
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_BUF)
                 .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!("admin connection: {e}");
+            match tokio::time::timeout(CONNECTION_DEADLINE, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!("admin connection: {e}"),
+                Err(_) => tracing::debug!("admin connection: closed after {}s", CONNECTION_DEADLINE.as_secs()),
             }
+            drop(permit);
         });
     }
     connections.shutdown().await;

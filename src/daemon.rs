@@ -153,6 +153,9 @@ pub(crate) async fn serve(config: Config) -> Result<(), DaemonError> {
         config.origin,
         files.join(", ")
     );
+    for warning in config.exposure_warnings() {
+        tracing::warn!("{warning}");
+    }
     let config = Arc::new(config);
     let auth = Arc::new(assemble(config.clone()));
     // Sources are read before the first request; a slow disk must not block the runtime.

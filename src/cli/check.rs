@@ -24,6 +24,9 @@ pub(super) fn run(path: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
         }
         errors += report.errors;
     }
+    for warning in config.exposure_warnings() {
+        println!("warning: {warning}");
+    }
     println!(
         "listen {}; routes imap {} pop3 {} smtp {}",
         config.listen, config.routes.imap.addr, config.routes.pop3.addr, config.routes.smtp.addr

@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod exposure;
 mod http_basic;
 mod policy;
 mod route;

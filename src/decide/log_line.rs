@@ -5,7 +5,35 @@ use std::time::Instant;
 
 use super::Decision;
 use crate::auth_http::{AuthRequest, Verdict};
-use crate::login::printable;
+
+/// The most of a login name one log line holds, in bytes of its logged (escaped) form.
+const MAX_LOGGED_NAME: usize = 256;
+
+/// A login name as the log line shows it: control and non-UTF-8 bytes escaped (so a name
+/// cannot forge a line or a field), and cut after [`MAX_LOGGED_NAME`] bytes at a character
+/// boundary, with `…(+N bytes)` saying how many bytes of the name were left out. A 4 KB
+/// name must not make a 24 KB line for each of its failures.
+fn logged_name(name: &[u8]) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    for chunk in name.utf8_chunks() {
+        let valid = chunk
+            .valid()
+            .chars()
+            .map(|c| (c.escape_debug().to_string(), c.len_utf8()));
+        // Each run of bytes that is not UTF-8 is shown as one U+FFFD, as `from_utf8_lossy` does.
+        let invalid = (!chunk.invalid().is_empty()).then(|| ('\u{fffd}'.to_string(), chunk.invalid().len()));
+        for (text, raw) in valid.chain(invalid) {
+            if out.len() + text.len() > MAX_LOGGED_NAME {
+                out.push_str(&format!("…(+{} bytes)", name.len() - shown));
+                return out;
+            }
+            out.push_str(&text);
+            shown += raw;
+        }
+    }
+    out
+}
 
 /// Writes the one log line per decision. The password never appears, at any level.
 ///
@@ -16,7 +44,7 @@ use crate::login::printable;
 pub(crate) fn log_decision(req: &AuthRequest, decision: &Decision, started: Instant) {
     let result = decision.result();
     let micros = started.elapsed().as_micros() as u64;
-    let user = printable(&req.user);
+    let user = logged_name(&req.user);
     let client_ip = req.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
     let scheme = decision
         .scheme
@@ -27,5 +55,33 @@ pub(crate) fn log_decision(req: &AuthRequest, decision: &Decision, started: Inst
         tracing::info!(target: "mailauthd::auth", client_ip, result, reason = decision.reason.as_str(), protocol = %req.protocol, method = %req.method, user, scheme = scheme.as_str(), source, micros, "login accepted");
     } else {
         tracing::warn!(target: "mailauthd::auth", client_ip, result, reason = decision.reason.as_str(), protocol = %req.protocol, method = %req.method, user, scheme = scheme.as_str(), source, micros, "login refused");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_LOGGED_NAME, logged_name};
+
+    #[test]
+    fn a_long_name_is_cut_and_marked() {
+        assert_eq!(logged_name(b"alice@example.org"), "alice@example.org");
+        let exact = vec![b'a'; MAX_LOGGED_NAME];
+        assert_eq!(logged_name(&exact), "a".repeat(256));
+        let long = vec![b'a'; 4096];
+        assert_eq!(logged_name(&long), format!("{}…(+3840 bytes)", "a".repeat(256)));
+    }
+
+    #[test]
+    fn the_cut_counts_the_escaped_form_and_never_splits_a_character_or_an_escape() {
+        // "é" is 2 bytes: 'a' + 127 of them fill 255 bytes, the 128th would pass 256.
+        let name = format!("a{}", "é".repeat(200));
+        assert_eq!(
+            logged_name(name.as_bytes()),
+            format!("a{}…(+146 bytes)", "é".repeat(127))
+        );
+        // A control byte is logged as the 5 bytes `\u{1}`: 51 of them fit in 256.
+        let controls = vec![1u8; 100];
+        assert_eq!(logged_name(&controls), format!("{}…(+49 bytes)", r"\u{1}".repeat(51)));
+        assert_eq!(logged_name(b"a\nb\xff"), "a\\nb\u{fffd}");
     }
 }

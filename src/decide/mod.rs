@@ -78,7 +78,14 @@ impl Authenticator {
         let counted = matches!(req.method, AuthMethod::Plain | AuthMethod::Apop | AuthMethod::CramMd5);
         let gate = match counted.then_some(self.policy.check(req.client_ip, &req.user).await) {
             Some(Check::Allowed(gate)) => Some(gate),
-            Some(Check::Banned(scope)) => return banned(scope),
+            Some(Check::Banned(scope, still_counted)) => {
+                // Refused without hashing, yet still a guess for the scopes not banned: an
+                // address that keeps guessing one user reaches its network's limit.
+                if let Some(gate) = still_counted {
+                    self.policy.failed(&gate, &req.pass).await;
+                }
+                return banned(scope);
+            }
             Some(Check::Unavailable) => return Decision::temporary(Reason::PolicyUnavailable),
             Some(Check::Exempt) | None => None,
         };

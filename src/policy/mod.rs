@@ -158,16 +158,22 @@ impl BanEntry {
     }
 }
 
+/// One line of the admin listing: `pair net=192.0.2.7/32 user="alice" ttl=540s`. The user
+/// name is the client's text, so it is quoted and escaped as in the log lines: a name with
+/// spaces or `=` cannot forge a field; `-` (unquoted) means no user.
 impl fmt::Display for BanEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} net={} user={} ttl={}s",
+            "{} net={} user=",
             self.scope.as_str(),
             self.net.as_deref().unwrap_or("-"),
-            self.user.as_deref().unwrap_or("-"),
-            self.remaining.as_secs()
-        )
+        )?;
+        match &self.user {
+            Some(user) => write!(f, "{user:?}")?,
+            None => f.write_str("-")?,
+        }
+        write!(f, " ttl={}s", self.remaining.as_secs())
     }
 }
 
@@ -235,6 +241,9 @@ pub(crate) enum PolicyError {
     /// Redis did not answer (in time).
     #[error("redis is unreachable: {0}")]
     Redis(String),
+    /// Redis answered this operation with an error; it is still reachable.
+    #[error("redis refused the operation: {0}")]
+    Command(String),
 }
 
 /// What [`Policy::check`] says about a login before its password is checked.
@@ -244,8 +253,11 @@ pub(crate) enum Check {
     Exempt,
     /// The login may be checked; report its outcome with this gate.
     Allowed(Gate),
-    /// Refuse at once, without checking the password.
-    Banned(Scope),
+    /// Refuse at once, without checking the password. A refusal by a pair or user ban
+    /// comes with a gate: report it with [`Policy::failed`] (without hashing anything), so
+    /// that guesses stopped by a narrower ban still count for the scopes not banned, and one
+    /// address cannot guess one user for ever without reaching its network's limit.
+    Banned(Scope, Option<Gate>),
     /// The shared state is unreachable and `on_redis_error = "tempfail"`.
     Unavailable,
 }
@@ -256,6 +268,9 @@ pub(crate) struct Gate {
     /// Who the login is counted against.
     pub subject: Subject,
     net_trusted: bool,
+    /// The scopes (in [`SCOPES`] order) with a ban in force: not counted again, so that a
+    /// ban is neither extended nor re-counted while it lasts.
+    banned: [bool; 3],
 }
 
 /// The brute-force policy with its state store(s).
@@ -334,6 +349,18 @@ impl Policy {
         }
     }
 
+    /// The limits for a failure reported on `gate`: a scope already banned counts nothing
+    /// (a limit of 0).
+    fn gate_limits(&self, gate: &Gate) -> Limits {
+        let mut limits = self.limits(gate.net_trusted);
+        for (limit, banned) in limits.failures.iter_mut().zip(gate.banned) {
+            if banned {
+                *limit = 0;
+            }
+        }
+        limits
+    }
+
     /// The keyed, truncated HMAC that identifies a password attempt (per user, so one
     /// password sprayed over many users counts once per user).
     pub(crate) fn tag(&self, subject: &Subject, secret: &[u8]) -> String {
@@ -367,28 +394,33 @@ impl Policy {
         };
         let live = |scope: Scope| lookup.bans[scope.index()].is_some_and(|until| until > now);
         if live(Scope::Net) {
-            return Check::Banned(Scope::Net);
+            // Nothing wider to count for: the whole network is refused already.
+            return Check::Banned(Scope::Net, None);
         }
+        let gate = Gate {
+            subject,
+            net_trusted: lookup.net_trusted,
+            banned: SCOPES.map(live),
+        };
         if live(Scope::Pair) {
-            return Check::Banned(Scope::Pair);
+            return Check::Banned(Scope::Pair, Some(gate));
         }
         // A user under a distributed attack stays reachable from networks where they logged
         // in lately; otherwise anyone could lock any user out by failing on purpose.
         if live(Scope::User) && !lookup.pair_known {
-            return Check::Banned(Scope::User);
+            return Check::Banned(Scope::User, Some(gate));
         }
-        Check::Allowed(Gate {
-            subject,
-            net_trusted: lookup.net_trusted,
-        })
+        Check::Allowed(gate)
     }
 
-    /// Records a wrong password (or digest) for a login that passed [`Policy::check`].
-    /// `None` when the shared state is unreachable and nothing could be recorded.
+    /// Records a wrong password (or digest) for a login that passed [`Policy::check`], or a
+    /// guess that a pair or user ban refused (in the scopes not banned). Only the keyed tag
+    /// of `secret` is kept, so a repeated guess counts once. `None` when the shared state is
+    /// unreachable and nothing could be recorded.
     pub(crate) async fn failed(&self, gate: &Gate, secret: &[u8]) -> Option<Recorded> {
         let now = self.clock.unix_ms();
         let tag = self.tag(&gate.subject, secret);
-        let limits = self.limits(gate.net_trusted);
+        let limits = self.gate_limits(gate);
         let recorded = match &self.shared {
             Some(shared) => match shared.fail(&gate.subject, &tag, &limits, now).await {
                 Ok(r) => r,
@@ -423,7 +455,8 @@ impl Policy {
         match &self.shared {
             Some(shared) => match shared.bans().await {
                 Ok(bans) => Ok(bans),
-                Err(_) if self.on_error == OnRedisError::Local => Ok(self.local.bans(now)),
+                // Only an unreachable Redis falls back: an error it answered is reported.
+                Err(PolicyError::Redis(_)) if self.on_error == OnRedisError::Local => Ok(self.local.bans(now)),
                 Err(e) => Err(e),
             },
             None => Ok(self.local.bans(now)),

@@ -4,17 +4,18 @@
 //! between counting and banning. Keys are `<prefix>:f:<key>` (a sorted set of password tags
 //! scored by time), `<prefix>:b:<key>` (a ban, holding its expiry) and `<prefix>:s:<key>`
 //! (a recent success); every one carries a TTL, so Redis never keeps stale entries.
-//! Each operation is bounded by `[state] redis_timeout`; after a failure Redis is left
-//! alone for a second, then tried again, and each change between reachable and not is
-//! logged once.
+//! Each operation is bounded by `[state] redis_timeout`; after a connection failure or a
+//! timeout Redis is left alone for a second, then tried again, and each change between
+//! reachable and not is logged once. An error that Redis answered fails that operation
+//! only: Redis is not marked down for it.
 
 use std::future::Future;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, RedisResult, Script};
+use ::redis::{Client, RedisError, RedisResult, Script};
 
 use super::{BanEntry, BanFilter, Limits, Lookup, PolicyError, Recorded, SCOPES, Scope, Subject};
 use crate::config::{OnRedisError, StateSettings};
@@ -75,6 +76,8 @@ pub(crate) struct RedisStore {
     timeout: Duration,
     on_error: OnRedisError,
     health: AtomicU8,
+    /// The last operation got an error answer (logged once per run of them).
+    erring: AtomicBool,
     retry_at: Mutex<Option<Instant>>,
 }
 
@@ -89,6 +92,7 @@ impl RedisStore {
             timeout: state.redis_timeout,
             on_error: state.on_redis_error,
             health: AtomicU8::new(UNKNOWN),
+            erring: AtomicBool::new(false),
             retry_at: Mutex::new(None),
         }
     }
@@ -126,6 +130,15 @@ impl RedisStore {
         let result = match self.connection() {
             Ok(conn) => match tokio::time::timeout(timeout, op(conn)).await {
                 Ok(Ok(value)) => Ok(value),
+                Ok(Err(e)) if !is_connection_error(&e) => {
+                    // Redis answered (an error reply, an unexpected type, a command the
+                    // client refused to send): it is reachable, and the other operations
+                    // must keep using it. Only this operation fails.
+                    if !self.erring.swap(true, Ordering::SeqCst) {
+                        tracing::warn!(target: "mailauthd::policy", "redis answered an error: {e}");
+                    }
+                    return Err(PolicyError::Command(e.to_string()));
+                }
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err(format!("no answer within {}ms", timeout.as_millis())),
             },
@@ -133,6 +146,7 @@ impl RedisStore {
         };
         match result {
             Ok(value) => {
+                self.erring.store(false, Ordering::SeqCst);
                 if self.health.swap(UP, Ordering::SeqCst) == DOWN {
                     tracing::warn!(target: "mailauthd::policy", "redis is reachable again; using the shared counters");
                 }
@@ -263,6 +277,10 @@ impl RedisStore {
                     break;
                 }
             }
+            // An empty pipeline is not a command Redis can be sent ("empty command").
+            if keys.is_empty() {
+                return Ok(Vec::new());
+            }
             let mut pipe = ::redis::pipe();
             for key in &keys {
                 pipe.pttl(key);
@@ -313,6 +331,12 @@ impl RedisStore {
     }
 }
 
+/// Whether `e` says Redis cannot be reached (or the connection is unusable), as opposed to
+/// an answer it gave: only the former marks Redis down and switches to the fallback.
+fn is_connection_error(e: &RedisError) -> bool {
+    e.is_io_error() || e.is_unrecoverable_error()
+}
+
 /// Escapes the characters SCAN's MATCH treats as a pattern.
 fn glob_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -323,4 +347,27 @@ fn glob_escape(text: &str) -> String {
         out.push(c);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_connection_error;
+    use ::redis::{ErrorKind, RedisError};
+
+    #[test]
+    fn only_a_lost_or_unusable_connection_counts_as_redis_being_down() {
+        let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let reset = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(is_connection_error(&refused) && is_connection_error(&reset));
+        assert!(is_connection_error(&RedisError::from((
+            ErrorKind::AuthenticationFailed,
+            "WRONGPASS"
+        ))));
+        for answered in [
+            RedisError::from((ErrorKind::Client, "empty command")),
+            RedisError::from((ErrorKind::UnexpectedReturnType, "not an integer")),
+        ] {
+            assert!(!is_connection_error(&answered), "{answered}");
+        }
+    }
 }

@@ -36,7 +36,7 @@ async fn fail(p: &Policy, addr: &str, user: &str, pass: &str) -> Recorded {
 
 async fn banned(p: &Policy, addr: &str, user: &str) -> Option<Scope> {
     match p.check(ip(addr), user.as_bytes()).await {
-        Check::Banned(s) => Some(s),
+        Check::Banned(s, _) => Some(s),
         Check::Allowed(_) => None,
         other => panic!("unexpected {other:?}"),
     }
@@ -56,6 +56,64 @@ async fn the_limit_th_distinct_failure_inside_the_window_bans_the_pair() {
     // Only this pair: the user from elsewhere and others from here are not affected.
     assert_eq!(banned(&p, "198.51.100.1", "alice").await, None);
     assert_eq!(banned(&p, "192.0.2.1", "bob").await, None);
+}
+
+/// A guess refused by a ban, reported as the decider reports it.
+async fn guess_while_banned(p: &Policy, addr: &str, user: &str, pass: &str) -> (Scope, Option<Recorded>) {
+    match p.check(ip(addr), user.as_bytes()).await {
+        Check::Banned(scope, Some(gate)) => (scope, p.failed(&gate, pass.as_bytes()).await),
+        Check::Banned(scope, None) => (scope, None),
+        other => panic!("{user} from {addr}: expected banned, got {other:?}"),
+    }
+}
+
+/// Time left of the one pair ban.
+async fn pair_ttl(p: &Policy) -> Option<Duration> {
+    let bans = p.bans().await.unwrap();
+    bans.iter().find(|b| b.scope == Scope::Pair).map(|b| b.remaining)
+}
+
+#[tokio::test]
+async fn guesses_refused_by_a_pair_ban_still_count_for_the_network_and_the_user() {
+    let (p, clock) = policy_with("[policy]\npair_failures = 2\nnet_failures = 4\nuser_failures = 100\nban = \"10m\"\n");
+    fail(&p, "192.0.2.1", "alice", "a").await;
+    let r = fail(&p, "192.0.2.1", "alice", "b").await;
+    assert_eq!((r.counts, r.banned), ([2, 2, 2], Some(Scope::Pair)));
+    clock.advance(Duration::from_secs(60));
+    // Refused by the pair ban, and counted for the network and the user only: the pair's
+    // ban is neither counted again nor extended.
+    let (scope, r) = guess_while_banned(&p, "192.0.2.1", "alice", "c").await;
+    assert_eq!(
+        (scope, r.map(|r| (r.counts, r.banned))),
+        (Scope::Pair, Some(([3, 3, 0], None)))
+    );
+    // The same guess again counts once.
+    let (_, r) = guess_while_banned(&p, "192.0.2.1", "alice", "c").await;
+    assert_eq!(r.map(|r| r.counts), Some([3, 3, 0]));
+    assert_eq!(pair_ttl(&p).await, Some(Duration::from_secs(540)));
+    // The fourth distinct guess of this network bans it: another user from here is
+    // refused, from elsewhere not.
+    let (_, r) = guess_while_banned(&p, "192.0.2.1", "alice", "d").await;
+    assert_eq!(r.map(|r| r.banned), Some(Some(Scope::Net)));
+    assert_eq!(guess_while_banned(&p, "192.0.2.1", "bob", "x").await.0, Scope::Net);
+    assert!(
+        guess_while_banned(&p, "192.0.2.1", "bob", "x").await.1.is_none(),
+        "a net ban counts nothing more"
+    );
+    assert_eq!(banned(&p, "198.51.100.1", "bob").await, None);
+    assert_eq!(pair_ttl(&p).await, Some(Duration::from_secs(540)));
+}
+
+#[tokio::test]
+async fn guesses_refused_by_a_user_ban_still_count_for_the_network() {
+    let (p, _clock) = policy_with("[policy]\npair_failures = 0\nuser_failures = 2\nnet_failures = 3\n");
+    fail(&p, "192.0.2.1", "alice", "a").await;
+    assert_eq!(fail(&p, "192.0.2.2", "alice", "b").await.banned, Some(Scope::User));
+    let (scope, r) = guess_while_banned(&p, "192.0.2.1", "alice", "c").await;
+    assert_eq!((scope, r.map(|r| r.counts)), (Scope::User, Some([2, 0, 0])));
+    let (_, r) = guess_while_banned(&p, "192.0.2.1", "alice", "d").await;
+    assert_eq!(r.map(|r| r.banned), Some(Some(Scope::Net)));
+    assert_eq!(banned(&p, "192.0.2.1", "bob").await, Some(Scope::Net));
 }
 
 #[tokio::test]
@@ -207,9 +265,9 @@ async fn bans_are_listed_and_cleared_by_ip_or_user() {
         list,
         [
             "net net=192.0.2.1/32 user=- ttl=540s",
-            "pair net=192.0.2.1/32 user=alice ttl=540s",
-            "pair net=192.0.2.1/32 user=bob ttl=540s",
-            "pair net=198.51.100.1/32 user=carol ttl=540s",
+            "pair net=192.0.2.1/32 user=\"alice\" ttl=540s",
+            "pair net=192.0.2.1/32 user=\"bob\" ttl=540s",
+            "pair net=198.51.100.1/32 user=\"carol\" ttl=540s",
         ]
     );
     assert_eq!(p.clear(&p.filter(None, Some("Bob"))).await.unwrap(), 1);
@@ -245,6 +303,22 @@ async fn a_flood_of_distinct_networks_and_users_stays_within_max_entries() {
     let held = p.local().entry_count();
     assert!(held <= 3 * 1000, "{held} entries held for {subjects} subjects");
     assert!(held > 0);
+}
+
+#[test]
+fn a_listed_user_name_cannot_forge_a_field() {
+    let ban = BanEntry {
+        scope: Scope::Pair,
+        net: Some("192.0.2.1/32".to_owned()),
+        user: Some(user_key(b"x ttl=999999s user=\"root\" \\")),
+        remaining: Duration::from_secs(60),
+    };
+    assert_eq!(
+        ban.to_string(),
+        r#"pair net=192.0.2.1/32 user="x ttl=999999s user=\"root\" \\" ttl=60s"#
+    );
+    let net = BanEntry::from_key("n:192.0.2.1/32", Duration::from_secs(5)).unwrap();
+    assert_eq!(net.to_string(), "net net=192.0.2.1/32 user=- ttl=5s");
 }
 
 #[test]

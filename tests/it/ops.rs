@@ -606,3 +606,119 @@ fn the_deb_metadata_names_files_that_exist_or_that_scripts_package_writes() {
         assert!(status.success(), "{} is not valid sh", file.display());
     }
 }
+
+/// `GET path` on a fresh connection: the status code, or `None` when the connection was
+/// refused, reset or closed without an answer.
+fn try_get(addr: std::net::SocketAddr, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).ok()?;
+    String::from_utf8_lossy(&reply).split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Descriptors the process has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+#[test]
+fn idle_admin_connections_are_bounded_and_logins_and_healthz_still_answer() {
+    let dir = temp_dir();
+    write_users(dir.path());
+    let daemon = Daemon::start_in(dir, &ops_config(""));
+    let admin = daemon.admin();
+    let before = open_fds(daemon.pid());
+    // 300 connections that never send a request, all held open by this test.
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(admin).expect("connect to the admin listener"))
+        .collect();
+    // The daemon accepts them (a 503 past the cap) within a moment; it must not hold a
+    // descriptor for each.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let held = open_fds(daemon.pid()).saturating_sub(before);
+    assert!(held <= 70, "{held} descriptors held for 300 idle admin connections");
+    // Logins are answered at once.
+    let started = std::time::Instant::now();
+    assert_eq!(daemon.auth_status("imap", "bob", BOB_PW, "192.0.2.40"), "OK");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // /healthz answers while the idle connections are still open (the header timeout frees
+    // the slots the idle ones took), long before the 30 s a client would wait.
+    let started = std::time::Instant::now();
+    wait_for("/healthz to answer 200", || {
+        (try_get(admin, "/healthz") == Some(200)).then_some(())
+    });
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(daemon.log().contains("admin listener busy"), "{}", daemon.log());
+    drop(idle);
+
+    // A request header past 16 KiB is refused, not buffered (hyper's default was ~400 KB).
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(admin).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    let big = format!("GET /healthz HTTP/1.0\r\nX-Big: {}\r\n\r\n", "a".repeat(64 * 1024));
+    let _ = stream.write_all(big.as_bytes());
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(!reply.contains(" 200 "), "{reply}");
+    assert_eq!(try_get(admin, "/healthz"), Some(200));
+}
+
+/// `mailauthd check-config` on `config` (with a users file beside it): exit code and stdout.
+fn check_config(config: &str) -> (i32, String) {
+    let dir = temp_dir();
+    write_users(dir.path());
+    let path = dir.path().join("mailauthd.toml");
+    std::fs::write(
+        &path,
+        format!("{config}\n[[source]]\nkind = \"htpasswd\"\npath = \"users.htpasswd\"\n"),
+    )
+    .expect("write config");
+    let out = Command::new(bin())
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run check-config");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_warns_about_listeners_off_loopback() {
+    let (code, out) = check_config("listen = \"0.0.0.0:14380\"\n[admin]\nlisten = \"0.0.0.0:14381\"\n");
+    assert_eq!(code, 0, "a warning, not an error: {out}");
+    assert!(
+        out.contains("warning: listen = \"0.0.0.0:14380\" is not a loopback address: the listener trusts Client-IP"),
+        "{out}"
+    );
+    assert!(out.contains("keep it on loopback or a unix socket"), "{out}");
+    assert!(
+        out.contains("warning: admin.listen = \"0.0.0.0:14381\" is not a loopback address: /metrics and /readyz"),
+        "{out}"
+    );
+    for quiet in [
+        "listen = \"127.0.0.1:14380\"\n[admin]\nlisten = \"[::1]:14381\"\n",
+        "listen = \"unix:/run/mailauthd/auth.sock\"\n",
+    ] {
+        let (code, out) = check_config(quiet);
+        assert_eq!(code, 0, "{out}");
+        assert!(!out.contains("loopback"), "{quiet}: {out}");
+    }
+}

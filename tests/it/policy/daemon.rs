@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use super::start;
-use crate::common::{apop_request, header, plain_request, wait_until};
+use crate::common::{Daemon, apop_request, header, plain_request, wait_until};
 
 const BANNED_IMAP: &str = "[UNAVAILABLE] Too many failed logins, try again later";
 const INVALID_IMAP: &str = "[AUTHENTICATIONFAILED] Invalid login or password";
@@ -150,7 +150,10 @@ fn bans_are_listed_and_lifted_with_the_cli() {
     let out = d.bans_cli(&["--admin", &admin, "list"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
-    assert!(stdout.starts_with("pair net=192.0.2.33/32 user=alice ttl="), "{stdout}");
+    assert!(
+        stdout.starts_with("pair net=192.0.2.33/32 user=\"alice\" ttl="),
+        "{stdout}"
+    );
 
     let out = d.bans_cli(&["clear", "--user", "bob"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "cleared 0 ban(s)\n");
@@ -186,4 +189,92 @@ fn temporary_failures_do_not_count() {
     assert!(d.login_from("alice", "alice-secret", ip).contains("Auth-Status: OK"));
     let out = d.bans_cli(&["list"]);
     assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+}
+
+/// With the default limits, 50 distinct wrong passwords from `attacker` for one user: the
+/// pair ban (5) stops the hashing, yet every further distinct guess still counts for the
+/// network, whose limit (20) then bans it for every user; `elsewhere` is not affected.
+pub(super) fn guessing_one_user_bans_the_address_for_every_user(d: &Daemon, attacker: &str, elsewhere: &str) {
+    for i in 0..50 {
+        let reply = d.login_from("alice", &format!("guess-{i}"), attacker);
+        let expected = if i < 5 { INVALID_IMAP } else { BANNED_IMAP };
+        assert_eq!(header(&reply, "Auth-Status").as_deref(), Some(expected), "{i}: {reply}");
+    }
+    let reply = d.login_from("bob", "bob-password", attacker);
+    assert_eq!(header(&reply, "Auth-Status").as_deref(), Some(BANNED_IMAP), "{reply}");
+    let reply = d.login_from("bob", "bob-password", elsewhere);
+    assert_eq!(header(&reply, "Auth-Status").as_deref(), Some("OK"), "{reply}");
+    // alice's own count (20 of 50) did not ban her: she logs in from elsewhere.
+    let reply = d.login_from("alice", "alice-secret", elsewhere);
+    assert_eq!(header(&reply, "Auth-Status").as_deref(), Some("OK"), "{reply}");
+
+    let log = d.log();
+    let lines = decisions(&log, attacker);
+    assert_eq!(lines.len(), 51, "{log}");
+    // Hashing stopped at the pair ban: only the first five were verified.
+    assert!(lines[..5].iter().all(|l| l.contains("result=\"invalid\"")), "{log}");
+    assert!(
+        lines[5..20]
+            .iter()
+            .all(|l| l.contains("source=\"policy:pair\"") && l.contains("scheme=\"-\"")),
+        "{log}"
+    );
+    assert!(lines[20..].iter().all(|l| l.contains("source=\"policy:net\"")), "{log}");
+    assert!(log.contains(&format!("scope=\"net\" key=\"n:{attacker}/32\"")), "{log}");
+}
+
+#[test]
+fn fifty_guesses_at_one_user_ban_the_address_for_every_user() {
+    let d = start("");
+    guessing_one_user_bans_the_address_for_every_user(&d, "192.0.2.90", "198.51.100.90");
+    // Repeating one wrong password while banned counts once: with a pair ban at 2 and a
+    // network ban at 4, the same third guess sent ten times leaves the network unbanned.
+    let d = start("[policy]\npair_failures = 2\nnet_failures = 4\n");
+    let ip = "192.0.2.91";
+    for pass in ["a", "b"] {
+        assert!(d.login_from("alice", pass, ip).contains(INVALID_IMAP));
+    }
+    for _ in 0..10 {
+        assert!(d.login_from("alice", "c", ip).contains(BANNED_IMAP));
+    }
+    // (Asked through the listing: a login of bob's would make the network trusted.)
+    let out = d.bans_cli(&["list"]);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(listed.starts_with("pair ") && listed.lines().count() == 1, "{listed}");
+    assert!(d.login_from("alice", "d", ip).contains(BANNED_IMAP));
+    assert!(d.login_from("bob", "bob-password", ip).contains(BANNED_IMAP));
+}
+
+#[test]
+fn a_login_name_is_quoted_in_the_ban_list_and_cut_in_the_log() {
+    let d = start("[policy]\npair_failures = 1\n");
+    // The harness %-escapes the name as nginx does; decoded it reads `x ttl=999999s user=root`.
+    assert!(
+        d.login_from("x ttl=999999s user=root", "a", "192.0.2.35")
+            .contains(INVALID_IMAP)
+    );
+    let out = d.bans_cli(&["list"]);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        listed.starts_with("pair net=192.0.2.35/32 user=\"x ttl=999999s user=root\" ttl="),
+        "{listed}"
+    );
+    assert_eq!(
+        listed.matches(" ttl=").count(),
+        2,
+        "the name's own text is inside the quotes"
+    );
+
+    // A 4 KB name: the log line shows 256 bytes of it and how much was left out.
+    let long = "n".repeat(4096);
+    assert!(d.login_from(&long, "a", "192.0.2.36").contains(INVALID_IMAP));
+    let log = d.log();
+    let lines = decisions(&log, "192.0.2.36");
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(
+        lines[0].contains(&format!("user=\"{}…(+3840 bytes)\"", "n".repeat(256))),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].len() < 1024, "a {}-byte log line", lines[0].len());
 }

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use super::daemon::guessing_one_user_bans_the_address_for_every_user;
 use super::start;
 use crate::common::{Redis, header, wait_until};
 
@@ -127,4 +128,65 @@ fn a_hanging_redis_costs_at_most_the_timeout_and_is_used_again_when_it_answers()
         d.log().contains("redis is reachable again")
     });
     assert_eq!(redis.command("EXISTS mailauthd:f:u:dave").trim(), ":1");
+}
+
+#[test]
+fn fifty_guesses_at_one_user_ban_the_address_for_every_user_in_redis() {
+    let redis = Redis::start();
+    // "tempfail": the bans must come from Redis, not from a fallback in the process.
+    let d = start(&format!(
+        "[state]\nredis = \"{}\"\non_redis_error = \"tempfail\"\n",
+        redis.url()
+    ));
+    guessing_one_user_bans_the_address_for_every_user(&d, "192.0.2.92", "198.51.100.92");
+    assert_eq!(redis.command("EXISTS mailauthd:b:n:192.0.2.92/32").trim(), ":1");
+    assert_eq!(redis.command("EXISTS mailauthd:b:p:192.0.2.92/32|alice").trim(), ":1");
+}
+
+#[test]
+fn listing_and_clearing_no_bans_answers_200_and_leaves_redis_in_use() {
+    let redis = Redis::start();
+    let d = start(&format!(
+        "[state]\nredis = \"{}\"\non_redis_error = \"tempfail\"\n",
+        redis.url()
+    ));
+    assert_eq!(status(&d.login_from("alice", "alice-secret", "192.0.2.95")), "OK");
+    // No ban in force: an empty list, over HTTP and through the CLI, and nothing to clear.
+    let reply = String::from_utf8_lossy(&crate::common::ask(
+        d.admin(),
+        format!("GET /bans HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n", super::TOKEN).as_bytes(),
+    ))
+    .into_owned();
+    assert!(
+        reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"),
+        "{reply}"
+    );
+    assert!(reply.ends_with("\r\n\r\n"), "an empty body: {reply}");
+    let out = d.bans_cli(&["list"]);
+    assert!(out.status.success() && out.stdout.is_empty(), "{out:?}");
+    let out = d.bans_cli(&["clear"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "cleared 0 ban(s)\n", "{out:?}");
+    // Redis was not marked down: a login right after is decided, not a temporary failure.
+    assert_eq!(status(&d.login_from("alice", "alice-secret", "192.0.2.95")), "OK");
+    assert_eq!(status(&d.login_from("bob", "bob-password", "192.0.2.96")), "OK");
+    let log = d.log();
+    assert!(
+        !log.contains("redis is unreachable") && !log.contains("redis answered an error"),
+        "{log}"
+    );
+
+    // An error reply (a failure window that is not a sorted set: WRONGTYPE) fails that one
+    // operation; it is logged, and Redis stays in use for the next login.
+    assert_eq!(redis.command("SET mailauthd:f:u:carol not-a-window").trim(), "+OK");
+    assert_eq!(
+        status(&d.login_from("carol", "guess", "192.0.2.97")),
+        "[AUTHENTICATIONFAILED] Invalid login or password"
+    );
+    assert_eq!(status(&d.login_from("alice", "alice-secret", "192.0.2.95")), "OK");
+    let log = d.log();
+    assert_eq!(log.matches("redis answered an error").count(), 1, "{log}");
+    assert!(
+        log.contains("WRONGTYPE") && !log.contains("redis is unreachable"),
+        "{log}"
+    );
 }
