@@ -74,6 +74,7 @@ pub(crate) struct Metrics {
     source_users: Family<SourceLabels, Gauge>,
     reloads: Family<ResultLabels, Counter>,
     last_reload: Gauge<f64, AtomicU64>,
+    upstream_resends: Family<SourceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -155,6 +156,12 @@ impl Metrics {
             Unit::Seconds,
             last_reload.clone(),
         );
+        let upstream_resends = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "upstream_resends",
+            "Questions sent again on a fresh connection because the upstream closed a kept-alive one before answering",
+            upstream_resends.clone(),
+        );
         registry.register(
             "build",
             "The running version",
@@ -173,6 +180,7 @@ impl Metrics {
             source_users,
             reloads,
             last_reload,
+            upstream_resends,
         }
     }
 
@@ -255,6 +263,22 @@ impl Metrics {
         self.source_error(source, reason);
     }
 
+    /// An upstream source is in use: its resend series exists from now on, at 0.
+    pub(crate) fn upstream_in_use(&self, source: &str) {
+        let _ = self.upstream_resends.get_or_create(&SourceLabels {
+            source: source.to_owned(),
+        });
+    }
+
+    /// A question to `source` was sent again on a fresh connection.
+    pub(crate) fn upstream_resent(&self, source: &str) {
+        self.upstream_resends
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .inc();
+    }
+
     /// The metrics as OpenMetrics text ([`CONTENT_TYPE`]).
     pub(crate) fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
@@ -289,6 +313,10 @@ mod tests {
         m.pool_rejected();
         m.reload_ok("htpasswd:/u", 12);
         m.reload_failed("htpasswd:/u", "unreadable");
+        m.upstream_in_use("http-basic:http://a/");
+        m.upstream_in_use("http-basic:http://b/");
+        m.upstream_resent("http-basic:http://b/");
+        m.upstream_resent("http-basic:http://b/");
         let text = m.render();
         assert_eq!(
             sample(
@@ -334,6 +362,20 @@ mod tests {
             .parse()
             .unwrap();
         assert!(last > 1.0e9, "{last}");
+        assert_eq!(
+            sample(
+                &text,
+                r#"mailauthd_upstream_resends_total{source="http-basic:http://a/"}"#
+            ),
+            Some("0")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"mailauthd_upstream_resends_total{source="http-basic:http://b/"}"#
+            ),
+            Some("2")
+        );
         assert!(text.contains(r#"mailauthd_build_info{version=""#));
         assert!(text.ends_with("# EOF\n"));
     }
