@@ -75,8 +75,8 @@ pub(crate) async fn bind(listen: &ListenAddr) -> Result<Listener, DaemonError> {
 /// with the verified-login cache in front of it, the brute-force policy and the sources
 /// (not loaded yet: call [`reload_sources`]).
 pub(crate) fn assemble(config: Arc<Config>) -> Authenticator {
-    let sources = config.sources.iter().map(Source::new).collect();
     let metrics = Arc::new(Metrics::new());
+    let sources = config.sources.iter().map(|c| Source::new(c, &metrics)).collect();
     let pool = VerifyPool::with_limits(
         config.verify_threads,
         config.verify_queue,

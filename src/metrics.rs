@@ -75,6 +75,7 @@ pub(crate) struct Metrics {
     reloads: Family<ResultLabels, Counter>,
     last_reload: Gauge<f64, AtomicU64>,
     source_broken_lines: Family<SourceLabels, Gauge>,
+    upstream_resends: Family<SourceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -162,6 +163,12 @@ impl Metrics {
             "Broken lines skipped in the users file each source has in use (above 0: degraded)",
             source_broken_lines.clone(),
         );
+        let upstream_resends = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "upstream_resends",
+            "Questions sent again on a fresh connection because the upstream closed a kept-alive one before answering",
+            upstream_resends.clone(),
+        );
         registry.register(
             "build",
             "The running version",
@@ -181,6 +188,7 @@ impl Metrics {
             reloads,
             last_reload,
             source_broken_lines,
+            upstream_resends,
         }
     }
 
@@ -276,6 +284,22 @@ impl Metrics {
         }
     }
 
+    /// An upstream source is in use: its resend series exists from now on, at 0.
+    pub(crate) fn upstream_in_use(&self, source: &str) {
+        let _ = self.upstream_resends.get_or_create(&SourceLabels {
+            source: source.to_owned(),
+        });
+    }
+
+    /// A question to `source` was sent again on a fresh connection.
+    pub(crate) fn upstream_resent(&self, source: &str) {
+        self.upstream_resends
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .inc();
+    }
+
     /// The metrics as OpenMetrics text ([`CONTENT_TYPE`]).
     pub(crate) fn render(&self) -> String {
         let mut out = String::with_capacity(8192);
@@ -312,6 +336,10 @@ mod tests {
         m.reload_failed("htpasswd:/u", "unreadable");
         m.broken_lines("htpasswd:/u", 0);
         m.broken_lines("htpasswd:/u", 2);
+        m.upstream_in_use("http-basic:http://a/");
+        m.upstream_in_use("http-basic:http://b/");
+        m.upstream_resent("http-basic:http://b/");
+        m.upstream_resent("http-basic:http://b/");
         let text = m.render();
         assert_eq!(
             sample(
@@ -368,6 +396,20 @@ mod tests {
             .parse()
             .unwrap();
         assert!(last > 1.0e9, "{last}");
+        assert_eq!(
+            sample(
+                &text,
+                r#"mailauthd_upstream_resends_total{source="http-basic:http://a/"}"#
+            ),
+            Some("0")
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"mailauthd_upstream_resends_total{source="http-basic:http://b/"}"#
+            ),
+            Some("2")
+        );
         assert!(text.contains(r#"mailauthd_build_info{version=""#));
         assert!(text.ends_with("# EOF\n"));
     }

@@ -78,6 +78,9 @@ pub(crate) enum Reason {
     UpstreamRouteBadServer,
     /// The upstream named a host name that does not resolve.
     UpstreamRouteUnresolvable,
+    /// The upstream answered 2xx to a random user and password: it checks nothing, so none
+    /// of its answers is trusted until it refuses such a login again.
+    UpstreamAcceptsAnything,
 }
 
 impl Reason {
@@ -119,6 +122,7 @@ impl Reason {
             UpstreamRouteBadPort => "upstream-route-bad-port",
             UpstreamRouteBadServer => "upstream-route-bad-server",
             UpstreamRouteUnresolvable => "upstream-route-unresolvable",
+            UpstreamAcceptsAnything => "upstream-accepts-anything",
         }
     }
 }

@@ -16,8 +16,11 @@ pub(crate) use answer::{
     SourceStatus,
 };
 
+use std::sync::Arc;
+
 use crate::config::SourceConfig;
 use crate::login::MailProtocol;
+use crate::metrics::Metrics;
 use crate::verify::Verifier;
 use htpasswd::HtpasswdSource;
 use http_basic::HttpBasicSource;
@@ -32,11 +35,14 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    /// Builds the source for a config entry (not loaded yet: call [`Source::reload`]).
-    pub(crate) fn new(config: &SourceConfig) -> Source {
+    /// Builds the source for a config entry (not loaded yet: call [`Source::reload`]); an
+    /// upstream counts its resends in `metrics`.
+    pub(crate) fn new(config: &SourceConfig, metrics: &Arc<Metrics>) -> Source {
         match config {
             SourceConfig::Htpasswd(c) => Source::Htpasswd(Box::new(HtpasswdSource::new(c.clone()))),
-            SourceConfig::HttpBasic(c) => Source::HttpBasic(Box::new(HttpBasicSource::new((**c).clone()))),
+            SourceConfig::HttpBasic(c) => {
+                Source::HttpBasic(Box::new(HttpBasicSource::new((**c).clone(), metrics.clone())))
+            }
         }
     }
 
@@ -66,11 +72,14 @@ impl Source {
     }
 
     /// Re-reads what the source loads if it changed (always, with `force`). An upstream has
-    /// nothing to load.
+    /// nothing to load; it checks in the background, when due, that it refuses a random login.
     pub(crate) fn reload(&self, force: bool) -> ReloadOutcome {
         match self {
             Source::Htpasswd(s) => s.reload(force),
-            Source::HttpBasic(_) => ReloadOutcome::Unchanged,
+            Source::HttpBasic(s) => {
+                s.recheck();
+                ReloadOutcome::Unchanged
+            }
         }
     }
 

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::common::{ClosedPort, Daemon, Nginx, wait_until};
-use support::{Reply, Stub, admin_status, log_count, login, wait_log};
+use support::{OneAnswerPerConnection, Reply, Stub, admin_status, log_count, login, wait_log};
 
 const IMAP_TEMP: &str = "[UNAVAILABLE] Temporary authentication failure, try again later";
 const POP3_TEMP: &str = "[SYS/TEMP] Temporary authentication failure, try again later";
@@ -225,19 +225,24 @@ fn upstream_failures_are_temporary_never_a_wrong_password() {
 #[test]
 fn the_breaker_opens_answers_at_once_and_closes_again() {
     let stub = Stub::hanging();
+    let user = ("space", "correct horse battery");
+    // It refuses the random login asked at start, then hangs.
+    stub.check(user.0, user.1, 204);
     let source = http_basic(
         &stub.url(),
         "timeout = \"300ms\"\nbreaker_failures = 2\nbreaker_cooldown = \"1s\"",
     );
     let (d, admin) = start(&source);
+    wait_log(&d, "the upstream refuses a random user and password");
+    assert_eq!(stub.accepted(), 1);
+    stub.answer_with(0);
     assert_eq!(admin_status(admin, "/readyz"), 200);
-    let user = ("space", "correct horse battery");
 
     for _ in 0..2 {
         let r = login(&d, "imap", user.0, user.1);
         assert_eq!(r.status(), IMAP_TEMP, "{}", r.text());
     }
-    assert_eq!(stub.accepted(), 2);
+    assert_eq!(stub.accepted(), 3);
     wait_log(&d, "breaker open:");
     assert_eq!(admin_status(admin, "/readyz"), 503);
 
@@ -245,24 +250,26 @@ fn the_breaker_opens_answers_at_once_and_closes_again() {
     let r = login(&d, "imap", user.0, user.1);
     assert_eq!(r.status(), IMAP_TEMP, "{}", r.text());
     wait_log(&d, "breaker-open");
-    assert_eq!(stub.accepted(), 2);
+    assert_eq!(stub.accepted(), 3);
 
-    // After the cooldown one login probes; the upstream still hangs, so it opens again.
+    // After the cooldown one login probes (a random login first, which hangs), so it opens
+    // again without asking about the user.
     wait_until(Duration::from_secs(10), "the probe", || {
         let r = login(&d, "imap", user.0, user.1);
         assert_eq!(r.status(), IMAP_TEMP, "{}", r.text());
-        stub.accepted() == 3
+        stub.accepted() == 4
     });
     wait_log(&d, "breaker stays open");
 
     // The upstream recovers: the next probe closes the breaker.
-    stub.answer_with(204);
+    stub.check(user.0, user.1, 204);
     wait_until(Duration::from_secs(10), "the breaker to close", || {
         login(&d, "imap", user.0, user.1).status() == "OK"
     });
     wait_log(&d, "breaker closed");
     assert_eq!(admin_status(admin, "/readyz"), 200);
     assert_ok(&d, "imap", user.0, user.1, "143");
+    assert_invalid(&d, user.0, "wrong");
     // State changes are logged once each, not per request.
     assert_eq!(log_count(&d, "breaker open:"), 1, "{}", d.log());
     assert_eq!(log_count(&d, "breaker closed"), 1, "{}", d.log());
@@ -271,21 +278,24 @@ fn the_breaker_opens_answers_at_once_and_closes_again() {
 #[test]
 fn logins_over_the_in_flight_bound_get_a_temporary_failure() {
     let stub = Stub::hanging();
+    stub.check("space", "correct horse battery", 204);
     let source = http_basic(
         &stub.url(),
         "timeout = \"1s\"\nmax_in_flight = 1\nbreaker_failures = 1000",
     );
     let (d, _) = start(&source);
+    wait_log(&d, "the upstream refuses a random user and password");
+    stub.answer_with(0);
     std::thread::scope(|s| {
         let first = s.spawn(|| login(&d, "imap", "space", "correct horse battery"));
-        wait_until(Duration::from_secs(5), "the first question", || stub.accepted() == 1);
+        wait_until(Duration::from_secs(5), "the first question", || stub.accepted() == 2);
         let second = login(&d, "imap", "percent", "100%sure");
         assert_eq!(second.status(), IMAP_TEMP, "{}", second.text());
         wait_log(&d, "upstream-busy");
         let first = first.join().expect("first login");
         assert_eq!(first.status(), IMAP_TEMP, "{}", first.text());
     });
-    assert_eq!(stub.accepted(), 1, "the login over the bound was sent");
+    assert_eq!(stub.accepted(), 2, "the login over the bound was sent");
 }
 
 #[test]
@@ -380,4 +390,118 @@ fn the_upstream_answer_routes_the_login() {
         "server_header = \"\"\nport_header = \"\"",
     ));
     assert_ok(&d, "smtp", user.0, user.1, "25");
+}
+
+/// `mailauthd_upstream_resends_total` of the source at `url` (its name drops the query).
+fn resends(admin: SocketAddr, url: &str) -> u64 {
+    let shown = url.split('?').next().unwrap_or(url);
+    let (status, text) = crate::common::http_get(admin, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    let series = format!("mailauthd_upstream_resends_total{{source=\"http-basic:{shown}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .expect("a count")
+}
+
+#[test]
+fn a_kept_alive_connection_closed_under_a_login_is_asked_again_on_a_fresh_one() {
+    let user = ("space", "correct horse battery");
+    let upstream = OneAnswerPerConnection::start(user.0, user.1);
+    let url = upstream.url("k");
+    let (d, admin) = start(&http_basic(&url, "breaker_failures = 1000"));
+    wait_log(&d, "the upstream refuses a random user and password");
+    assert_eq!(resends(admin, &url), 0);
+    for i in 0..30 {
+        if i % 6 == 5 {
+            assert_invalid(&d, user.0, "wrong");
+        } else {
+            assert_ok(&d, "imap", user.0, user.1, "143");
+        }
+    }
+    // Every question the upstream dropped went out once more, and only those: 30 logins and
+    // the random login, each answered once.
+    let dropped = upstream.unanswered();
+    assert!(dropped >= 10, "a kept-alive connection was reused {dropped} time(s)");
+    assert_eq!(resends(admin, &url), u64::try_from(dropped).expect("count"));
+    assert_eq!(upstream.answered(), 31);
+    assert_eq!(log_count(&d, "upstream-error"), 0, "{}", d.log());
+}
+
+#[test]
+fn an_upstream_that_accepts_anything_is_not_used_until_it_checks() {
+    let stub = Stub::hanging();
+    stub.answer_with(200);
+    let (d, admin) = start(&http_basic(&stub.url(), "breaker_cooldown = \"1s\""));
+    wait_log(&d, "the upstream accepted a random user and password");
+    let (status, body) = crate::common::http_get(admin, "/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains(&format!(
+            "http-basic:{} unusable: it accepted a random user and password",
+            stub.url()
+        )),
+        "{body}"
+    );
+    // Not even the right password: the upstream's 200 means nothing.
+    assert_temporary(&d, "space", "correct horse battery", Duration::from_secs(5));
+    assert_temporary(&d, "space", "wrong", Duration::from_secs(5));
+    let refused = wait_log(&d, "login refused");
+    assert!(refused.contains("reason=\"upstream-accepts-anything\""), "{refused}");
+    assert_eq!(
+        log_count(&d, "the upstream accepted a random user and password"),
+        1,
+        "{}",
+        d.log()
+    );
+
+    // Fixed: it is asked again after the cooldown, and used again.
+    stub.check("space", "correct horse battery", 204);
+    wait_until(Duration::from_secs(10), "the upstream to be used again", || {
+        login(&d, "imap", "space", "correct horse battery").status() == "OK"
+    });
+    wait_log(&d, "refuses a random user and password again");
+    assert_invalid(&d, "space", "wrong");
+    assert_eq!(admin_status(admin, "/readyz"), 200);
+}
+
+#[test]
+fn debug_logs_of_transport_errors_never_show_the_query_string() {
+    let upstream = OneAnswerPerConnection::start("space", "correct horse battery");
+    let closed = ClosedPort::new();
+    let down = closed.url("/auth?key=DOWN-SECRET");
+    let sources = format!(
+        "{}{}",
+        http_basic(&upstream.url("UP-SECRET"), "breaker_failures = 1000"),
+        http_basic(&down, "breaker_failures = 1000\nprotocols = [\"pop3\"]"),
+    );
+    let config = format!(
+        "reload_interval = \"0s\"\n[route]\nimap = \"127.0.0.1:143\"\npop3 = \"127.0.0.1:110\"\n\
+         smtp = \"127.0.0.1:25\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{sources}"
+    );
+    let d = Daemon::builder(&config).env("RUST_LOG", "debug").start();
+    wait_log(&d, "the upstream refuses a random user and password");
+    for _ in 0..3 {
+        assert_ok(&d, "imap", "space", "correct horse battery", "143");
+    }
+    // Dropped on both connections: the login's question fails.
+    let r = login(&d, "imap", "vanish", "pw");
+    assert_eq!(r.status(), IMAP_TEMP, "{}", r.text());
+    // The second source is down: its random login fails.
+    let r = login(&d, "pop3", "space", "x");
+    assert_eq!(r.status(), POP3_TEMP, "{}", r.text());
+    let resent = wait_log(&d, "asking once more on a fresh connection");
+    assert!(
+        resent.contains("connection closed before message completed"),
+        "{resent}"
+    );
+    let failed = wait_log(&d, "upstream question failed");
+    assert!(failed.contains("reason=\"upstream-error\""), "{failed}");
+    let down_line = wait_log(&d, "question about a random login failed");
+    assert!(down_line.contains("Connection refused"), "{down_line}");
+    let log = d.log();
+    for secret in ["UP-SECRET", "DOWN-SECRET", "key="] {
+        assert!(!log.contains(secret), "{secret} in the log:\n{log}");
+    }
 }

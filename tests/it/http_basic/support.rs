@@ -4,8 +4,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::{Daemon, header, plain_request, wait_until};
@@ -79,12 +79,46 @@ pub fn admin_status(admin: SocketAddr, path: &str) -> u16 {
         .unwrap_or_else(|| panic!("no status in {:?}", String::from_utf8_lossy(&reply)))
 }
 
+/// `Basic base64(user ":" pass)`.
+pub fn basic(user: &str, pass: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    )
+}
+
+/// The `Authorization` value of a request head, if any.
+fn authorization(head: &[u8]) -> Option<String> {
+    String::from_utf8_lossy(head).lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        name.eq_ignore_ascii_case("authorization")
+            .then(|| value.trim().to_owned())
+    })
+}
+
+/// Reads one request head; `None` when the connection closes first.
+fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(buf)
+}
+
 /// A stub upstream on a loopback port: it counts connections and either holds each one
-/// without answering (`status` 0) or answers every request with `status`.
+/// without answering (`status` 0) or answers every request with `status` — or, once told
+/// which credentials are good ([`Stub::check`]), answers `status` to those and 401 to any
+/// other.
 pub struct Stub {
     /// Its address.
     pub addr: SocketAddr,
     status: Arc<AtomicU16>,
+    good: Arc<Mutex<Option<String>>>,
     accepted: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
 }
@@ -97,10 +131,16 @@ impl Stub {
         let stub = Stub {
             addr,
             status: Arc::new(AtomicU16::new(0)),
+            good: Arc::new(Mutex::new(None)),
             accepted: Arc::new(AtomicUsize::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
         };
-        let (status, accepted, stop) = (stub.status.clone(), stub.accepted.clone(), stub.stop.clone());
+        let (status, good, accepted, stop) = (
+            stub.status.clone(),
+            stub.good.clone(),
+            stub.accepted.clone(),
+            stub.stop.clone(),
+        );
         std::thread::spawn(move || {
             let mut held = Vec::new();
             for stream in listener.incoming() {
@@ -114,15 +154,23 @@ impl Stub {
                     // Held open, never answered, until the stub is dropped.
                     held.push(stream);
                 } else {
-                    std::thread::spawn(move || answer(stream, code));
+                    let good = good.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    std::thread::spawn(move || answer(stream, code, good.as_deref()));
                 }
             }
         });
         stub
     }
 
-    /// From now on, answer every request with `status`.
+    /// From now on, answer every request with `status` (0: hold it unanswered).
     pub fn answer_with(&self, status: u16) {
+        *self.good.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    /// From now on, answer `status` to `user`/`pass` and 401 to any other credentials.
+    pub fn check(&self, user: &str, pass: &str, status: u16) {
+        *self.good.lock().unwrap_or_else(|e| e.into_inner()) = Some(basic(user, pass));
         self.status.store(status, Ordering::SeqCst);
     }
 
@@ -137,16 +185,15 @@ impl Stub {
     }
 }
 
-fn answer(mut stream: TcpStream, code: u16) {
+fn answer(mut stream: TcpStream, code: u16, good: Option<&str>) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
+    let Some(head) = read_head(&mut stream) else {
+        return;
+    };
+    let code = match good {
+        Some(good) if authorization(&head).as_deref() != Some(good) => 401,
+        _ => code,
+    };
     let _ =
         stream.write_all(format!("HTTP/1.1 {code} Stub\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes());
 }
@@ -156,5 +203,80 @@ impl Drop for Stub {
         self.stop.store(true, Ordering::SeqCst);
         // Wake the accept loop so that it sees the flag and drops the held connections.
         let _ = TcpStream::connect(self.addr);
+    }
+}
+
+/// An upstream that keeps each connection alive after its first answer and then, as an
+/// upstream whose keep-alive timeout fires just as the next request arrives, reads the next
+/// request on it and closes the socket without answering. The first request on a
+/// connection is answered 204 for `user`/`pass`, 401 for any other credentials; `vanish`'s
+/// requests are never answered.
+pub struct OneAnswerPerConnection {
+    /// Its address.
+    pub addr: SocketAddr,
+    answered: Arc<AtomicUsize>,
+    unanswered: Arc<AtomicUsize>,
+}
+
+impl OneAnswerPerConnection {
+    /// Starts it; its threads end with the test process.
+    pub fn start(user: &str, pass: &str) -> OneAnswerPerConnection {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let answered = Arc::new(AtomicUsize::new(0));
+        let unanswered = Arc::new(AtomicUsize::new(0));
+        let good = basic(user, pass);
+        let (a, u) = (answered.clone(), unanswered.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (a, u, good) = (a.clone(), u.clone(), good.clone());
+                std::thread::spawn(move || serve_once(stream, &good, &a, &u));
+            }
+        });
+        OneAnswerPerConnection {
+            addr,
+            answered,
+            unanswered,
+        }
+    }
+
+    /// `http://<addr>/auth?key=<key>`.
+    pub fn url(&self, key: &str) -> String {
+        format!("http://{}/auth?key={key}", self.addr)
+    }
+
+    /// Requests answered.
+    pub fn answered(&self) -> usize {
+        self.answered.load(Ordering::SeqCst)
+    }
+
+    /// Requests read and closed without a byte of answer.
+    pub fn unanswered(&self) -> usize {
+        self.unanswered.load(Ordering::SeqCst)
+    }
+}
+
+fn serve_once(mut stream: TcpStream, good: &str, answered: &AtomicUsize, unanswered: &AtomicUsize) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let Some(head) = read_head(&mut stream) else {
+        return;
+    };
+    let auth = authorization(&head).unwrap_or_default();
+    if auth == basic("vanish", "pw") {
+        unanswered.fetch_add(1, Ordering::SeqCst);
+        return;
+    }
+    let reply = if auth == good {
+        "HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\nKeep-Alive: timeout=60\r\n\r\n"
+    } else {
+        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"mail\"\r\nContent-Length: 0\r\n\
+         Connection: keep-alive\r\nKeep-Alive: timeout=60\r\n\r\n"
+    };
+    answered.fetch_add(1, Ordering::SeqCst);
+    if stream.write_all(reply.as_bytes()).is_err() {
+        return;
+    }
+    if read_head(&mut stream).is_some() {
+        unanswered.fetch_add(1, Ordering::SeqCst);
     }
 }
