@@ -1,8 +1,10 @@
 //! The vocabulary of a mail login, shared by every layer: which mail protocol, which
-//! authentication method. The auth_http wire module parses nginx's names into these; config
-//! and sources name protocols with them without knowing nginx's header format.
+//! authentication method, where the client connected from. The auth_http wire module parses
+//! nginx's names into these; config and sources name protocols with them without knowing
+//! nginx's header format.
 
 use std::fmt;
+use std::net::IpAddr;
 
 /// The mail protocol of the login (`Auth-Protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,6 +87,44 @@ impl AuthMethod {
 impl fmt::Display for AuthMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Where the client connected from (`Client-IP`), normalised once where the request is
+/// read, so that every rule, key and log line sees the same form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ClientAddr {
+    /// A TCP client. Never an IPv4-mapped IPv6 address: a dual-stack listener's
+    /// `::ffff:192.0.2.7` is stored as `192.0.2.7` (see [`ClientAddr::from_ip`]).
+    Ip(IpAddr),
+    /// A client of a unix-socket mail listener: nginx knows no address for it. It matches
+    /// no network (`allow_nets`, `[policy] allow`) and is not counted per network.
+    Unix,
+}
+
+impl ClientAddr {
+    /// The client at `ip`, an IPv4-mapped IPv6 address taken as the IPv4 client it stands
+    /// for (as Dovecot does).
+    pub(crate) fn from_ip(ip: IpAddr) -> ClientAddr {
+        ClientAddr::Ip(ip.to_canonical())
+    }
+
+    /// The client's address; `None` for a unix-socket client.
+    pub(crate) fn ip(self) -> Option<IpAddr> {
+        match self {
+            ClientAddr::Ip(ip) => Some(ip),
+            ClientAddr::Unix => None,
+        }
+    }
+}
+
+impl fmt::Display for ClientAddr {
+    /// The address, or `unix:` as nginx writes a unix-socket client.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientAddr::Ip(ip) => ip.fmt(f),
+            ClientAddr::Unix => f.write_str("unix:"),
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use zeroize::Zeroizing;
 
-use crate::login::{AuthMethod, MailProtocol};
+use crate::login::{AuthMethod, ClientAddr, MailProtocol};
 
 mod reply;
 mod request;
@@ -90,8 +90,8 @@ pub(crate) struct AuthRequest {
     pub salt: Option<Vec<u8>>,
     /// `Auth-Login-Attempt` (1 when absent).
     pub login_attempt: u32,
-    /// `Client-IP`.
-    pub client_ip: Option<IpAddr>,
+    /// `Client-IP`, normalised; `None` only when the header is absent (nginx always sends it).
+    pub client: Option<ClientAddr>,
     /// `Client-Host`, raw.
     pub client_host: Option<Vec<u8>>,
     /// `Auth-SMTP-Helo`, raw.
@@ -108,6 +108,13 @@ pub(crate) struct AuthRequest {
     pub extra_headers: Vec<(String, Vec<u8>)>,
 }
 
+impl AuthRequest {
+    /// The client's address; `None` for a unix-socket client or without `Client-IP`.
+    pub(crate) fn client_ip(&self) -> Option<IpAddr> {
+        self.client.and_then(ClientAddr::ip)
+    }
+}
+
 impl fmt::Debug for AuthRequest {
     // Hand-written so that `Auth-Pass` can never reach a log through `{:?}`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -118,7 +125,7 @@ impl fmt::Debug for AuthRequest {
             .field("user", &String::from_utf8_lossy(&self.user))
             .field("pass", &"<redacted>")
             .field("login_attempt", &self.login_attempt)
-            .field("client_ip", &self.client_ip)
+            .field("client", &self.client)
             .finish_non_exhaustive()
     }
 }

@@ -2,8 +2,7 @@
 //! nginx's %-escaping and one typed field per header.
 
 use super::{AuthRequest, ProtocolError, ProxyInfo, TlsInfo};
-use crate::login::{AuthMethod, MailProtocol};
-use std::net::IpAddr;
+use crate::login::{AuthMethod, ClientAddr, MailProtocol};
 
 use zeroize::Zeroizing;
 
@@ -116,7 +115,7 @@ struct Builder {
     pass: Option<Zeroizing<Vec<u8>>>,
     salt: Option<Vec<u8>>,
     login_attempt: Option<u32>,
-    client_ip: Option<IpAddr>,
+    client: Option<ClientAddr>,
     client_host: Option<Vec<u8>>,
     smtp_helo: Option<Vec<u8>>,
     smtp_from: Option<Vec<u8>>,
@@ -179,13 +178,7 @@ impl Builder {
                     reason: "not a decimal number",
                 })?);
             }
-            "client-ip" => {
-                let v = ascii(value, "Client-IP")?;
-                self.client_ip = Some(v.parse().map_err(|_| ProtocolError::BadValue {
-                    header: "Client-IP",
-                    reason: "not an IP address",
-                })?);
-            }
+            "client-ip" => self.client = Some(client_addr(value)?),
             "client-host" => self.client_host = Some(value.to_vec()),
             "auth-smtp-helo" => self.smtp_helo = Some(value.to_vec()),
             "auth-smtp-from" => self.smtp_from = Some(value.to_vec()),
@@ -236,7 +229,7 @@ impl Builder {
             pass: self.pass.unwrap_or_default(),
             salt: self.salt,
             login_attempt: self.login_attempt.unwrap_or(1),
-            client_ip: self.client_ip,
+            client: self.client,
             client_host: self.client_host,
             smtp_helo: self.smtp_helo,
             smtp_from: self.smtp_from,
@@ -246,6 +239,19 @@ impl Builder {
             extra_headers: self.extra_headers,
         })
     }
+}
+
+/// `Client-IP`: an address, normalised by [`ClientAddr::from_ip`], or nginx's `unix:` for a
+/// unix-socket mail listener.
+fn client_addr(value: &[u8]) -> Result<ClientAddr, ProtocolError> {
+    if value == b"unix:" {
+        return Ok(ClientAddr::Unix);
+    }
+    let v = ascii(value, "Client-IP")?;
+    v.parse().map(ClientAddr::from_ip).map_err(|_| ProtocolError::BadValue {
+        header: "Client-IP",
+        reason: "not an IP address or unix:",
+    })
 }
 
 fn port(value: &[u8], header: &'static str) -> Result<Option<u16>, ProtocolError> {

@@ -1,5 +1,7 @@
+use std::net::IpAddr;
+
 use super::*;
-use crate::login::{AuthMethod, MailProtocol};
+use crate::login::{AuthMethod, ClientAddr, MailProtocol};
 
 /// The length of a complete header block in `buf`.
 fn header_block_len(buf: &[u8]) -> Option<usize> {
@@ -35,7 +37,7 @@ fn lf_only_lines_and_empty_values_are_accepted() {
     let req = parse(b"GET / HTTP/1.0\nHost: localhost\nAuth-Method: none\nAuth-User: \nAuth-Pass: \nAuth-Protocol: smtp\nAuth-Login-Attempt: 1\nClient-IP: ::1\nAuth-SMTP-Helo: \nAuth-SMTP-From: MAIL FROM:<a%b@x>  SIZE=1\nAuth-SMTP-To: RCPT TO:<c@x>\n\n");
     assert_eq!(req.method, AuthMethod::None);
     assert!(req.user.is_empty());
-    assert_eq!(req.client_ip, Some("::1".parse().unwrap()));
+    assert_eq!(req.client, Some(ClientAddr::Ip("::1".parse().unwrap())));
     // Auth-SMTP-* are not escaped by nginx: `%` stays literal.
     assert_eq!(req.smtp_from.as_deref(), Some(&b"MAIL FROM:<a%b@x>  SIZE=1"[..]));
     assert_eq!(req.smtp_helo.as_deref(), Some(&b""[..]));
@@ -192,6 +194,59 @@ fn unsendable_passwords_are_never_written() {
         });
         let reply = render_reply(&verdict, Some(MailProtocol::Pop3));
         assert!(!reply.windows(9).any(|w| w == b"Auth-Pass"));
+    }
+}
+
+/// V4 (protocol.md §6) with `client_ip` as its `Client-IP` and `tail` before the blank line.
+fn v4_with(client_ip: &str, tail: &str) -> Vec<u8> {
+    format!(
+        "GET /ok HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: plain\r\nAuth-User: user+tag@x\r\nAuth-Pass: p%2520%20w+=\r\n\
+         Auth-Protocol: smtp\r\nAuth-Login-Attempt: 1\r\nClient-IP: {client_ip}\r\nClient-Host: [UNAVAILABLE]\r\n{tail}\r\n"
+    )
+    .into_bytes()
+}
+
+fn parse_err(bytes: &[u8]) -> Option<ProtocolError> {
+    let len = header_block_len(bytes).expect("complete header block");
+    parse_request(&bytes[..len]).err()
+}
+
+#[test]
+fn a_dual_stack_listener_s_mapped_address_is_the_ipv4_client() {
+    // Captured from nginx 1.22.1 with `listen [::]:143 ipv6only=off;` (protocol.md §1.3).
+    let req = parse(b"GET /ok HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: plain\r\nAuth-User: user\r\nAuth-Pass: pass\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\nClient-IP: ::ffff:192.0.2.7\r\n\r\n");
+    let v4: IpAddr = "192.0.2.7".parse().unwrap();
+    assert_eq!(req.client, Some(ClientAddr::Ip(v4)));
+    assert_eq!(req.client_ip(), Some(v4));
+    assert_eq!(req.client.unwrap().to_string(), "192.0.2.7");
+    // Upper-case hex, as a hand-written request may have it, is the same client.
+    let req = parse(&v4_with("::FFFF:192.0.2.7", ""));
+    assert_eq!(req.client_ip(), Some(v4));
+    // Other IPv6 forms stay IPv6: `::1` and the IPv4-compatible `::192.0.2.7` are not mapped.
+    for other in ["::1", "2001:db8::7", "::192.0.2.7", "64:ff9b::c000:207"] {
+        let req = parse(&v4_with(other, ""));
+        assert_eq!(req.client_ip(), Some(other.parse().unwrap()), "{other}");
+        assert!(req.client_ip().unwrap().is_ipv6(), "{other}");
+    }
+}
+
+#[test]
+fn a_unix_socket_listener_s_client_has_no_address() {
+    // Captured from nginx 1.22.1 with `listen unix:/path;` (protocol.md §1.3).
+    let req = parse(b"GET /ok HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: plain\r\nAuth-User: user\r\nAuth-Pass: pass\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\nClient-IP: unix:\r\n\r\n");
+    assert_eq!(req.client, Some(ClientAddr::Unix));
+    assert_eq!(req.client_ip(), None);
+    assert_eq!(req.client.unwrap().to_string(), "unix:");
+    // Only nginx's exact form: anything else is not a client address.
+    for bad in ["unix:/run/mail.sock", "UNIX:", "unix", "[::1]", "192.0.2.7:143"] {
+        assert_eq!(
+            parse_err(&v4_with(bad, "")),
+            Some(ProtocolError::BadValue {
+                header: "Client-IP",
+                reason: "not an IP address or unix:",
+            }),
+            "{bad}"
+        );
     }
 }
 

@@ -17,7 +17,8 @@ pub(crate) fn log_decision(req: &AuthRequest, decision: &Decision, started: Inst
     let result = decision.result();
     let micros = started.elapsed().as_micros() as u64;
     let user = printable(&req.user);
-    let client_ip = req.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    // `unix:` for a unix-socket client, as nginx writes it.
+    let client_ip = req.client.map(|c| c.to_string()).unwrap_or_default();
     let scheme = decision
         .scheme
         .as_ref()

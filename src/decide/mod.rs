@@ -76,7 +76,7 @@ impl Authenticator {
     /// banned client is refused before anything is hashed.
     pub(crate) async fn decide(&self, req: &AuthRequest) -> Decision {
         let counted = matches!(req.method, AuthMethod::Plain | AuthMethod::Apop | AuthMethod::CramMd5);
-        let gate = match counted.then_some(self.policy.check(req.client_ip, &req.user).await) {
+        let gate = match counted.then_some(self.policy.check(req.client, &req.user).await) {
             Some(Check::Allowed(gate)) => Some(gate),
             Some(Check::Banned(scope)) => return banned(scope),
             Some(Check::Unavailable) => return Decision::temporary(Reason::PolicyUnavailable),
@@ -146,7 +146,7 @@ impl Authenticator {
         let creds = Credentials {
             user: &req.user,
             pass: &req.pass,
-            client_ip: req.client_ip,
+            client_ip: req.client_ip(),
         };
         let mut temporary = None;
         let mut rejected = None;
@@ -220,7 +220,7 @@ impl Authenticator {
             },
             salt,
             response: &req.pass,
-            client_ip: req.client_ip,
+            client_ip: req.client_ip(),
         };
         let mut temporary = None;
         for source in self.sources.iter().filter(|s| s.serves(req.protocol)) {
