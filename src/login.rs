@@ -57,6 +57,10 @@ pub(crate) enum AuthMethod {
     External,
     /// SMTP without AUTH (`smtp_auth none`, an inbound MX).
     None,
+    /// SASL XOAUTH2 (freenginx only): known, not supported yet.
+    XOAuth2,
+    /// SASL OAUTHBEARER (RFC 7628, freenginx only): known, not supported yet.
+    OAuthBearer,
 }
 
 impl AuthMethod {
@@ -68,6 +72,8 @@ impl AuthMethod {
             AuthMethod::CramMd5 => "cram-md5",
             AuthMethod::External => "external",
             AuthMethod::None => "none",
+            AuthMethod::XOAuth2 => "xoauth2",
+            AuthMethod::OAuthBearer => "oauthbearer",
         }
     }
 
@@ -79,6 +85,8 @@ impl AuthMethod {
             "cram-md5" => Some(AuthMethod::CramMd5),
             "external" => Some(AuthMethod::External),
             "none" => Some(AuthMethod::None),
+            "xoauth2" => Some(AuthMethod::XOAuth2),
+            "oauthbearer" => Some(AuthMethod::OAuthBearer),
             _ => None,
         }
     }

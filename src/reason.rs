@@ -78,6 +78,8 @@ pub(crate) enum Reason {
     UpstreamRouteBadServer,
     /// The upstream named a host name that does not resolve.
     UpstreamRouteUnresolvable,
+    /// A method nginx knows and mailauthd does not support yet (`xoauth2`, `oauthbearer`).
+    MethodNotSupported,
 }
 
 impl Reason {
@@ -119,6 +121,7 @@ impl Reason {
             UpstreamRouteBadPort => "upstream-route-bad-port",
             UpstreamRouteBadServer => "upstream-route-bad-server",
             UpstreamRouteUnresolvable => "upstream-route-unresolvable",
+            MethodNotSupported => "method-not-supported",
         }
     }
 }

@@ -147,7 +147,7 @@ impl Builder {
                 let v = ascii(value, "Auth-Method")?;
                 self.method = Some(AuthMethod::parse(v).ok_or(ProtocolError::BadValue {
                     header: "Auth-Method",
-                    reason: "not plain, apop, cram-md5, external or none",
+                    reason: "not plain, apop, cram-md5, external, none, xoauth2 or oauthbearer",
                 })?);
             }
             "auth-protocol" => {

@@ -78,7 +78,7 @@ fn malformed_requests_are_errors_not_panics() {
             b"GET / HTTP/1.0\r\nAuth-Method: login\r\nAuth-Protocol: imap\r\n\r\n",
             ProtocolError::BadValue {
                 header: "Auth-Method",
-                reason: "not plain, apop, cram-md5, external or none",
+                reason: "not plain, apop, cram-md5, external, none, xoauth2 or oauthbearer",
             },
         ),
         (
@@ -247,6 +247,21 @@ fn a_unix_socket_listener_s_client_has_no_address() {
             }),
             "{bad}"
         );
+    }
+}
+
+#[test]
+fn freenginx_oauth_methods_are_known() {
+    for (name, method) in [
+        ("xoauth2", AuthMethod::XOAuth2),
+        ("oauthbearer", AuthMethod::OAuthBearer),
+    ] {
+        let bytes = format!(
+            "GET / HTTP/1.0\r\nAuth-Method: {name}\r\nAuth-User: u\r\nAuth-Pass: token\r\nAuth-Protocol: imap\r\nClient-IP: 192.0.2.7\r\n\r\n"
+        );
+        let req = parse(bytes.as_bytes());
+        assert_eq!(req.method, method);
+        assert_eq!(req.method.as_str(), name);
     }
 }
 

@@ -87,6 +87,11 @@ impl Authenticator {
             AuthMethod::Apop | AuthMethod::CramMd5 => self.decide_digest(req),
             AuthMethod::None => self.decide_smtp_none(req),
             AuthMethod::External => refuse(RefuseKind::InvalidCredentials, Reason::ExternalNotSupported),
+            // Known methods (freenginx) that no source can check yet: the ordinary refusal, so
+            // the client neither sees a server fault nor retries for ever.
+            AuthMethod::XOAuth2 | AuthMethod::OAuthBearer => {
+                refuse(RefuseKind::InvalidCredentials, Reason::MethodNotSupported)
+            }
         };
         // Only a refused password counts (whatever the reason, so that the count does not
         // tell whether the password was right); temporary failures are not the client's doing.

@@ -238,6 +238,27 @@ async fn an_inbound_mx_is_routed_for_local_domains_only() {
     assert_eq!((d.result(), d.reason), ("relay-denied", Reason::RelayDenied));
 }
 
+#[tokio::test]
+async fn oauth_methods_get_the_ordinary_refusal_without_a_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = authenticator(dir.path(), "bob:{PLAIN}token\n", "");
+    for method in ["xoauth2", "oauthbearer"] {
+        let d = auth
+            .decide(&request(method, "imap", "bob", "token", "Auth-Login-Attempt: 1\r\n"))
+            .await;
+        assert_eq!(
+            (d.result(), d.reason),
+            ("invalid", Reason::MethodNotSupported),
+            "{method}"
+        );
+        assert_eq!(wait(&d), None, "{method}");
+        assert_eq!(
+            crate::auth_http::render_reply(&d.verdict, Some(MailProtocol::Imap)),
+            &b"HTTP/1.0 200 OK\r\nAuth-Status: [AUTHENTICATIONFAILED] Invalid login or password\r\n\r\n"[..]
+        );
+    }
+}
+
 /// A password login from `client_ip`, byte for byte as nginx sends it.
 fn plain_from(user: &str, pass: &str, client_ip: &str) -> AuthRequest {
     let text = format!(

@@ -181,3 +181,40 @@ fn a_decision_that_outlives_the_deadline_gets_a_temporary_failure() {
         d.log().contains("reason=\"deadline\"")
     });
 }
+
+#[test]
+fn oauth_methods_get_the_ordinary_refusal() {
+    let d = daemon();
+    for (method, protocol, status, code) in [
+        (
+            "xoauth2",
+            "imap",
+            "[AUTHENTICATIONFAILED] Invalid login or password",
+            None,
+        ),
+        ("oauthbearer", "pop3", "[AUTH] Invalid login or password", None),
+        (
+            "xoauth2",
+            "smtp",
+            "Authentication credentials invalid",
+            Some("535 5.7.8"),
+        ),
+    ] {
+        let req = format!(
+            "GET /check HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: {method}\r\nAuth-User: alice\r\nAuth-Pass: secret\r\nAuth-Protocol: {protocol}\r\nAuth-Login-Attempt: 1\r\nClient-IP: 192.0.2.7\r\n\r\n"
+        );
+        let reply = d.ask(req.as_bytes());
+        assert_eq!(
+            header(&reply, "Auth-Status").as_deref(),
+            Some(status),
+            "{method} {protocol}"
+        );
+        assert_eq!(
+            header(&reply, "Auth-Error-Code").as_deref(),
+            code,
+            "{method} {protocol}"
+        );
+        assert_eq!(header(&reply, "Auth-Wait"), None, "{method} {protocol}");
+    }
+    d.wait_for_log(0, "reason=\"method-not-supported\"");
+}
