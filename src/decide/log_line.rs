@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::Decision;
 use crate::auth_http::{AuthRequest, Verdict};
-use crate::login::printable;
+use crate::login::{AuthMethod, printable};
 
 /// Writes the one log line per decision. The password never appears, at any level.
 ///
@@ -16,7 +16,13 @@ use crate::login::printable;
 pub(crate) fn log_decision(req: &AuthRequest, decision: &Decision, started: Instant) {
     let result = decision.result();
     let micros = started.elapsed().as_micros() as u64;
-    let user = printable(&req.user);
+    // With `none` the user bytes may be stale credentials or leaked worker memory
+    // (CVE-2025-53859): never logged, whoever built the request.
+    let user = if req.method == AuthMethod::None {
+        String::new()
+    } else {
+        printable(&req.user)
+    };
     // `unix:` for a unix-socket client, as nginx writes it.
     let client_ip = req.client.map(|c| c.to_string()).unwrap_or_default();
     let scheme = decision
