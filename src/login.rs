@@ -1,8 +1,10 @@
 //! The vocabulary of a mail login, shared by every layer: which mail protocol, which
-//! authentication method. The auth_http wire module parses nginx's names into these; config
-//! and sources name protocols with them without knowing nginx's header format.
+//! authentication method, where the client connected from. The auth_http wire module parses
+//! nginx's names into these; config and sources name protocols with them without knowing
+//! nginx's header format.
 
 use std::fmt;
+use std::net::IpAddr;
 
 /// The mail protocol of the login (`Auth-Protocol`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -55,6 +57,10 @@ pub(crate) enum AuthMethod {
     External,
     /// SMTP without AUTH (`smtp_auth none`, an inbound MX).
     None,
+    /// SASL XOAUTH2 (freenginx only): known, not supported yet.
+    XOAuth2,
+    /// SASL OAUTHBEARER (RFC 7628, freenginx only): known, not supported yet.
+    OAuthBearer,
 }
 
 impl AuthMethod {
@@ -66,6 +72,8 @@ impl AuthMethod {
             AuthMethod::CramMd5 => "cram-md5",
             AuthMethod::External => "external",
             AuthMethod::None => "none",
+            AuthMethod::XOAuth2 => "xoauth2",
+            AuthMethod::OAuthBearer => "oauthbearer",
         }
     }
 
@@ -77,6 +85,8 @@ impl AuthMethod {
             "cram-md5" => Some(AuthMethod::CramMd5),
             "external" => Some(AuthMethod::External),
             "none" => Some(AuthMethod::None),
+            "xoauth2" => Some(AuthMethod::XOAuth2),
+            "oauthbearer" => Some(AuthMethod::OAuthBearer),
             _ => None,
         }
     }
@@ -85,6 +95,44 @@ impl AuthMethod {
 impl fmt::Display for AuthMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Where the client connected from (`Client-IP`), normalised once where the request is
+/// read, so that every rule, key and log line sees the same form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum ClientAddr {
+    /// A TCP client. Never an IPv4-mapped IPv6 address: a dual-stack listener's
+    /// `::ffff:192.0.2.7` is stored as `192.0.2.7` (see [`ClientAddr::from_ip`]).
+    Ip(IpAddr),
+    /// A client of a unix-socket mail listener: nginx knows no address for it. It matches
+    /// no network (`allow_nets`, `[policy] allow`) and is not counted per network.
+    Unix,
+}
+
+impl ClientAddr {
+    /// The client at `ip`, an IPv4-mapped IPv6 address taken as the IPv4 client it stands
+    /// for (as Dovecot does).
+    pub(crate) fn from_ip(ip: IpAddr) -> ClientAddr {
+        ClientAddr::Ip(ip.to_canonical())
+    }
+
+    /// The client's address; `None` for a unix-socket client.
+    pub(crate) fn ip(self) -> Option<IpAddr> {
+        match self {
+            ClientAddr::Ip(ip) => Some(ip),
+            ClientAddr::Unix => None,
+        }
+    }
+}
+
+impl fmt::Display for ClientAddr {
+    /// The address, or `unix:` as nginx writes a unix-socket client.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientAddr::Ip(ip) => ip.fmt(f),
+            ClientAddr::Unix => f.write_str("unix:"),
+        }
     }
 }
 

@@ -81,6 +81,8 @@ pub(crate) enum Reason {
     /// The upstream answered 2xx to a random user and password: it checks nothing, so none
     /// of its answers is trusted until it refuses such a login again.
     UpstreamAcceptsAnything,
+    /// A method nginx knows and mailauthd does not support yet (`xoauth2`, `oauthbearer`).
+    MethodNotSupported,
 }
 
 impl Reason {
@@ -123,6 +125,7 @@ impl Reason {
             UpstreamRouteBadServer => "upstream-route-bad-server",
             UpstreamRouteUnresolvable => "upstream-route-unresolvable",
             UpstreamAcceptsAnything => "upstream-accepts-anything",
+            MethodNotSupported => "method-not-supported",
         }
     }
 }

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::auth_http::{self, MAX_REQUEST_BYTES, ProtocolError, Refusal, RefuseKind, Verdict};
 use crate::decide::{Authenticator, Decision, log_decision};
+use crate::login::MailProtocol;
 use crate::reason::Reason;
 
 /// A bound listener: TCP or a unix-domain socket.
@@ -168,11 +169,11 @@ async fn serve_connection(mut stream: Box<dyn Stream>, auth: &Authenticator, rea
                     .decision(protocol, method, decision.result(), started.elapsed());
                 auth_http::render_reply(&decision.verdict, Some(req.protocol))
             }
-            Err(e) => bad_request(auth, &e, started),
+            Err(e) => bad_request(auth, &e, auth_http::protocol_hint(&buf[..len]), started),
         },
-        Err(ReadEnd::TooLarge) => bad_request(auth, &ProtocolError::TooLarge, started),
+        Err(ReadEnd::TooLarge) => bad_request(auth, &ProtocolError::TooLarge, None, started),
         Err(ReadEnd::TimedOut(0) | ReadEnd::Closed(0) | ReadEnd::Failed) => return,
-        Err(ReadEnd::TimedOut(_) | ReadEnd::Closed(_)) => bad_request(auth, &ProtocolError::Incomplete, started),
+        Err(ReadEnd::TimedOut(_) | ReadEnd::Closed(_)) => bad_request(auth, &ProtocolError::Incomplete, None, started),
     };
     // Zero the request bytes: they held the password.
     zeroize::Zeroize::zeroize(&mut buf);
@@ -184,7 +185,14 @@ async fn serve_connection(mut stream: Box<dyn Stream>, auth: &Authenticator, rea
     let _ = tokio::time::timeout(read_timeout, write).await;
 }
 
-fn bad_request(auth: &Authenticator, error: &ProtocolError, started: Instant) -> Vec<u8> {
+/// The temporary failure of a request that could not be read; `protocol` (when its
+/// `Auth-Protocol` line could still be read) selects the client's text and SMTP's code.
+fn bad_request(
+    auth: &Authenticator,
+    error: &ProtocolError,
+    protocol: Option<MailProtocol>,
+    started: Instant,
+) -> Vec<u8> {
     auth.metrics
         .decision("unknown", "unknown", "bad-request", started.elapsed());
     tracing::warn!(target: "mailauthd::auth", result = "bad-request", reason = %error, "malformed auth request");
@@ -192,5 +200,5 @@ fn bad_request(auth: &Authenticator, error: &ProtocolError, started: Instant) ->
         kind: RefuseKind::BadRequest,
         wait: None,
     });
-    auth_http::render_reply(&verdict, None)
+    auth_http::render_reply(&verdict, protocol)
 }

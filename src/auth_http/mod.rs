@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use zeroize::Zeroizing;
 
-use crate::login::{AuthMethod, MailProtocol};
+use crate::login::{AuthMethod, ClientAddr, MailProtocol};
 
 mod reply;
 mod request;
@@ -19,10 +19,17 @@ mod request;
 mod tests;
 
 pub(crate) use reply::{Accept, Refusal, RefuseKind, Verdict, can_echo_password, render_reply};
-pub(crate) use request::{find_header_end, parse_request, percent_decode};
+pub(crate) use request::{find_header_end, parse_request, percent_decode, protocol_hint};
 
 /// The largest request header block accepted (protocol.md §1.1 asks for at least 32 KiB).
 pub(crate) const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// At most this many headers that this module does not interpret (`auth_http_header`
+/// lines) are kept per request; more are read and dropped.
+pub(crate) const MAX_EXTRA_HEADERS: usize = 32;
+
+/// At most this many bytes of such headers (names and values) are kept per request.
+pub(crate) const MAX_EXTRA_HEADER_BYTES: usize = 4096;
 
 /// nginx reads the reply into one 1024-byte buffer (protocol.md §2.1); every reply stays
 /// below this.
@@ -82,17 +89,18 @@ pub(crate) struct AuthRequest {
     pub method: AuthMethod,
     /// `Auth-Protocol`.
     pub protocol: MailProtocol,
-    /// `Auth-User`, %-decoded bytes.
+    /// `Auth-User`, %-decoded bytes; always empty for `none`.
     pub user: Vec<u8>,
-    /// `Auth-Pass`, %-decoded bytes (for apop/cram-md5 the client's digest).
+    /// `Auth-Pass`, %-decoded bytes (for apop/cram-md5 the client's digest); always empty
+    /// for `none`.
     pub pass: Zeroizing<Vec<u8>>,
     /// `Auth-Salt`, raw.
     pub salt: Option<Vec<u8>>,
     /// `Auth-Login-Attempt` (1 when absent).
     pub login_attempt: u32,
-    /// `Client-IP`.
-    pub client_ip: Option<IpAddr>,
-    /// `Client-Host`, raw.
+    /// `Client-IP`, normalised; `None` only when the header is absent (nginx always sends it).
+    pub client: Option<ClientAddr>,
+    /// `Client-Host`, raw, or `[TEMPUNAVAIL]` in place of a value that is not a host name.
     pub client_host: Option<Vec<u8>>,
     /// `Auth-SMTP-Helo`, raw.
     pub smtp_helo: Option<Vec<u8>>,
@@ -104,8 +112,16 @@ pub(crate) struct AuthRequest {
     pub tls: Option<TlsInfo>,
     /// PROXY protocol facts, when the listener uses it.
     pub proxy: Option<ProxyInfo>,
-    /// Headers this module does not interpret (`auth_http_header` ones), raw.
+    /// Headers this module does not interpret (`auth_http_header` ones), raw; at most
+    /// [`MAX_EXTRA_HEADERS`] of them, in at most [`MAX_EXTRA_HEADER_BYTES`].
     pub extra_headers: Vec<(String, Vec<u8>)>,
+}
+
+impl AuthRequest {
+    /// The client's address; `None` for a unix-socket client or without `Client-IP`.
+    pub(crate) fn client_ip(&self) -> Option<IpAddr> {
+        self.client.and_then(ClientAddr::ip)
+    }
 }
 
 impl fmt::Debug for AuthRequest {
@@ -118,7 +134,7 @@ impl fmt::Debug for AuthRequest {
             .field("user", &String::from_utf8_lossy(&self.user))
             .field("pass", &"<redacted>")
             .field("login_attempt", &self.login_attempt)
-            .field("client_ip", &self.client_ip)
+            .field("client", &self.client)
             .finish_non_exhaustive()
     }
 }
@@ -141,6 +157,9 @@ pub(crate) enum ProtocolError {
         /// 1-based line number in the request.
         line: usize,
     },
+    /// A header nginx sends at most once came twice (an injected line, CVE-2026-28753).
+    #[error("header {0} is repeated")]
+    RepeatedHeader(&'static str),
     /// A header every auth request carries is absent.
     #[error("missing header {0}")]
     MissingHeader(&'static str),

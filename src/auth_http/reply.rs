@@ -76,7 +76,9 @@ pub(crate) struct Refusal {
     pub wait: Option<u32>,
 }
 
-/// `Auth-Status` text and, for SMTP, `Auth-Error-Code` for a refusal.
+/// `Auth-Status` text and, for SMTP only, `Auth-Error-Code` for a refusal. Without a known
+/// protocol (a request that could not be read) there is no code: nginx uses it only for SMTP
+/// (protocol.md §2.6), and an IMAP or POP3 reply must not carry one.
 pub(super) fn refusal_text(kind: RefuseKind, protocol: Option<MailProtocol>) -> (&'static str, Option<&'static str>) {
     use MailProtocol::{Imap, Pop3, Smtp};
     use RefuseKind::*;
@@ -88,12 +90,13 @@ pub(super) fn refusal_text(kind: RefuseKind, protocol: Option<MailProtocol>) -> 
         (Temporary, Some(Imap)) => ("[UNAVAILABLE] Temporary authentication failure, try again later", None),
         (Temporary, Some(Pop3)) => ("[SYS/TEMP] Temporary authentication failure, try again later", None),
         (Temporary, Some(Smtp)) => ("Temporary authentication failure, try again later", Some("454 4.7.0")),
-        (Temporary | BadRequest, None) => ("Temporary authentication failure, try again later", Some("451 4.3.0")),
+        (Temporary | BadRequest, None) => ("Temporary authentication failure, try again later", None),
         (Banned, Some(Imap)) => ("[UNAVAILABLE] Too many failed logins, try again later", None),
         (Banned, Some(Pop3)) => ("[LOGIN-DELAY] Too many failed logins, try again later", None),
         (Banned, Some(Smtp)) => ("Too many failed logins, try again later", Some("454 4.7.0")),
         (Banned, None) => ("Too many failed logins, try again later", None),
-        (RelayDenied, Some(Smtp) | None) => ("Relay access denied", Some("550 5.7.1")),
+        (RelayDenied, Some(Smtp)) => ("Relay access denied", Some("550 5.7.1")),
+        (RelayDenied, None) => ("Relay access denied", None),
         (RelayDenied, Some(Imap | Pop3)) => refusal_text(InvalidCredentials, protocol),
         (BadRequest, Some(_)) => refusal_text(Temporary, protocol),
     }

@@ -1,9 +1,8 @@
 //! Request bytes → [`AuthRequest`]: finding the end of the header block, the request line,
 //! nginx's %-escaping and one typed field per header.
 
-use super::{AuthRequest, ProtocolError, ProxyInfo, TlsInfo};
-use crate::login::{AuthMethod, MailProtocol};
-use std::net::IpAddr;
+use super::{AuthRequest, MAX_EXTRA_HEADER_BYTES, MAX_EXTRA_HEADERS, ProtocolError, ProxyInfo, TlsInfo};
+use crate::login::{AuthMethod, ClientAddr, MailProtocol};
 
 use zeroize::Zeroizing;
 
@@ -23,12 +22,9 @@ pub(crate) fn find_header_end(buf: &[u8], resume: &mut usize) -> Option<usize> {
     None
 }
 
-/// Parses one complete header block (as delimited by [`header_block_len`]).
+/// Parses one complete header block (as delimited by [`find_header_end`]).
 pub(crate) fn parse_request(block: &[u8]) -> Result<AuthRequest, ProtocolError> {
-    let mut lines = block
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .skip_while(|l| l.is_empty());
+    let mut lines = header_lines(block);
     let request_line = lines.next().ok_or(ProtocolError::BadRequestLine)?;
     let uri = parse_request_line(request_line)?;
 
@@ -37,24 +33,49 @@ pub(crate) fn parse_request(block: &[u8]) -> Result<AuthRequest, ProtocolError> 
         if line.is_empty() {
             break;
         }
-        let colon = line
-            .iter()
-            .position(|&b| b == b':')
-            .ok_or(ProtocolError::BadHeaderLine { line: index + 2 })?;
-        let name = &line[..colon];
-        if name.is_empty()
-            || !name
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(ProtocolError::BadHeaderLine { line: index + 2 });
-        }
-        let value = trim_spaces(&line[colon + 1..]);
-        // Header names are ASCII by the check above.
-        let name = String::from_utf8_lossy(name);
-        builder.set(&name, value)?;
+        let (name, value) = split_header(line).ok_or(ProtocolError::BadHeaderLine { line: index + 2 })?;
+        builder.set(name, value)?;
     }
     builder.finish(uri)
+}
+
+/// The lines of a header block without their line ends, from the request line on.
+fn header_lines(block: &[u8]) -> impl Iterator<Item = &[u8]> {
+    block
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .skip_while(|l| l.is_empty())
+}
+
+/// Splits `Name: value` into the name (a token of letters, digits, `-` and `_`) and the
+/// value without its edge spaces.
+fn split_header(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let colon = line.iter().position(|&b| b == b':')?;
+    let name = &line[..colon];
+    let is_token = !name.is_empty()
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    is_token.then(|| (name, trim_spaces(&line[colon + 1..])))
+}
+
+/// The mail protocol of a request that could not be parsed, when its one `Auth-Protocol`
+/// line can still be read: so that the temporary failure it gets carries an SMTP reply code
+/// only for SMTP (protocol.md §2.6).
+pub(crate) fn protocol_hint(block: &[u8]) -> Option<MailProtocol> {
+    let mut found = None;
+    for line in header_lines(block).skip(1).take_while(|l| !l.is_empty()) {
+        if let Some((name, value)) = split_header(line)
+            && name.eq_ignore_ascii_case(b"Auth-Protocol")
+        {
+            if found.is_some() {
+                // Two of them: neither can be trusted.
+                return None;
+            }
+            found = Some(std::str::from_utf8(value).ok().and_then(MailProtocol::parse)?);
+        }
+    }
+    found
 }
 
 fn parse_request_line(line: &[u8]) -> Result<String, ProtocolError> {
@@ -108,15 +129,84 @@ fn hex_digit(b: u8) -> Option<u8> {
     }
 }
 
+/// The headers nginx itself sends, each at most once (protocol.md §1.3). `Host` is not one:
+/// an `auth_http_header Host ...` line makes nginx send a second one, legitimately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Method,
+    Protocol,
+    User,
+    Pass,
+    Salt,
+    LoginAttempt,
+    ClientIp,
+    ClientHost,
+    SmtpHelo,
+    SmtpFrom,
+    SmtpTo,
+    Ssl,
+    SslProtocol,
+    SslCipher,
+    SslVerify,
+    SslSubject,
+    SslIssuer,
+    SslSerial,
+    SslFingerprint,
+    SslCert,
+    ProxyAddr,
+    ProxyPort,
+    ProxyServerAddr,
+    ProxyServerPort,
+}
+
+/// Each field with the name nginx writes it with; names are matched case-insensitively.
+const FIELDS: [(&str, Field); 24] = [
+    ("Auth-Method", Field::Method),
+    ("Auth-Protocol", Field::Protocol),
+    ("Auth-User", Field::User),
+    ("Auth-Pass", Field::Pass),
+    ("Auth-Salt", Field::Salt),
+    ("Auth-Login-Attempt", Field::LoginAttempt),
+    ("Client-IP", Field::ClientIp),
+    ("Client-Host", Field::ClientHost),
+    ("Auth-SMTP-Helo", Field::SmtpHelo),
+    ("Auth-SMTP-From", Field::SmtpFrom),
+    ("Auth-SMTP-To", Field::SmtpTo),
+    ("Auth-SSL", Field::Ssl),
+    ("Auth-SSL-Protocol", Field::SslProtocol),
+    ("Auth-SSL-Cipher", Field::SslCipher),
+    ("Auth-SSL-Verify", Field::SslVerify),
+    ("Auth-SSL-Subject", Field::SslSubject),
+    ("Auth-SSL-Issuer", Field::SslIssuer),
+    ("Auth-SSL-Serial", Field::SslSerial),
+    ("Auth-SSL-Fingerprint", Field::SslFingerprint),
+    ("Auth-SSL-Cert", Field::SslCert),
+    ("Proxy-Protocol-Addr", Field::ProxyAddr),
+    ("Proxy-Protocol-Port", Field::ProxyPort),
+    ("Proxy-Protocol-Server-Addr", Field::ProxyServerAddr),
+    ("Proxy-Protocol-Server-Port", Field::ProxyServerPort),
+];
+
+/// The field a header name stands for, and the name as nginx writes it.
+fn field(name: &[u8]) -> Option<(&'static str, Field)> {
+    FIELDS
+        .into_iter()
+        .find(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes()))
+}
+
+/// Accumulates one request's headers. Borrows the block, so `Auth-User` and `Auth-Pass` are
+/// decoded once, in [`Builder::finish`], only when the method uses them.
 #[derive(Default)]
-struct Builder {
+struct Builder<'a> {
+    /// The fields seen so far, one bit per [`Field`].
+    seen: u32,
     method: Option<AuthMethod>,
     protocol: Option<MailProtocol>,
-    user: Option<Vec<u8>>,
-    pass: Option<Zeroizing<Vec<u8>>>,
+    user: Option<&'a [u8]>,
+    pass: Option<&'a [u8]>,
     salt: Option<Vec<u8>>,
     login_attempt: Option<u32>,
-    client_ip: Option<IpAddr>,
+    client: Option<ClientAddr>,
     client_host: Option<Vec<u8>>,
     smtp_helo: Option<Vec<u8>>,
     smtp_from: Option<Vec<u8>>,
@@ -124,6 +214,8 @@ struct Builder {
     tls: Option<TlsInfo>,
     proxy: Option<ProxyInfo>,
     extra_headers: Vec<(String, Vec<u8>)>,
+    /// Bytes held by `extra_headers` (names and values).
+    extra_bytes: usize,
 }
 
 fn text(value: &[u8]) -> String {
@@ -137,86 +229,94 @@ fn ascii<'a>(value: &'a [u8], header: &'static str) -> Result<&'a str, ProtocolE
     })
 }
 
-impl Builder {
-    fn set(&mut self, name: &str, value: &[u8]) -> Result<(), ProtocolError> {
+fn decoded(value: &[u8], header: &'static str) -> Result<Vec<u8>, ProtocolError> {
+    percent_decode(value).ok_or(ProtocolError::BadValue {
+        header,
+        reason: "a % not followed by two hex digits",
+    })
+}
+
+impl<'a> Builder<'a> {
+    fn set(&mut self, name: &'a [u8], value: &'a [u8]) -> Result<(), ProtocolError> {
         // nginx always sends these names in this capitalisation; matching case-insensitively
         // costs nothing and makes hand-written requests (curl, tests) work too.
-        let lower = name.to_ascii_lowercase();
-        match lower.as_str() {
-            "host" => {}
-            "auth-method" => {
-                let v = ascii(value, "Auth-Method")?;
+        let Some((header, field)) = field(name) else {
+            // `Host` tells nothing (nginx sends the `auth_http` URL's host).
+            if !name.eq_ignore_ascii_case(b"Host") {
+                self.keep_extra(name, value);
+            }
+            return Ok(());
+        };
+        // nginx sends each of these once. A second copy is injected (a PTR answer with CRLF
+        // in `Client-Host`, CVE-2026-28753) or garbled; letting either copy win would let the
+        // injected one decide.
+        let bit = 1u32 << field as u32;
+        if self.seen & bit != 0 {
+            return Err(ProtocolError::RepeatedHeader(header));
+        }
+        self.seen |= bit;
+        match field {
+            Field::Method => {
+                let v = ascii(value, header)?;
                 self.method = Some(AuthMethod::parse(v).ok_or(ProtocolError::BadValue {
-                    header: "Auth-Method",
-                    reason: "not plain, apop, cram-md5, external or none",
+                    header,
+                    reason: "not plain, apop, cram-md5, external, none, xoauth2 or oauthbearer",
                 })?);
             }
-            "auth-protocol" => {
-                let v = ascii(value, "Auth-Protocol")?;
+            Field::Protocol => {
+                let v = ascii(value, header)?;
                 self.protocol = Some(MailProtocol::parse(v).ok_or(ProtocolError::BadValue {
-                    header: "Auth-Protocol",
+                    header,
                     reason: "not imap, pop3 or smtp",
                 })?);
             }
-            "auth-user" => {
-                self.user = Some(percent_decode(value).ok_or(ProtocolError::BadValue {
-                    header: "Auth-User",
-                    reason: "a % not followed by two hex digits",
-                })?);
-            }
-            "auth-pass" => {
-                let decoded = percent_decode(value).ok_or(ProtocolError::BadValue {
-                    header: "Auth-Pass",
-                    reason: "a % not followed by two hex digits",
-                })?;
-                self.pass = Some(Zeroizing::new(decoded));
-            }
-            "auth-salt" => self.salt = Some(value.to_vec()),
-            "auth-login-attempt" => {
-                let v = ascii(value, "Auth-Login-Attempt")?;
+            Field::User => self.user = Some(value),
+            Field::Pass => self.pass = Some(value),
+            Field::Salt => self.salt = Some(value.to_vec()),
+            Field::LoginAttempt => {
+                let v = ascii(value, header)?;
                 self.login_attempt = Some(v.parse().map_err(|_| ProtocolError::BadValue {
-                    header: "Auth-Login-Attempt",
+                    header,
                     reason: "not a decimal number",
                 })?);
             }
-            "client-ip" => {
-                let v = ascii(value, "Client-IP")?;
-                self.client_ip = Some(v.parse().map_err(|_| ProtocolError::BadValue {
-                    header: "Client-IP",
-                    reason: "not an IP address",
-                })?);
-            }
-            "client-host" => self.client_host = Some(value.to_vec()),
-            "auth-smtp-helo" => self.smtp_helo = Some(value.to_vec()),
-            "auth-smtp-from" => self.smtp_from = Some(value.to_vec()),
-            "auth-smtp-to" => self.smtp_to = Some(value.to_vec()),
-            "auth-ssl" => {
+            Field::ClientIp => self.client = Some(client_addr(value)?),
+            Field::ClientHost => self.client_host = Some(client_host(value)),
+            Field::SmtpHelo => self.smtp_helo = Some(value.to_vec()),
+            Field::SmtpFrom => self.smtp_from = Some(value.to_vec()),
+            Field::SmtpTo => self.smtp_to = Some(value.to_vec()),
+            Field::Ssl => {
                 if value == b"on" {
-                    self.tls.get_or_insert_with(TlsInfo::default);
+                    self.tls_mut();
                 }
             }
-            "auth-ssl-protocol" => self.tls_mut().protocol = Some(text(value)),
-            "auth-ssl-cipher" => self.tls_mut().cipher = Some(text(value)),
-            "auth-ssl-verify" => self.tls_mut().verify = Some(text(value)),
-            "auth-ssl-subject" => self.tls_mut().subject = Some(text(value)),
-            "auth-ssl-issuer" => self.tls_mut().issuer = Some(text(value)),
-            "auth-ssl-serial" => self.tls_mut().serial = Some(text(value)),
-            "auth-ssl-fingerprint" => self.tls_mut().fingerprint = Some(text(value)),
-            "auth-ssl-cert" => {
-                self.tls_mut().cert = Some(percent_decode(value).ok_or(ProtocolError::BadValue {
-                    header: "Auth-SSL-Cert",
-                    reason: "a % not followed by two hex digits",
-                })?);
-            }
-            "proxy-protocol-addr" => self.proxy_mut().addr = Some(text(value)),
-            "proxy-protocol-port" => self.proxy_mut().port = port(value, "Proxy-Protocol-Port")?,
-            "proxy-protocol-server-addr" => self.proxy_mut().server_addr = Some(text(value)),
-            "proxy-protocol-server-port" => {
-                self.proxy_mut().server_port = port(value, "Proxy-Protocol-Server-Port")?;
-            }
-            _ => self.extra_headers.push((name.to_owned(), value.to_vec())),
+            Field::SslProtocol => self.tls_mut().protocol = Some(text(value)),
+            Field::SslCipher => self.tls_mut().cipher = Some(text(value)),
+            Field::SslVerify => self.tls_mut().verify = Some(text(value)),
+            Field::SslSubject => self.tls_mut().subject = Some(text(value)),
+            Field::SslIssuer => self.tls_mut().issuer = Some(text(value)),
+            Field::SslSerial => self.tls_mut().serial = Some(text(value)),
+            Field::SslFingerprint => self.tls_mut().fingerprint = Some(text(value)),
+            Field::SslCert => self.tls_mut().cert = Some(decoded(value, header)?),
+            Field::ProxyAddr => self.proxy_mut().addr = Some(text(value)),
+            Field::ProxyPort => self.proxy_mut().port = port(value, header)?,
+            Field::ProxyServerAddr => self.proxy_mut().server_addr = Some(text(value)),
+            Field::ProxyServerPort => self.proxy_mut().server_port = port(value, header)?,
         }
         Ok(())
+    }
+
+    /// Keeps an `auth_http_header` line, within [`MAX_EXTRA_HEADERS`] and
+    /// [`MAX_EXTRA_HEADER_BYTES`]: nginx sends the few an operator configured, so a request
+    /// of thousands of tiny headers is bounded here rather than held line by line.
+    fn keep_extra(&mut self, name: &[u8], value: &[u8]) {
+        let size = name.len() + value.len();
+        if self.extra_headers.len() >= MAX_EXTRA_HEADERS || self.extra_bytes + size > MAX_EXTRA_HEADER_BYTES {
+            return;
+        }
+        self.extra_bytes += size;
+        // Header names are ASCII tokens (checked by `split_header`).
+        self.extra_headers.push((text(name), value.to_vec()));
     }
 
     fn tls_mut(&mut self) -> &mut TlsInfo {
@@ -228,15 +328,27 @@ impl Builder {
     }
 
     fn finish(self, uri: String) -> Result<AuthRequest, ProtocolError> {
+        let method = self.method.ok_or(ProtocolError::MissingHeader("Auth-Method"))?;
+        let protocol = self.protocol.ok_or(ProtocolError::MissingHeader("Auth-Protocol"))?;
+        // With `none`, unpatched nginx may fill Auth-User/Auth-Pass with stale credentials
+        // or leaked worker memory (CVE-2025-53859): they are not even decoded, so nothing
+        // can use or log them.
+        let (user, pass) = if method == AuthMethod::None {
+            (Vec::new(), Zeroizing::default())
+        } else {
+            let user = self.user.map(|u| decoded(u, "Auth-User")).transpose()?;
+            let pass = self.pass.map(|p| decoded(p, "Auth-Pass")).transpose()?;
+            (user.unwrap_or_default(), Zeroizing::new(pass.unwrap_or_default()))
+        };
         Ok(AuthRequest {
             uri,
-            method: self.method.ok_or(ProtocolError::MissingHeader("Auth-Method"))?,
-            protocol: self.protocol.ok_or(ProtocolError::MissingHeader("Auth-Protocol"))?,
-            user: self.user.unwrap_or_default(),
-            pass: self.pass.unwrap_or_default(),
+            method,
+            protocol,
+            user,
+            pass,
             salt: self.salt,
             login_attempt: self.login_attempt.unwrap_or(1),
-            client_ip: self.client_ip,
+            client: self.client,
             client_host: self.client_host,
             smtp_helo: self.smtp_helo,
             smtp_from: self.smtp_from,
@@ -245,6 +357,38 @@ impl Builder {
             proxy: self.proxy,
             extra_headers: self.extra_headers,
         })
+    }
+}
+
+/// `Client-IP`: an address, normalised by [`ClientAddr::from_ip`], or nginx's `unix:` for a
+/// unix-socket mail listener.
+fn client_addr(value: &[u8]) -> Result<ClientAddr, ProtocolError> {
+    if value == b"unix:" {
+        return Ok(ClientAddr::Unix);
+    }
+    let v = ascii(value, "Client-IP")?;
+    v.parse().map(ClientAddr::from_ip).map_err(|_| ProtocolError::BadValue {
+        header: "Client-IP",
+        reason: "not an IP address or unix:",
+    })
+}
+
+/// nginx's "the name could not be looked up now".
+const TEMPUNAVAIL: &[u8] = b"[TEMPUNAVAIL]";
+
+/// `Client-Host`: a PTR name of RFC 1034 characters (letters, digits, `-`, `.`; at most
+/// 255 bytes) or one of nginx's `[UNAVAILABLE]` / `[TEMPUNAVAIL]`. Anything else is taken as
+/// `[TEMPUNAVAIL]`, as nginx ≥ 1.29.7 / 1.28.3 sends it (CVE-2026-28753).
+fn client_host(value: &[u8]) -> Vec<u8> {
+    let is_name = !value.is_empty()
+        && value.len() <= 255
+        && value
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if is_name || value == b"[UNAVAILABLE]" || value == TEMPUNAVAIL {
+        value.to_vec()
+    } else {
+        TEMPUNAVAIL.to_vec()
     }
 }
 

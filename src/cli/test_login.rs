@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::auth_http::{self, AuthRequest, Verdict};
 use crate::config::Config;
-use crate::login::{AuthMethod, MailProtocol};
+use crate::login::{AuthMethod, ClientAddr, MailProtocol};
 
 /// The login to decide, as flags.
 #[derive(Debug, clap::Args)]
@@ -63,7 +63,7 @@ pub(super) fn run(config: Config, login: TestLogin) -> anyhow::Result<ExitCode> 
         pass,
         salt: login.salt.map(String::into_bytes),
         login_attempt: login.attempt,
-        client_ip: Some(login.client_ip),
+        client: Some(ClientAddr::from_ip(login.client_ip)),
         client_host: None,
         smtp_helo: None,
         smtp_from: None,

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::Decision;
 use crate::auth_http::{AuthRequest, Verdict};
+use crate::login::AuthMethod;
 
 /// The most of a login name one log line holds, in bytes of its logged (escaped) form.
 const MAX_LOGGED_NAME: usize = 256;
@@ -44,8 +45,15 @@ fn logged_name(name: &[u8]) -> String {
 pub(crate) fn log_decision(req: &AuthRequest, decision: &Decision, started: Instant) {
     let result = decision.result();
     let micros = started.elapsed().as_micros() as u64;
-    let user = logged_name(&req.user);
-    let client_ip = req.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    // With `none` the user bytes may be stale credentials or leaked worker memory
+    // (CVE-2025-53859): never logged, whoever built the request.
+    let user = if req.method == AuthMethod::None {
+        String::new()
+    } else {
+        logged_name(&req.user)
+    };
+    // `unix:` for a unix-socket client, as nginx writes it.
+    let client_ip = req.client.map(|c| c.to_string()).unwrap_or_default();
     let scheme = decision
         .scheme
         .as_ref()

@@ -76,7 +76,7 @@ impl Authenticator {
     /// banned client is refused before anything is hashed.
     pub(crate) async fn decide(&self, req: &AuthRequest) -> Decision {
         let counted = matches!(req.method, AuthMethod::Plain | AuthMethod::Apop | AuthMethod::CramMd5);
-        let gate = match counted.then_some(self.policy.check(req.client_ip, &req.user).await) {
+        let gate = match counted.then_some(self.policy.check(req.client, &req.user).await) {
             Some(Check::Allowed(gate)) => Some(gate),
             Some(Check::Banned(scope, still_counted)) => {
                 // Refused without hashing, yet still a guess for the scopes not banned: an
@@ -94,6 +94,11 @@ impl Authenticator {
             AuthMethod::Apop | AuthMethod::CramMd5 => self.decide_digest(req),
             AuthMethod::None => self.decide_smtp_none(req),
             AuthMethod::External => refuse(RefuseKind::InvalidCredentials, Reason::ExternalNotSupported),
+            // Known methods (freenginx) that no source can check yet: the ordinary refusal, so
+            // the client neither sees a server fault nor retries for ever.
+            AuthMethod::XOAuth2 | AuthMethod::OAuthBearer => {
+                refuse(RefuseKind::InvalidCredentials, Reason::MethodNotSupported)
+            }
         };
         // Only a refused password counts (whatever the reason, so that the count does not
         // tell whether the password was right); temporary failures are not the client's doing.
@@ -153,7 +158,7 @@ impl Authenticator {
         let creds = Credentials {
             user: &req.user,
             pass: &req.pass,
-            client_ip: req.client_ip,
+            client_ip: req.client_ip(),
         };
         let mut temporary = None;
         let mut rejected = None;
@@ -227,7 +232,7 @@ impl Authenticator {
             },
             salt,
             response: &req.pass,
-            client_ip: req.client_ip,
+            client_ip: req.client_ip(),
         };
         let mut temporary = None;
         for source in self.sources.iter().filter(|s| s.serves(req.protocol)) {

@@ -237,3 +237,51 @@ async fn an_inbound_mx_is_routed_for_local_domains_only() {
         .await;
     assert_eq!((d.result(), d.reason), ("relay-denied", Reason::RelayDenied));
 }
+
+#[tokio::test]
+async fn oauth_methods_get_the_ordinary_refusal_without_a_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = authenticator(dir.path(), "bob:{PLAIN}token\n", "");
+    for method in ["xoauth2", "oauthbearer"] {
+        let d = auth
+            .decide(&request(method, "imap", "bob", "token", "Auth-Login-Attempt: 1\r\n"))
+            .await;
+        assert_eq!(
+            (d.result(), d.reason),
+            ("invalid", Reason::MethodNotSupported),
+            "{method}"
+        );
+        assert_eq!(wait(&d), None, "{method}");
+        assert_eq!(
+            crate::auth_http::render_reply(&d.verdict, Some(MailProtocol::Imap)),
+            &b"HTTP/1.0 200 OK\r\nAuth-Status: [AUTHENTICATIONFAILED] Invalid login or password\r\n\r\n"[..]
+        );
+    }
+}
+
+/// A password login from `client_ip`, byte for byte as nginx sends it.
+fn plain_from(user: &str, pass: &str, client_ip: &str) -> AuthRequest {
+    let text = format!(
+        "GET /auth HTTP/1.0\r\nHost: x\r\nAuth-Method: plain\r\nAuth-User: {user}\r\nAuth-Pass: {pass}\r\n\
+         Auth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\nClient-IP: {client_ip}\r\n\r\n"
+    );
+    parse_request(text.as_bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn allow_nets_sees_the_ipv4_client_of_a_mapped_address_and_no_unix_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = "dave:{PLAIN}d:1000:1000::/home/dave::allow_nets=192.0.2.0/24\nerin:{PLAIN}e\n";
+    let auth = authenticator(dir.path(), a, "");
+    let d = auth.decide(&plain_from("dave", "d", "::ffff:192.0.2.7")).await;
+    assert_eq!(d.reason, Reason::Ok, "{d:?}");
+    let d = auth.decide(&plain_from("dave", "d", "::ffff:198.51.100.7")).await;
+    assert_eq!(d.reason, Reason::NotAllowedFromNetwork, "{d:?}");
+    // A unix-socket client has no address: its password is decided, and it is in no network.
+    let d = auth.decide(&plain_from("erin", "e", "unix:")).await;
+    assert_eq!(d.reason, Reason::Ok, "{d:?}");
+    let d = auth.decide(&plain_from("erin", "wrong", "unix:")).await;
+    assert_eq!(d.reason, Reason::WrongPassword, "{d:?}");
+    let d = auth.decide(&plain_from("dave", "d", "unix:")).await;
+    assert_eq!(d.reason, Reason::NotAllowedFromNetwork, "{d:?}");
+}

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::Clock;
 use crate::config::{OnRedisError, PolicySettings, StateSettings};
+use crate::login::ClientAddr;
 
 /// What a counter or a ban is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,7 +75,8 @@ impl Scope {
 /// Who one login is counted against: its client network and its (normalised) user name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Subject {
-    /// The client network, e.g. `192.0.2.7/32`, or `unknown` without a `Client-IP`.
+    /// The client network, e.g. `192.0.2.7/32`, `unix` for a unix-socket client, or
+    /// `unknown` without a `Client-IP`.
     pub net: String,
     /// The user name: lower-case, and hashed when very long so keys stay small.
     pub user: String,
@@ -95,10 +97,12 @@ impl Subject {
     }
 }
 
-/// The network `ip` belongs to with the configured prefix lengths.
-pub(crate) fn network(ip: Option<IpAddr>, ipv4_prefix: u8, ipv6_prefix: u8) -> String {
-    let Some(ip) = ip else {
-        return "unknown".to_owned();
+/// The network `client` belongs to with the configured prefix lengths.
+pub(crate) fn network(client: Option<ClientAddr>, ipv4_prefix: u8, ipv6_prefix: u8) -> String {
+    let ip = match client {
+        Some(ClientAddr::Ip(ip)) => ip,
+        Some(ClientAddr::Unix) => return "unix".to_owned(),
+        None => return "unknown".to_owned(),
     };
     // An IPv4-mapped IPv6 address is the IPv4 client it stands for.
     let ip = ip.to_canonical();
@@ -271,6 +275,9 @@ pub(crate) struct Gate {
     /// The scopes (in [`SCOPES`] order) with a ban in force: not counted again, so that a
     /// ban is neither extended nor re-counted while it lasts.
     banned: [bool; 3],
+    /// Whether the network scope counts this login: not for a unix-socket client, whose
+    /// real address is unknown (one local webmail must not ban everybody behind it).
+    net_counted: bool,
 }
 
 /// The brute-force policy with its state store(s).
@@ -322,9 +329,9 @@ impl Policy {
         &self.local
     }
 
-    /// The client network of `ip` with the configured prefix lengths.
-    pub(crate) fn network(&self, ip: Option<IpAddr>) -> String {
-        network(ip, self.settings.ipv4_prefix, self.settings.ipv6_prefix)
+    /// The client network of `client` with the configured prefix lengths.
+    pub(crate) fn network(&self, client: Option<ClientAddr>) -> String {
+        network(client, self.settings.ipv4_prefix, self.settings.ipv6_prefix)
     }
 
     /// Whether `ip` is never limited.
@@ -358,6 +365,10 @@ impl Policy {
                 *limit = 0;
             }
         }
+        if !gate.net_counted {
+            // A limit of 0 counts nothing, in either store.
+            limits.failures[Scope::Net.index()] = 0;
+        }
         limits
     }
 
@@ -374,13 +385,14 @@ impl Policy {
         hex::encode(&full[..8])
     }
 
-    /// Decides, before any hashing, whether a login from `ip` as `user` may be checked.
-    pub(crate) async fn check(&self, ip: Option<IpAddr>, user: &[u8]) -> Check {
-        if !self.settings.enabled || self.is_allowed(ip) {
+    /// Decides, before any hashing, whether a login from `client` as `user` may be checked.
+    pub(crate) async fn check(&self, client: Option<ClientAddr>, user: &[u8]) -> Check {
+        if !self.settings.enabled || self.is_allowed(client.and_then(ClientAddr::ip)) {
             return Check::Exempt;
         }
+        let net_counted = client != Some(ClientAddr::Unix);
         let subject = Subject {
-            net: self.network(ip),
+            net: self.network(client),
             user: user_key(user),
         };
         let now = self.clock.unix_ms();
@@ -393,7 +405,7 @@ impl Policy {
             None => self.local.lookup(&subject, now),
         };
         let live = |scope: Scope| lookup.bans[scope.index()].is_some_and(|until| until > now);
-        if live(Scope::Net) {
+        if net_counted && live(Scope::Net) {
             // Nothing wider to count for: the whole network is refused already.
             return Check::Banned(Scope::Net, None);
         }
@@ -401,6 +413,7 @@ impl Policy {
             subject,
             net_trusted: lookup.net_trusted,
             banned: SCOPES.map(live),
+            net_counted,
         };
         if live(Scope::Pair) {
             return Check::Banned(Scope::Pair, Some(gate));
@@ -477,7 +490,7 @@ impl Policy {
     /// A [`BanFilter`] from an IP address and a user name as an admin types them.
     pub(crate) fn filter(&self, ip: Option<IpAddr>, user: Option<&str>) -> BanFilter {
         BanFilter {
-            net: ip.map(|ip| self.network(Some(ip))),
+            net: ip.map(|ip| self.network(Some(ClientAddr::from_ip(ip)))),
             user: user.map(|u| user_key(u.as_bytes())),
         }
     }

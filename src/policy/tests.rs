@@ -1,7 +1,6 @@
 //! The policy rules with a manual clock: exact windows, bans and their expiry,
 //! de-duplication, escalation, allow-list, successes, memory bound.
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +8,7 @@ use std::time::Duration;
 use super::*;
 use crate::clock::ManualClock;
 use crate::config::{Config, ConfigOrigin};
+use crate::login::ClientAddr;
 
 const T0: u64 = 1_800_000_000_000;
 
@@ -18,8 +18,8 @@ fn policy_with(text: &str) -> (Policy, Arc<ManualClock>) {
     (Policy::new(&config.policy, &config.state, clock.clone()), clock)
 }
 
-fn ip(s: &str) -> Option<IpAddr> {
-    Some(s.parse().unwrap())
+fn ip(s: &str) -> Option<ClientAddr> {
+    Some(ClientAddr::from_ip(s.parse().unwrap()))
 }
 
 async fn gate(p: &Policy, addr: &str, user: &str) -> Gate {
@@ -271,7 +271,12 @@ async fn bans_are_listed_and_cleared_by_ip_or_user() {
         ]
     );
     assert_eq!(p.clear(&p.filter(None, Some("Bob"))).await.unwrap(), 1);
-    assert_eq!(p.clear(&p.filter(ip("192.0.2.1"), None)).await.unwrap(), 2);
+    assert_eq!(
+        p.clear(&p.filter(ip("192.0.2.1").and_then(ClientAddr::ip), None))
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(banned(&p, "192.0.2.1", "alice").await, None);
     assert_eq!(p.bans().await.unwrap().len(), 1);
     assert_eq!(p.clear(&BanFilter::default()).await.unwrap(), 1);
@@ -328,4 +333,32 @@ fn long_user_names_are_counted_under_a_hash() {
     assert!(key.starts_with('#') && key.len() == 65, "{key}");
     assert_eq!(user_key(b"Alice@Example.ORG"), "alice@example.org");
     assert_eq!(user_key(b"a\nb"), "a?b");
+}
+
+#[tokio::test]
+async fn a_unix_socket_client_is_counted_per_user_and_pair_but_not_per_network() {
+    let (p, _clock) = policy_with(
+        "[policy]\nnet_failures = 2\npair_failures = 3\nuser_failures = 4\nallow = [\"0.0.0.0/0\", \"::/0\"]\n",
+    );
+    let unix = Some(ClientAddr::Unix);
+    let check = |user: &'static str| p.check(unix, user.as_bytes());
+    // It matches no network, not even an `allow` of everything.
+    let Check::Allowed(alice) = check("alice").await else {
+        panic!("a unix client is not exempt");
+    };
+    assert_eq!(alice.subject.net, "unix");
+    let r = p.failed(&alice, b"a").await.unwrap();
+    assert_eq!(r.counts, [0, 1, 1], "no network count");
+    p.failed(&alice, b"b").await.unwrap();
+    assert_eq!(p.failed(&alice, b"c").await.unwrap().banned, Some(Scope::Pair));
+    assert!(matches!(check("alice").await, Check::Banned(Scope::Pair, _)));
+    // Six failures from the socket: past net_failures, yet other users still log in there.
+    let Check::Allowed(bob) = check("bob").await else {
+        panic!("bob refused");
+    };
+    p.failed(&bob, b"a").await.unwrap();
+    p.failed(&bob, b"b").await.unwrap();
+    p.failed(&bob, b"c").await.unwrap();
+    assert!(matches!(check("carol").await, Check::Allowed(_)));
+    assert!(p.local().bans(T0).iter().all(|b| b.scope != Scope::Net));
 }

@@ -6,6 +6,7 @@
 )]
 
 mod cli;
+mod client_ip;
 mod common;
 mod http_basic;
 mod leftovers;

@@ -181,3 +181,118 @@ fn a_decision_that_outlives_the_deadline_gets_a_temporary_failure() {
         d.log().contains("reason=\"deadline\"")
     });
 }
+
+#[test]
+fn a_repeated_header_is_a_bad_request_naming_it_never_the_last_copy_winning() {
+    let d = Daemon::start(
+        "[[source]]\nkind = \"htpasswd\"\npath = \"users.htpasswd\"\n",
+        "alice:{PLAIN}secret\nbob:{PLAIN}bobpw\n",
+    );
+    // CVE-2026-28753: a PTR answer injects `Auth-User`/`Auth-Pass` through `Client-Host`.
+    let injected = b"GET /check HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: plain\r\nAuth-User: alice\r\nAuth-Pass: wrong\r\nAuth-Protocol: smtp\r\nAuth-Login-Attempt: 1\r\nClient-IP: 192.0.2.7\r\nClient-Host: evil.example\r\nAuth-User: bob\r\nAuth-Pass: bobpw\r\n\r\n";
+    let reply = d.ask(injected);
+    assert_eq!(
+        header(&reply, "Auth-Status").as_deref(),
+        Some("Temporary authentication failure, try again later"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    // An SMTP request still gets SMTP's temporary code.
+    assert_eq!(header(&reply, "Auth-Error-Code").as_deref(), Some("454 4.7.0"));
+    assert_eq!(header(&reply, "Auth-Server"), None);
+    d.wait_for_log(0, "reason=header Auth-User is repeated");
+
+    // IMAP: a second Client-IP. IMAP's temporary text, and no SMTP code.
+    let mut second_ip = crate::common::plain_request("imap", b"alice", b"secret", "192.0.2.7", 1);
+    second_ip.truncate(second_ip.len() - 2);
+    second_ip.extend_from_slice(b"Client-IP: 127.0.0.1\r\n\r\n");
+    let reply = d.ask(&second_ip);
+    assert_eq!(
+        header(&reply, "Auth-Status").as_deref(),
+        Some("[UNAVAILABLE] Temporary authentication failure, try again later")
+    );
+    assert_eq!(header(&reply, "Auth-Error-Code"), None);
+    assert_eq!(header(&reply, "Auth-Wait"), None);
+    d.wait_for_log(0, "reason=header Client-IP is repeated");
+    still_serving(&d);
+}
+
+#[test]
+fn garbage_without_a_protocol_gets_no_smtp_code() {
+    let d = daemon();
+    let (reply, _) = send_and_read(
+        &d,
+        b"GET / HTTP/1.0\r\nAuth-Method: plain\r\n\r\n",
+        false,
+        Duration::from_secs(5),
+    );
+    assert_eq!(header(&reply, "Auth-Status").as_deref(), Some(BAD_REQUEST_STATUS));
+    assert_eq!(header(&reply, "Auth-Error-Code"), None);
+}
+
+#[test]
+fn oauth_methods_get_the_ordinary_refusal() {
+    let d = daemon();
+    for (method, protocol, status, code) in [
+        (
+            "xoauth2",
+            "imap",
+            "[AUTHENTICATIONFAILED] Invalid login or password",
+            None,
+        ),
+        ("oauthbearer", "pop3", "[AUTH] Invalid login or password", None),
+        (
+            "xoauth2",
+            "smtp",
+            "Authentication credentials invalid",
+            Some("535 5.7.8"),
+        ),
+    ] {
+        let req = format!(
+            "GET /check HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: {method}\r\nAuth-User: alice\r\nAuth-Pass: secret\r\nAuth-Protocol: {protocol}\r\nAuth-Login-Attempt: 1\r\nClient-IP: 192.0.2.7\r\n\r\n"
+        );
+        let reply = d.ask(req.as_bytes());
+        assert_eq!(
+            header(&reply, "Auth-Status").as_deref(),
+            Some(status),
+            "{method} {protocol}"
+        );
+        assert_eq!(
+            header(&reply, "Auth-Error-Code").as_deref(),
+            code,
+            "{method} {protocol}"
+        );
+        assert_eq!(header(&reply, "Auth-Wait"), None, "{method} {protocol}");
+    }
+    d.wait_for_log(0, "reason=\"method-not-supported\"");
+}
+
+#[test]
+fn none_never_logs_the_user_it_was_sent() {
+    let d = Daemon::start(
+        "[smtp]\nlocal_domains = [\"example.org\"]\n[[source]]\nkind = \"htpasswd\"\npath = \"users.htpasswd\"\n",
+        "stale:{PLAIN}pw\n",
+    );
+    // V11 (nginx 1.22.1): stale credentials from an earlier failed AUTH in the session.
+    let v11 = b"GET /fail HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: none\r\nAuth-User: stale\r\nAuth-Pass: pw\r\nAuth-Protocol: smtp\r\nAuth-Login-Attempt: 2\r\nClient-IP: 127.0.0.1\r\nClient-Host: [UNAVAILABLE]\r\nAuth-SMTP-Helo: c\r\nAuth-SMTP-From: MAIL FROM:<a@x>\r\nAuth-SMTP-To: RCPT TO:<b@example.org>\r\n\r\n";
+    let reply = d.ask(v11);
+    assert_eq!(header(&reply, "Auth-Status").as_deref(), Some("OK"));
+    assert_eq!(header(&reply, "Auth-Pass"), None);
+    let line = d.wait_for_log(0, "reason=\"local-recipient\"");
+    let line = &d.log_lines()[line];
+    assert!(line.contains(" user=\"\" "), "{line}");
+    assert!(!d.log().contains("stale"), "{}", d.log());
+}
+
+#[test]
+fn a_60_kb_request_of_tiny_headers_is_answered() {
+    let d = daemon();
+    let mut req = crate::common::plain_request("imap", b"alice", b"secret", "127.0.0.1", 1);
+    req.truncate(req.len() - 2);
+    while req.len() < 60 * 1024 {
+        req.extend_from_slice(b"X:1\r\n");
+    }
+    req.extend_from_slice(b"\r\n");
+    assert_eq!(header(&d.ask(&req), "Auth-Status").as_deref(), Some("OK"));
+    still_serving(&d);
+}
