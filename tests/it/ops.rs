@@ -91,13 +91,22 @@ fn metrics_count_real_logins() {
         value(&m, r#"mailauthd_decision_duration_seconds_bucket{le="+Inf"}"#),
         6.0
     );
-    // alice twice; the unknown user against the dummy hash (bcrypt or plain, one each here).
+    // alice twice, bob once, and the unknown user against a dummy of the file's own mix,
+    // picked by its name: bcrypt or plain, as its decision line says.
+    let log = daemon.log();
+    let nobody = log
+        .lines()
+        .find(|l| l.contains("user=\"nobody\""))
+        .unwrap_or_else(|| panic!("no decision for nobody:\n{log}"));
+    let dummy_bcrypt = if nobody.contains("scheme=\"bcrypt-4\"") {
+        1.0
+    } else {
+        assert!(nobody.contains("scheme=\"plain\""), "{nobody}");
+        0.0
+    };
     let bcrypt = value(&m, r#"mailauthd_hash_verify_duration_seconds_count{scheme="bcrypt"}"#);
     let plain = value(&m, r#"mailauthd_hash_verify_duration_seconds_count{scheme="plain"}"#);
-    assert!(
-        bcrypt >= 2.0 && plain >= 1.0 && bcrypt + plain == 4.0,
-        "bcrypt {bcrypt} plain {plain}"
-    );
+    assert_eq!((bcrypt, plain), (2.0 + dummy_bcrypt, 2.0 - dummy_bcrypt));
     let source = format!("htpasswd:{}", daemon.path("users.htpasswd").display());
     assert_eq!(
         value(&m, &format!(r#"mailauthd_source_users{{source="{source}"}}"#)),
@@ -110,15 +119,22 @@ fn metrics_count_real_logins() {
     assert!(value(&m, "mailauthd_last_reload_timestamp_seconds") > 1.0e9);
     assert_eq!(value(&m, "mailauthd_verify_queue_depth"), 0.0);
     assert_eq!(value(&m, "mailauthd_verify_rejections_total"), 0.0);
-    // The two bcrypt checks of alice and the unknown user's bcrypt dummy each missed the
-    // verified-login cache (a `{PLAIN}` check never asks it); nothing was answered from it yet.
+    // The two bcrypt checks of alice and a bcrypt dummy each missed the verified-login
+    // cache (a `{PLAIN}` check never asks it); nothing was answered from it yet.
     assert_eq!(value(&m, "mailauthd_cache_hits_total"), 0.0);
-    assert_eq!(value(&m, "mailauthd_cache_misses_total"), 3.0);
+    assert_eq!(value(&m, "mailauthd_cache_misses_total"), 2.0 + dummy_bcrypt);
     // alice's right password again: answered from the cache, without hashing.
     assert_eq!(daemon.auth_status("imap", "alice", ALICE_PW, "192.0.2.1"), "OK");
     let again = scrape(&daemon);
     assert_eq!(value(&again, "mailauthd_cache_hits_total"), 1.0);
-    assert_eq!(value(&again, "mailauthd_cache_misses_total"), 3.0);
+    assert_eq!(value(&again, "mailauthd_cache_misses_total"), 2.0 + dummy_bcrypt);
+    assert_eq!(
+        value(
+            &again,
+            &format!("mailauthd_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))
+        ),
+        1.0
+    );
     assert_eq!(
         value(
             &again,
@@ -721,4 +737,46 @@ fn check_config_warns_about_listeners_off_loopback() {
         assert_eq!(code, 0, "{out}");
         assert!(!out.contains("loopback"), "{quiet}: {out}");
     }
+}
+
+#[test]
+fn a_full_verification_pool_is_counted_exactly() {
+    // One verification thread and room for one waiting job: of eight bcrypt-12 logins sent
+    // at once (each takes a few hundred ms to hash), at most two are taken and the rest are
+    // refused at once as overloaded. Every such refusal is counted, and only those.
+    let dir = temp_dir();
+    let hash = bcrypt::hash("slow", 12).expect("bcrypt");
+    std::fs::write(dir.path().join("users.htpasswd"), format!("carol:{hash}\n")).expect("users");
+    let daemon = Daemon::start_in(
+        dir,
+        &ops_config("verify_threads = 1\nverify_queue = 1\n[cache]\nttl = \"0s\"\n[policy]\nenabled = false"),
+    );
+    let replies: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|n| {
+                let daemon = &daemon;
+                scope.spawn(move || daemon.auth_status("imap", "carol", &format!("guess{n}"), "192.0.2.8"))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("login thread")).collect()
+    });
+    let overloaded = replies.iter().filter(|r| r.contains("Temporary")).count();
+    let refused = replies.iter().filter(|r| *r == IMAP_FAILED).count();
+    assert_eq!(overloaded + refused, 8, "{replies:?}");
+    assert!(overloaded >= 1 && refused >= 1, "{replies:?}");
+    let m = scrape(&daemon);
+    assert_eq!(value(&m, "mailauthd_verify_rejections_total"), overloaded as f64);
+    assert_eq!(
+        value(&m, r#"mailauthd_hash_verify_duration_seconds_count{scheme="bcrypt"}"#),
+        refused as f64
+    );
+    assert_eq!(value(&m, "mailauthd_verify_queue_depth"), 0.0, "every job has run");
+    let source = format!("htpasswd:{}", daemon.path("users.htpasswd").display());
+    assert_eq!(
+        value(
+            &m,
+            &format!(r#"mailauthd_source_errors_total{{source="{source}",reason="overloaded"}}"#)
+        ),
+        overloaded as f64
+    );
 }
