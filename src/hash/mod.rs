@@ -47,6 +47,14 @@ use otp::Otp;
 use phc::{Phc, Prf};
 use scram::Scram;
 
+/// The longest password checked, in bytes; a longer one is a wrong password,
+/// decided without hashing. libxcrypt's crypt(3) refuses passphrases of 512
+/// bytes or more, and the work of md5-crypt and sha-crypt grows with the
+/// length (sha-crypt's quadratically), so without a cap one long password
+/// could hold a verification thread for seconds. The cap holds for every
+/// scheme, so a password works or fails the same whatever it is stored as.
+pub const MAX_PASSWORD_BYTES: usize = 511;
+
 /// Why a stored hash could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
@@ -163,8 +171,12 @@ impl StoredHash {
     }
 
     /// Checks `password` against the hash; the final digests are compared in
-    /// constant time.
+    /// constant time. A password longer than [`MAX_PASSWORD_BYTES`] is wrong,
+    /// and nothing is computed for it.
     pub fn verify(&self, password: &[u8]) -> bool {
+        if password.len() > MAX_PASSWORD_BYTES {
+            return false;
+        }
         self.compute(password).as_slice().ct_eq(&self.expected).into()
     }
 
@@ -253,7 +265,7 @@ impl StoredHash {
     /// compared case-insensitively; false when no cleartext is stored.
     pub fn verify_apop(&self, salt: &[u8], digest_hex: &[u8]) -> bool {
         match &self.algo {
-            Algo::Clear(c) => cram::hex_matches(&cram::apop(c, salt), digest_hex),
+            Algo::Clear(c) if answer_fits(c, digest_hex) => cram::hex_matches(&cram::apop(c, salt), digest_hex),
             _ => false,
         }
     }
@@ -263,12 +275,19 @@ impl StoredHash {
     /// false for every other scheme.
     pub fn verify_cram_md5(&self, salt: &[u8], digest_hex: &[u8]) -> bool {
         let mac = match &self.algo {
-            Algo::Clear(c) => cram::cram_from_cleartext(c, salt),
-            Algo::CramMd5 => cram::cram_from_states(&self.expected, salt),
+            Algo::Clear(c) if answer_fits(c, digest_hex) => cram::cram_from_cleartext(c, salt),
+            Algo::CramMd5 if answer_fits(b"", digest_hex) => cram::cram_from_states(&self.expected, salt),
             _ => return false,
         };
         cram::hex_matches(&mac, digest_hex)
     }
+}
+
+/// Whether a challenge-response check is worth computing: the answer is an
+/// MD5 in hex (32 characters), and the cleartext is within
+/// [`MAX_PASSWORD_BYTES`] like any password (a longer one is refused at load).
+fn answer_fits(clear: &[u8], digest_hex: &[u8]) -> bool {
+    digest_hex.len() == 32 && clear.len() <= MAX_PASSWORD_BYTES
 }
 
 /// How an unknown prefix is named in an error: as written when it looks like
@@ -412,6 +431,9 @@ fn parse_braced(stored: &str) -> Result<(Algo, Vec<u8>), HashError> {
     match scheme {
         Scheme::Clear => {
             let clear = decoded.into_owned();
+            if clear.len() > MAX_PASSWORD_BYTES {
+                return Err(too_long("plain"));
+            }
             let digest = Sha256::digest(&clear).to_vec();
             Ok((Algo::Clear(Zeroizing::new(clear)), digest))
         }
@@ -472,6 +494,13 @@ fn parse_braced(stored: &str) -> Result<(Algo, Vec<u8>), HashError> {
     }
 }
 
+/// The error for a stored cleartext no accepted password can match.
+fn too_long(scheme: &'static str) -> HashError {
+    malformed(scheme)(format!(
+        "the cleartext is longer than {MAX_PASSWORD_BYTES} bytes, the longest password checked"
+    ))
+}
+
 /// Dovecot's `{PLAIN-TRUNC}` text: `N-text`, N in decimal (`plain_trunc_verify`).
 fn parse_plain_trunc(raw: &[u8]) -> Result<(Algo, Vec<u8>), HashError> {
     let bad = malformed("plain-trunc");
@@ -493,6 +522,9 @@ fn parse_plain_trunc(raw: &[u8]) -> Result<(Algo, Vec<u8>), HashError> {
         Some(n) if n == clear.len() => Some(n),
         _ => None,
     };
+    if clear.len() > MAX_PASSWORD_BYTES {
+        return Err(too_long("plain-trunc"));
+    }
     let digest = Sha256::digest(clear).to_vec();
     Ok((Algo::PlainTrunc(trunc), digest))
 }

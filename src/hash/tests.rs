@@ -122,6 +122,48 @@ fn unsupported_schemes_say_why() {
     }
 }
 
+#[test]
+fn passwords_past_the_cap_are_wrong() {
+    let at_cap = "x".repeat(MAX_PASSWORD_BYTES);
+    let over = "x".repeat(MAX_PASSWORD_BYTES + 1);
+    assert_eq!(MAX_PASSWORD_BYTES, 511);
+    let h = StoredHash::parse(&format!("{{PLAIN}}{at_cap}")).unwrap();
+    assert!(h.verify(at_cap.as_bytes()));
+    // A 512-byte password whose first 511 bytes are the stored text would match
+    // a cut at 511; it is refused before any comparison.
+    let cut = StoredHash::parse(&format!("{{PLAIN-TRUNC}}511-{at_cap}")).unwrap();
+    assert!(cut.verify(at_cap.as_bytes()));
+    assert!(!cut.verify(over.as_bytes()));
+    // A stored cleartext no accepted password could match is refused at load.
+    for stored in [format!("{{PLAIN}}{over}"), format!("{{PLAIN-TRUNC}}512-{over}")] {
+        assert!(matches!(StoredHash::parse(&stored), Err(HashError::Malformed { .. })));
+    }
+    let clear = StoredHash::parse("{PLAIN}tanstaaf").unwrap();
+    assert!(!clear.verify_apop(b"<1@host>", &[b'0'; 4096]), "an over-long answer");
+}
+
+/// `$6$` work grows with the password's length: 60 KB through 5000 rounds
+/// takes seconds. A bound on work done, not a timing test: the check returns
+/// at once.
+#[test]
+fn a_huge_password_costs_nothing() {
+    // openssl passwd -6 secret
+    let h = StoredHash::parse(
+        "$6$c15YFIA64/npnx8b$9PQPJnQcyZVacu3AZcl/KQseABEtQ1JQLJx4.GoLKbfI7jl1GYOopAue2EXRQS..5gJPGykiJeXp8xIRpkZKg.",
+    )
+    .unwrap();
+    assert!(h.verify(b"secret"));
+    let huge = vec![b'a'; 60 * 1024];
+    let start = std::time::Instant::now();
+    assert!(!h.verify(&huge));
+    assert!(!h.verify(&huge[..MAX_PASSWORD_BYTES + 1]));
+    assert!(
+        start.elapsed() < std::time::Duration::from_millis(50),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
 /// The default-cost memory-hard fixtures take seconds each in a debug build.
 #[test]
 #[ignore = "slow in debug builds; run with --release -- --ignored"]
