@@ -13,8 +13,9 @@ use sha1::{Digest as _, Sha1};
 
 use super::md4::md4;
 
-/// The highest sequence accepted: each step is one hash, so a million steps
-/// take about 0.3 s per login (RFC 2289 tools start at a few hundred).
+/// The highest sequence accepted: each step is one hash of 8 bytes (about
+/// 75 ns: 1024 steps take 75 µs), so a million steps take about 0.1 s per
+/// login. RFC 2289 tools start at a few hundred.
 const MAX_SEQUENCE: u32 = 1_000_000;
 
 /// The digest an OTP entry folds to 64 bits.
