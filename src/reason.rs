@@ -17,6 +17,9 @@ pub(crate) enum Reason {
     WrongPassword,
     /// The APOP / CRAM-MD5 digest matches no source.
     WrongDigest,
+    /// A password of more than [`crate::hash::MAX_PASSWORD_BYTES`] bytes, refused as wrong
+    /// without asking any source or hashing (libxcrypt refuses such passphrases too).
+    PasswordTooLong,
     /// No source knows the user.
     UnknownUser,
     /// The account carries Dovecot's `nologin`.
@@ -94,6 +97,7 @@ impl Reason {
             LocalRecipient => "local-recipient",
             WrongPassword => "wrong-password",
             WrongDigest => "wrong-digest",
+            PasswordTooLong => "password-too-long",
             UnknownUser => "unknown-user",
             Nologin => "nologin",
             NotAllowedFromNetwork => "not-allowed-from-network",

@@ -17,7 +17,7 @@ pub(crate) use log_line::log_decision;
 
 use crate::auth_http::{Accept, AuthRequest, Refusal, RefuseKind, Verdict, can_echo_password};
 use crate::config::Config;
-use crate::hash::StoredHash;
+use crate::hash::{MAX_PASSWORD_BYTES, StoredHash};
 use crate::login::{AuthMethod, MailProtocol};
 use crate::metrics::Metrics;
 use crate::policy::{Check, Policy, Recorded, Scope};
@@ -155,6 +155,12 @@ impl Authenticator {
     /// and any source could not answer, the answer is temporary: a source that is down must
     /// not look like a wrong password.
     async fn decide_plain(&self, req: &AuthRequest) -> Decision {
+        if req.pass.len() > MAX_PASSWORD_BYTES {
+            // No stored hash can match it; some schemes' cost grows with the password's
+            // length, so it is refused before any source or hash sees it, for known and
+            // unknown users alike.
+            return refuse(RefuseKind::InvalidCredentials, Reason::PasswordTooLong);
+        }
         let creds = Credentials {
             user: &req.user,
             pass: &req.pass,

@@ -202,6 +202,21 @@ async fn a_digest_without_a_sendable_cleartext_is_a_temporary_failure_for_imap_o
 }
 
 #[tokio::test]
+async fn a_password_of_512_bytes_or_more_is_wrong_without_hashing() {
+    let dir = tempfile::tempdir().unwrap();
+    // libxcrypt's limit: a passphrase of 512 bytes or more is refused. 511 still passes.
+    let long = "p".repeat(511);
+    let auth = authenticator(dir.path(), &format!("bob:{{PLAIN}}{long}\n"), "");
+    assert!(accepted_by(&auth.decide(&plain("bob", &long)).await).is_some());
+    for user in ["bob", "nobody"] {
+        let d = auth.decide(&plain(user, &format!("{long}p"))).await;
+        assert_eq!((d.result(), d.reason), ("invalid", Reason::PasswordTooLong));
+        assert_eq!(d.scheme, None, "nothing was hashed");
+        assert_eq!(wait(&d), Some(3));
+    }
+}
+
+#[tokio::test]
 async fn auth_wait_stops_at_the_attempt_cap() {
     let dir = tempfile::tempdir().unwrap();
     let auth = authenticator(dir.path(), "bob:{PLAIN}x\n", "");

@@ -1,7 +1,13 @@
 //! Plain and salted message digests as written by htpasswd (`{SHA}`),
-//! OpenLDAP and Dovecot: `{SHA}`, `{SSHA}`, `{SHA256}`, `{SSHA256}`,
-//! `{SHA512}`, `{SSHA512}`, `{PLAIN-MD5}`, `{LDAP-MD5}`, `{SMD5}`, and the
-//! Dovecot `.b64` / `.hex` encoding suffixes.
+//! OpenLDAP and Dovecot: `{SHA}`, `{SHA1}`, `{SSHA}`, `{SHA256}`, `{SSHA256}`,
+//! `{SHA512}`, `{SSHA512}`, `{PLAIN-MD4}`, `{PLAIN-MD5}`, `{LDAP-MD5}`,
+//! `{SMD5}`, and the encodings Dovecot reads them in.
+//!
+//! Encodings follow Dovecot's `password_decode`: an explicit `.b64`,
+//! `.base64` or `.hex` suffix is obeyed; without one, an unsalted digest is
+//! read as hex when its text is exactly twice the digest size (and as base64
+//! if that fails), otherwise as base64, whatever the scheme's default; a salted
+//! one is read as base64.
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -20,8 +26,6 @@ pub(super) const B64: GeneralPurpose = GeneralPurpose::new(
 /// How the bytes after a `{SCHEME}` prefix are written.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Encoding {
-    /// As is (`{PLAIN}`).
-    Raw,
     /// Base64.
     B64,
     /// Hexadecimal, either case.
@@ -32,7 +36,6 @@ impl Encoding {
     /// Decodes `text`; `None` if it is not valid in this encoding.
     pub(super) fn decode(self, text: &str) -> Option<Vec<u8>> {
         match self {
-            Encoding::Raw => Some(text.as_bytes().to_vec()),
             Encoding::B64 => B64.decode(text).ok(),
             Encoding::Hex => hex::decode(text).ok(),
         }
@@ -42,6 +45,8 @@ impl Encoding {
 /// A digest function.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Alg {
+    /// MD4 (16 bytes).
+    Md4,
     /// MD5 (16 bytes).
     Md5,
     /// SHA-1 (20 bytes).
@@ -56,7 +61,7 @@ impl Alg {
     /// Output length in bytes.
     pub(super) fn len(self) -> usize {
         match self {
-            Alg::Md5 => 16,
+            Alg::Md4 | Alg::Md5 => 16,
             Alg::Sha1 => 20,
             Alg::Sha256 => 32,
             Alg::Sha512 => 64,
@@ -73,6 +78,7 @@ impl Alg {
             d.finalize().to_vec()
         }
         match self {
+            Alg::Md4 => super::md4::md4(&zeroize::Zeroizing::new(parts.concat())).to_vec(),
             Alg::Md5 => run::<Md5>(parts),
             Alg::Sha1 => run::<Sha1>(parts),
             Alg::Sha256 => run::<Sha256>(parts),
@@ -91,43 +97,42 @@ pub(super) struct Salted {
 }
 
 impl Salted {
-    /// Looks up a Dovecot/LDAP digest scheme by its upper-case name: the
-    /// short name, the digest, whether it is salted and its default encoding.
-    pub(super) fn lookup(scheme: &str) -> Option<(&'static str, Alg, bool, Encoding)> {
-        use {Alg::*, Encoding::*};
+    /// Looks up a digest scheme by its upper-case name: the short name, the
+    /// digest and whether a salt follows the digest.
+    pub(super) fn lookup(scheme: &str) -> Option<(&'static str, Alg, bool)> {
+        use Alg::*;
         Some(match scheme {
-            "SHA" | "SHA1" => ("sha1", Sha1, false, B64),
-            "SSHA" => ("ssha", Sha1, true, B64),
-            "SHA256" => ("sha256", Sha256, false, B64),
-            "SSHA256" => ("ssha256", Sha256, true, B64),
-            "SHA512" => ("sha512", Sha512, false, B64),
-            "SSHA512" => ("ssha512", Sha512, true, B64),
-            "PLAIN-MD5" => ("md5", Md5, false, Hex),
-            "LDAP-MD5" => ("md5", Md5, false, B64),
-            "SMD5" => ("smd5", Md5, true, B64),
+            "SHA" | "SHA1" => ("sha1", Sha1, false),
+            "SSHA" => ("ssha", Sha1, true),
+            "SHA256" => ("sha256", Sha256, false),
+            "SSHA256" => ("ssha256", Sha256, true),
+            "SHA512" => ("sha512", Sha512, false),
+            "SSHA512" => ("ssha512", Sha512, true),
+            "PLAIN-MD4" => ("md4", Md4, false),
+            "PLAIN-MD5" | "LDAP-MD5" => ("md5", Md5, false),
+            "SMD5" => ("smd5", Md5, true),
             _ => return None,
         })
     }
 
-    /// Parses the text after the prefix; returns the scheme and the digest.
+    /// Parses the text after the prefix, in the encoding the suffix names
+    /// (`None`: none named); returns the scheme and the digest.
     pub(super) fn parse(
         name: &'static str,
         alg: Alg,
         salted: bool,
-        enc: Encoding,
-        explicit: bool,
+        enc: Option<Encoding>,
         text: &str,
     ) -> Result<(Self, Vec<u8>), String> {
-        // Dovecot also reads an unsalted digest in hex when the scheme's
-        // default is base64 and the length is exactly twice the digest size.
-        let enc = if !explicit && !salted && text.len() == 2 * alg.len() && hex::decode(text).is_ok() {
-            Encoding::Hex
-        } else {
-            enc
-        };
-        let raw = enc.decode(text).ok_or_else(|| format!("digest is not valid {enc:?}"))?;
         let n = alg.len();
-        if raw.len() < n || (!salted && raw.len() != n) {
+        let raw = if salted {
+            enc.unwrap_or(Encoding::B64).decode(text)
+        } else {
+            decode_fixed(text, n, enc)
+        };
+        let raw = raw.ok_or_else(|| format!("digest is not valid {:?}", enc.unwrap_or(Encoding::B64)))?;
+        // Dovecot wants at least one byte of salt ("SSHA password is too short").
+        if (salted && raw.len() <= n) || (!salted && raw.len() != n) {
             return Err(format!(
                 "digest is {} bytes, expected {n}{}",
                 raw.len(),
@@ -148,5 +153,16 @@ impl Salted {
     /// The digest of `pw` with this salt.
     pub(super) fn compute(&self, pw: &[u8]) -> Vec<u8> {
         self.alg.hash(&[pw, &self.salt])
+    }
+}
+
+/// Decodes a fixed-size value (`n` bytes) as Dovecot does: in the named
+/// encoding if there is one; otherwise hex when the text is `2n` long and
+/// hex-decodes, else base64.
+pub(super) fn decode_fixed(text: &str, n: usize, enc: Option<Encoding>) -> Option<Vec<u8>> {
+    match enc {
+        Some(enc) => enc.decode(text),
+        None if text.len() == 2 * n => Encoding::Hex.decode(text).or_else(|| Encoding::B64.decode(text)),
+        None => Encoding::B64.decode(text),
     }
 }

@@ -9,7 +9,7 @@ use super::digest::B64;
 
 /// The most PBKDF2 rounds accepted (600000, the current PHC advice for SHA-256, takes
 /// about 50 ms).
-const MAX_PBKDF2_ROUNDS: u32 = 10_000_000;
+pub(super) const MAX_PBKDF2_ROUNDS: u32 = 10_000_000;
 
 /// A parsed PHC-family hash, without its digest.
 #[derive(Clone)]

@@ -220,15 +220,14 @@ pub(super) fn parse_users_owned(text: Vec<u8>, path: &Path) -> (UserTable, Vec<L
         };
         let hash = match StoredHash::parse(stored) {
             Ok(hash) => hash,
-            Err(HashError::UnknownScheme(scheme)) => {
-                let message = if scheme.is_empty() || !stored.starts_with(['{', '$']) {
-                    "hash has no known scheme prefix (an unprefixed value is never taken as a \
-                     plaintext password); skipped"
-                        .to_owned()
-                } else {
-                    format!("unsupported password scheme {scheme}; user skipped")
-                };
-                problem(line_no, Severity::Warning, message);
+            Err(HashError::Unprefixed) => {
+                let message = "hash has no known scheme prefix (an unprefixed value is never taken as a \
+                               plaintext password); skipped";
+                problem(line_no, Severity::Warning, message.to_owned());
+                continue;
+            }
+            Err(e @ (HashError::UnknownScheme(_) | HashError::Unsupported { .. })) => {
+                problem(line_no, Severity::Warning, format!("{e}; user skipped"));
                 continue;
             }
             Err(e @ HashError::Malformed { .. }) => {
@@ -458,7 +457,7 @@ mod tests {
             "{shown:?}"
         );
         assert!(
-            text[1].starts_with("users.htpasswd:2: unsupported password scheme"),
+            text[1].starts_with("users.htpasswd:2: unknown scheme {NOPE}; user skipped"),
             "{text:?}"
         );
         assert_eq!(problems[2].severity, Severity::Error);
