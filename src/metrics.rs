@@ -68,6 +68,7 @@ pub(crate) struct Metrics {
     verify_seconds: HistogramFamily<SchemeLabels>,
     cache_hits: Counter,
     cache_misses: Counter,
+    verifications_shared: Counter,
     queue_depth: Gauge,
     pool_rejections: Counter,
     source_errors: Family<SourceErrorLabels, Counter>,
@@ -119,6 +120,12 @@ impl Metrics {
             "cache_misses",
             "Logins the verification cache could not answer",
             cache_misses.clone(),
+        );
+        let verifications_shared = Counter::default();
+        registry.register(
+            "verifications_shared",
+            "Logins answered by an identical login's verification that was already running",
+            verifications_shared.clone(),
         );
         let queue_depth = Gauge::default();
         registry.register(
@@ -181,6 +188,7 @@ impl Metrics {
             verify_seconds,
             cache_hits,
             cache_misses,
+            verifications_shared,
             queue_depth,
             pool_rejections,
             source_errors,
@@ -219,6 +227,11 @@ impl Metrics {
     /// A login the verification cache could not answer.
     pub(crate) fn cache_miss(&self) {
         self.cache_misses.inc();
+    }
+
+    /// A login answered by an identical login's verification instead of hashing.
+    pub(crate) fn verification_shared(&self) {
+        self.verifications_shared.inc();
     }
 
     /// The verification queue now holds `depth` jobs.

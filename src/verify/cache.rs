@@ -39,6 +39,39 @@ pub(crate) enum Lookup {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct LoginKey([u8; 32]);
 
+/// Computes [`LoginKey`]s with a random per-process key. Shared by the cache and the
+/// single-flight table, so one login has one key in both.
+#[derive(Clone)]
+pub(crate) struct Keyer(Arc<Zeroizing<[u8; 32]>>);
+
+impl fmt::Debug for Keyer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Keyer(<redacted>)")
+    }
+}
+
+impl Keyer {
+    /// A keyer with a new random key.
+    pub(crate) fn new() -> Keyer {
+        Keyer(Arc::new(Zeroizing::new(rand::random())))
+    }
+
+    /// The key for `password` of `user` in `scope` (a source name) against a stored hash
+    /// with `fingerprint`.
+    pub(crate) fn key(&self, scope: &[u8], user: &[u8], password: &[u8], fingerprint: &[u8; 32]) -> LoginKey {
+        // The key has the right length for HMAC-SHA256, so this cannot fail.
+        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(self.0.as_slice()) else {
+            unreachable!("a 32-byte HMAC key is always accepted")
+        };
+        for field in [scope, user, password] {
+            mac.update(&(field.len() as u64).to_le_bytes());
+            mac.update(field);
+        }
+        mac.update(fingerprint);
+        LoginKey(mac.finalize().into_bytes().into())
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     right: bool,
@@ -48,7 +81,7 @@ struct Entry {
 /// The verified-login cache. Cheap to clone (shared state).
 #[derive(Clone)]
 pub(crate) struct LoginCache {
-    mac_key: Arc<Zeroizing<[u8; 32]>>,
+    keyer: Keyer,
     entries: moka::sync::Cache<LoginKey, Entry>,
     settings: CacheSettings,
     clock: Arc<dyn Clock>,
@@ -81,26 +114,23 @@ impl LoginCache {
             .time_to_live(longest)
             .build();
         Some(LoginCache {
-            mac_key: Arc::new(Zeroizing::new(rand::random())),
+            keyer: Keyer::new(),
             entries,
             settings,
             clock,
         })
     }
 
+    /// The keyer of this cache's keys.
+    pub(crate) fn keyer(&self) -> &Keyer {
+        &self.keyer
+    }
+
     /// The key for `password` of `user` in `scope` (a source name) against a stored hash
     /// with `fingerprint`.
+    #[cfg(test)]
     pub(crate) fn key(&self, scope: &[u8], user: &[u8], password: &[u8], fingerprint: &[u8; 32]) -> LoginKey {
-        // The key has the right length for HMAC-SHA256, so this cannot fail.
-        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(self.mac_key.as_slice()) else {
-            unreachable!("a 32-byte HMAC key is always accepted")
-        };
-        for field in [scope, user, password] {
-            mac.update(&(field.len() as u64).to_le_bytes());
-            mac.update(field);
-        }
-        mac.update(fingerprint);
-        LoginKey(mac.finalize().into_bytes().into())
+        self.keyer.key(scope, user, password, fingerprint)
     }
 
     /// What is known about `key` now.

@@ -4,7 +4,10 @@
 //! it knows hashes, not users files or nginx.
 
 mod cache;
+mod flight;
 mod pool;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -15,7 +18,8 @@ pub(crate) use pool::{PoolError, VerifyPool};
 
 use crate::hash::{StoredHash, Weight};
 use crate::metrics::Metrics;
-use cache::Lookup;
+use cache::{Keyer, Lookup};
+use flight::Flights;
 
 /// The outcome of a password check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,23 +30,33 @@ pub(crate) struct Verified {
     pub cached: bool,
 }
 
-/// The verification pool with the verified-login cache in front of it.
+/// The verification pool with the verified-login cache and the single-flight table in
+/// front of it.
 #[derive(Debug, Clone)]
 pub(crate) struct Verifier {
     pool: VerifyPool,
     cache: Option<LoginCache>,
+    keyer: Keyer,
+    flights: Arc<Flights<Result<bool, PoolError>>>,
     metrics: Arc<Metrics>,
 }
 
 impl Verifier {
     /// Verifies on `pool`, through `cache` when it is on (`None`: no cache).
     pub(crate) fn new(pool: VerifyPool, cache: Option<LoginCache>, metrics: Arc<Metrics>) -> Verifier {
-        Verifier { pool, cache, metrics }
+        let keyer = cache.as_ref().map_or_else(Keyer::new, |c| c.keyer().clone());
+        Verifier {
+            pool,
+            cache,
+            keyer,
+            flights: Arc::new(Flights::default()),
+            metrics,
+        }
     }
 
-    /// Checks `password` of `user` in `scope` (a source name) against `hash`, through the
-    /// verified-login cache when it is on. Cheap schemes skip the cache: hashing them costs
-    /// less than the cache key.
+    /// Checks `password` of `user` in `scope` (a source name) against `hash`: from the
+    /// verified-login cache when it is on, else by hashing, once for every identical login
+    /// in progress. Cheap schemes skip both: hashing them costs less than the key.
     pub(crate) async fn verify_login(
         &self,
         scope: &[u8],
@@ -50,10 +64,14 @@ impl Verifier {
         password: &Zeroizing<Vec<u8>>,
         hash: &Arc<StoredHash>,
     ) -> Result<Verified, PoolError> {
-        let cache = self.cache.as_ref().filter(|_| hash.weight() != Weight::Cheap);
-        let key = cache.map(|c| c.key(scope, user, password, &hash.fingerprint()));
-        if let (Some(cache), Some(key)) = (cache, &key) {
-            let right = match cache.lookup(key) {
+        if hash.weight() == Weight::Cheap {
+            let pass = password.clone();
+            let right = self.pool.run(hash.clone(), move |h| h.verify(&pass)).await?;
+            return Ok(Verified { right, cached: false });
+        }
+        let key = self.keyer.key(scope, user, password, &hash.fingerprint());
+        if let Some(cache) = &self.cache {
+            let right = match cache.lookup(&key) {
                 Lookup::Right => Some(true),
                 Lookup::Wrong => Some(false),
                 Lookup::Miss => None,
@@ -64,11 +82,28 @@ impl Verifier {
             }
             self.metrics.cache_miss();
         }
-        let pass = password.clone();
-        let right = self.pool.run(hash.clone(), move |h| h.verify(&pass)).await?;
-        if let (Some(cache), Some(key)) = (cache, key) {
-            cache.remember(key, right);
+        let (right, shared) = self
+            .flights
+            .run(key, || {
+                let pass = password.clone();
+                let hash = hash.clone();
+                let pool = self.pool.clone();
+                let cache = self.cache.clone();
+                async move {
+                    let right = pool.run(hash, move |h| h.verify(&pass)).await;
+                    if let (Some(cache), Ok(right)) = (cache, right) {
+                        cache.remember(key, right);
+                    }
+                    right
+                }
+            })
+            .await;
+        if shared {
+            self.metrics.verification_shared();
         }
-        Ok(Verified { right, cached: false })
+        Ok(Verified {
+            right: right?,
+            cached: false,
+        })
     }
 }

@@ -780,3 +780,35 @@ fn a_full_verification_pool_is_counted_exactly() {
         overloaded as f64
     );
 }
+
+#[test]
+fn sixteen_identical_cold_logins_cost_one_verification() {
+    // A phone reconnecting several IMAP folders at once: sixteen identical logins arrive
+    // together, the first hashes (bcrypt cost 12: a few hundred ms), the others wait for it.
+    let dir = temp_dir();
+    let hash = bcrypt::hash("folders", 12).expect("bcrypt");
+    std::fs::write(dir.path().join("users.htpasswd"), format!("dana:{hash}\n")).expect("users");
+    let daemon = Daemon::start_in(dir, &ops_config("[policy]\nenabled = false"));
+    let replies: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| {
+                let daemon = &daemon;
+                scope.spawn(move || daemon.auth_status("imap", "dana", "folders", "192.0.2.16"))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("login thread")).collect()
+    });
+    assert!(replies.iter().all(|r| r == "OK"), "{replies:?}");
+    let m = scrape(&daemon);
+    let hashed = value(&m, r#"mailauthd_hash_verify_duration_seconds_count{scheme="bcrypt"}"#);
+    let shared = value(&m, "mailauthd_verifications_shared_total");
+    let cached = value(&m, "mailauthd_cache_hits_total");
+    // Every login is answered once: by its own hash, by the one in flight, or (if it came
+    // after the first finished) from the cache.
+    assert_eq!(
+        hashed + shared + cached,
+        16.0,
+        "hashed {hashed} shared {shared} cached {cached}"
+    );
+    assert_eq!(hashed, 1.0, "shared {shared} cached {cached}");
+}
