@@ -91,6 +91,7 @@ pub(crate) fn assemble(config: Arc<Config>) -> Authenticator {
         metrics,
         policy,
         verifier,
+        secret_logged: Default::default(),
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::auth_http::{self, MAX_REQUEST_BYTES, ProtocolError, Refusal, RefuseKind, Verdict};
-use crate::decide::{Authenticator, Decision, log_decision};
+use crate::decide::{Authenticator, Decision, log_decision, use_real_client};
 use crate::login::MailProtocol;
 use crate::reason::Reason;
 
@@ -156,7 +156,8 @@ async fn serve_connection(mut stream: Box<dyn Stream>, auth: &Authenticator, rea
     let mut buf = Vec::with_capacity(8192);
     let reply = match read_header_block(stream.as_mut(), &mut buf, deadline).await {
         Ok(len) => match auth_http::parse_request(&buf[..len]) {
-            Ok(req) => {
+            Ok(mut req) => {
+                use_real_client(&auth.config, &mut req);
                 // The decision shares the request's deadline: a login stuck behind a full
                 // pool or a slow upstream gets a temporary failure instead of no answer.
                 let decision = match tokio::time::timeout_at(deadline, auth.decide(&req)).await {
