@@ -16,6 +16,8 @@ pub struct Options {
     pub imap: String,
     pub pop3: String,
     pub smtp: String,
+    /// Config text appended after the `[[source]]` (more sections).
+    pub extra: String,
 }
 
 pub struct Mailauthd {
@@ -61,13 +63,14 @@ smtp = "{smtp}"
 [[source]]
 kind = "htpasswd"
 path = "{users_rel}"
-"#,
+{extra}"#,
             reload = o.reload_interval,
             wait = o.wait,
             max = o.max_attempts,
             imap = o.imap,
             pop3 = o.pop3,
             smtp = o.smtp,
+            extra = o.extra,
         );
         let config_path = dir.join("mailauthd.toml");
         std::fs::write(&config_path, config).expect("write mailauthd.toml");
