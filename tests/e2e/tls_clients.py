@@ -102,6 +102,24 @@ def smtp(spec):
     return {"ok": True, "text": answer, "tls": tls, "after": "%d %s" % (after[0], text(after[1]))}
 
 
+def mx(spec):
+    """An inbound MX session from spec["source"]: MAIL FROM, RCPT TO, and DATA if accepted."""
+    c = smtplib.SMTP(timeout=TIMEOUT, source_address=(spec["source"], 0))
+    c.connect("127.0.0.1", spec["port"])
+    c.ehlo("client.test")
+    c.mail(spec["mail_from"])
+    code, msg = c.rcpt(spec["rcpt_to"])
+    out = {"ok": code == 250, "text": "%d %s" % (code, text(msg)), "tls": None, "after": None}
+    if code == 250:
+        code, msg = c.data(spec["body"])
+        out["after"] = "%d %s" % (code, text(msg))
+    try:
+        c.quit()
+    except smtplib.SMTPServerDisconnected:
+        pass
+    return out
+
+
 def main():
     spec = json.loads(sys.argv[1])
     proto = spec["proto"]
@@ -112,6 +130,8 @@ def main():
             out = pop3(spec)
         elif proto == "smtp":
             out = smtp(spec)
+        elif proto == "mx":
+            out = mx(spec)
         else:
             raise ValueError("unknown proto " + proto)
     except (OSError, EOFError, smtplib.SMTPException, imaplib.IMAP4.abort) as e:
