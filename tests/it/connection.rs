@@ -54,3 +54,80 @@ fn the_shared_secret_is_checked_logged_once_per_address_and_counted() {
     let refused = log.lines().filter(|l| l.contains("reason=\"bad-secret\"")).count();
     assert_eq!(refused, 7, "{log}");
 }
+
+/// Requests captured from Debian's nginx 1.22.1 (1.22.1-9+deb12u11) with
+/// `ssl_verify_client optional_no_ca`, `auth_http_header X-Auth-Key "e2e-shared-secret-0123"`,
+/// `imap_auth plain login external` and `smtp_auth plain login external`, a CA and client
+/// certificates made with `openssl req`/`openssl x509 -req` (EC P-256), and Python's ssl
+/// clients: IMAPS `AUTHENTICATE EXTERNAL` with a certificate from the CA
+/// (`/O=Example/CN=alice@example.org`, serial 4097; `openssl x509 -noout -fingerprint -sha1`
+/// gives `96:A2:89:B9:7E:E5:14:3A:FB:05:C3:D3:4B:22:A2:12:EF:26:60:3B`), with a self-signed
+/// one, without one; IMAP LOGIN before and after STARTTLS; SMTP `AUTH EXTERNAL` after
+/// STARTTLS.
+mod captured {
+    pub const EXTERNAL_GOOD: &[u8] = b"GET /auth HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: external\r\nAuth-User: alice@example.org\r\nAuth-Pass: \r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\nClient-IP: 127.0.0.1\r\nAuth-SSL: on\r\nAuth-SSL-Protocol: TLSv1.2\r\nAuth-SSL-Cipher: ECDHE-ECDSA-AES256-GCM-SHA384\r\nAuth-SSL-Verify: SUCCESS\r\nAuth-SSL-Subject: CN=alice@example.org,O=Example\r\nAuth-SSL-Issuer: CN=mailauthd e2e CA\r\nAuth-SSL-Serial: 1001\r\nAuth-SSL-Fingerprint: 96a289b97ee5143afb05c3d34b22a212ef26603b\r\nX-Auth-Key: e2e-shared-secret-0123\r\n\r\n";
+    pub const EXTERNAL_SELF_SIGNED: &[u8] = b"GET /auth HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: external\r\nAuth-User: alice@example.org\r\nAuth-Pass: \r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\nClient-IP: 127.0.0.1\r\nAuth-SSL: on\r\nAuth-SSL-Protocol: TLSv1.2\r\nAuth-SSL-Cipher: ECDHE-ECDSA-AES256-GCM-SHA384\r\nAuth-SSL-Verify: FAILED:self-signed certificate\r\nAuth-SSL-Subject: CN=alice@example.org\r\nAuth-SSL-Issuer: CN=alice@example.org\r\nAuth-SSL-Serial: 3CFF729282E27278717A1E76C2894387668803FC\r\nAuth-SSL-Fingerprint: 98c7db07414f2bee33728da728b9463b281d5bc0\r\nX-Auth-Key: e2e-shared-secret-0123\r\n\r\n";
+    pub const EXTERNAL_NO_CERT: &[u8] = b"GET /auth HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: external\r\nAuth-User: alice@example.org\r\nAuth-Pass: \r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\nClient-IP: 127.0.0.1\r\nAuth-SSL: on\r\nAuth-SSL-Protocol: TLSv1.2\r\nAuth-SSL-Cipher: ECDHE-ECDSA-AES256-GCM-SHA384\r\nAuth-SSL-Verify: NONE\r\nX-Auth-Key: e2e-shared-secret-0123\r\n\r\n";
+    pub const LOGIN_CLEARTEXT: &[u8] = b"GET /auth HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: plain\r\nAuth-User: alice@example.org\r\nAuth-Pass: pw\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\nClient-IP: 127.0.0.1\r\nX-Auth-Key: e2e-shared-secret-0123\r\n\r\n";
+    pub const LOGIN_AFTER_STARTTLS: &[u8] = b"GET /auth HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: plain\r\nAuth-User: alice@example.org\r\nAuth-Pass: pw\r\nAuth-Protocol: imap\r\nAuth-Login-Attempt: 1\r\nClient-IP: 127.0.0.1\r\nAuth-SSL: on\r\nAuth-SSL-Protocol: TLSv1.2\r\nAuth-SSL-Cipher: ECDHE-ECDSA-AES256-GCM-SHA384\r\nAuth-SSL-Verify: NONE\r\nX-Auth-Key: e2e-shared-secret-0123\r\n\r\n";
+    pub const SMTP_EXTERNAL: &[u8] = b"GET /auth HTTP/1.0\r\nHost: 127.0.0.1\r\nAuth-Method: external\r\nAuth-User: alice@example.org\r\nAuth-Pass: \r\nAuth-Protocol: smtp\r\nAuth-Login-Attempt: 1\r\nClient-IP: 127.0.0.1\r\nClient-Host: [UNAVAILABLE]\r\nAuth-SSL: on\r\nAuth-SSL-Protocol: TLSv1.2\r\nAuth-SSL-Cipher: ECDHE-ECDSA-AES256-GCM-SHA384\r\nAuth-SSL-Verify: SUCCESS\r\nAuth-SSL-Subject: CN=alice@example.org,O=Example\r\nAuth-SSL-Issuer: CN=mailauthd e2e CA\r\nAuth-SSL-Serial: 1001\r\nAuth-SSL-Fingerprint: 96a289b97ee5143afb05c3d34b22a212ef26603b\r\nX-Auth-Key: e2e-shared-secret-0123\r\n\r\n";
+}
+
+/// A daemon for the captured requests: their secret, TLS required, EXTERNAL by `by`.
+fn captured_daemon(by: &str, users: &str) -> Daemon {
+    let config = format!(
+        "[nginx]\nsecret_header = \"X-Auth-Key\"\nsecret = \"e2e-shared-secret-0123\"\n\
+         [tls]\nrequired_for = [\"imap\", \"smtp\"]\nmin_protocol = \"TLSv1.2\"\n\
+         [external]\ncertificate_user = \"{by}\"\n[policy]\nenabled = false\n\
+         [route]\nimap = \"127.0.0.1:1143\"\nsmtp = \"127.0.0.1:1025\"\n\
+         [[source]]\nkind = \"htpasswd\"\npath = \"users.htpasswd\"\n"
+    );
+    Daemon::start(&config, users)
+}
+
+#[test]
+fn captured_nginx_tls_requests_by_subject_cn() {
+    let daemon = captured_daemon("subject-cn", "alice@example.org:{PLAIN}pw\n");
+    let reply = daemon.ask_text(captured::EXTERNAL_GOOD);
+    assert_eq!(
+        reply,
+        "HTTP/1.0 200 OK\r\nAuth-Status: OK\r\nAuth-Server: 127.0.0.1\r\nAuth-Port: 1143\r\nAuth-Pass: pw\r\n\r\n"
+    );
+    // SMTP too gets the cleartext, for `proxy_smtp_auth on` (protocol.md §7 point 6).
+    let reply = daemon.ask_text(captured::SMTP_EXTERNAL);
+    assert_eq!(
+        reply,
+        "HTTP/1.0 200 OK\r\nAuth-Status: OK\r\nAuth-Server: 127.0.0.1\r\nAuth-Port: 1025\r\nAuth-Pass: pw\r\n\r\n"
+    );
+    for refused in [captured::EXTERNAL_SELF_SIGNED, captured::EXTERNAL_NO_CERT] {
+        let reply = daemon.ask_text(refused);
+        assert!(
+            reply.contains("Auth-Status: [AUTHENTICATIONFAILED] Invalid login or password\r\n"),
+            "{reply}"
+        );
+    }
+    let reply = daemon.ask_text(captured::LOGIN_CLEARTEXT);
+    assert_eq!(
+        reply,
+        "HTTP/1.0 200 OK\r\nAuth-Status: [PRIVACYREQUIRED] Use TLS (STARTTLS) for a cleartext login\r\n\r\n"
+    );
+    let reply = daemon.ask_text(captured::LOGIN_AFTER_STARTTLS);
+    assert!(reply.contains("Auth-Status: OK\r\n"), "{reply}");
+    let log = daemon.log();
+    assert_eq!(log.matches("reason=\"certificate-not-verified\"").count(), 2, "{log}");
+}
+
+#[test]
+fn captured_nginx_tls_requests_by_fingerprint() {
+    // The field as `openssl x509 -noout -fingerprint -sha1` prints it.
+    let users = "alice@example.org:{PLAIN}pw:::::: cert_fingerprint=96:A2:89:B9:7E:E5:14:3A:FB:05:C3:D3:4B:22:A2:12:EF:26:60:3B\n";
+    let daemon = captured_daemon("fingerprint", users);
+    assert!(daemon.ask_text(captured::EXTERNAL_GOOD).contains("Auth-Status: OK\r\n"));
+    // Another certificate with the same name is not the one on file.
+    let mut forged = captured::EXTERNAL_GOOD.to_vec();
+    let at = forged.windows(4).position(|w| w == b"96a2").unwrap();
+    forged[at..at + 4].copy_from_slice(b"96a3");
+    let reply = daemon.ask_text(&forged);
+    assert!(reply.contains("[AUTHENTICATIONFAILED]"), "{reply}");
+    assert!(daemon.log().contains("reason=\"certificate-mismatch\""));
+}
