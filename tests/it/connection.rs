@@ -131,3 +131,78 @@ fn captured_nginx_tls_requests_by_fingerprint() {
     assert!(reply.contains("[AUTHENTICATIONFAILED]"), "{reply}");
     assert!(daemon.log().contains("reason=\"certificate-mismatch\""));
 }
+
+/// Runs `mailauthd args` (through the shared spawn helper) with `stdin`: exit code and stdout+stderr.
+fn cli(args: &[&str], stdin: &[u8]) -> (i32, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(crate::common::bin());
+    cmd.args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = crate::common::spawn::spawn(cmd).expect("run mailauthd");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn the_test_command_and_check_config_know_the_connection_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users"), "alice:{PLAIN}a1\n").unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[nginx]\nsecret_header = \"X-Auth-Key\"\nsecret = \"0123456789abcdef-key\"\n\
+         [tls]\nrequired_for = [\"imap\"]\n[smtp]\nlocal_domains = [\"example.org\"]\n\
+         reverse_dns = \"require\"\nrelay_refusal_wait = \"2s\"\n\
+         [[source]]\nkind = \"htpasswd\"\npath = \"users\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    // `mailauthd test` is not nginx: no secret is asked for; TLS is what --tls says.
+    let (code, out) = cli(&["test", "--config", config, "--user", "alice"], b"a1\n");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("[PRIVACYREQUIRED]") && out.contains("reason: tls-required"),
+        "{out}"
+    );
+    let (code, out) = cli(&["test", "--config", config, "--user", "alice", "--tls"], b"a1\n");
+    assert_eq!(code, 0, "{out}");
+    let mx = [
+        "test",
+        "--config",
+        config,
+        "--user",
+        "",
+        "--protocol",
+        "smtp",
+        "--method",
+        "none",
+        "--smtp-to",
+        "RCPT TO:<a@example.org>",
+        "--client-host",
+        "[TEMPUNAVAIL]",
+    ];
+    let (code, out) = cli(&mx, b"");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("Auth-Error-Code: 450 4.7.25\r\n"), "{out}");
+    // check-config accepts it, and says which nginx makes relay_refusal_wait safe.
+    let (code, out) = cli(&["check-config", "--config", config], b"");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning: smtp.relay_refusal_wait") && out.contains("1.29.1") && out.contains("CVE-2025-53859"),
+        "{out}"
+    );
+}
