@@ -61,21 +61,31 @@ impl Authenticator {
             return None;
         }
         self.metrics.bad_secret();
-        let client = req.client.map(|c| c.to_string()).unwrap_or_default();
-        if self.secret_logged.first(&client) {
-            let why = if sent.is_some() {
-                "a wrong value"
-            } else {
-                "no value (or a repeated header)"
-            };
-            tracing::warn!(
-                target: "mailauthd::auth",
-                client_ip = client.as_str(),
-                header = secret.header.as_str(),
-                "request refused: the shared secret header has {why}; it is not from the configured nginx (logged once per address)"
-            );
-        }
         Some(Decision::temporary(Reason::BadSecret))
+    }
+
+    /// Logs a request refused for its shared secret, once per connecting address (`peer`,
+    /// the TCP peer: a sender that is not nginx chooses its `Client-IP`).
+    pub(crate) fn report_bad_secret(&self, peer: &str, req: &AuthRequest) {
+        let Some(secret) = self.config.nginx_secret.as_ref() else {
+            return;
+        };
+        if !self.secret_logged.first(peer) {
+            return;
+        }
+        let why = if req.extra_header(&secret.header).is_some() {
+            "a wrong value"
+        } else {
+            "no value (or a repeated header)"
+        };
+        let client = req.client.map(|c| c.to_string()).unwrap_or_default();
+        tracing::warn!(
+            target: "mailauthd::auth",
+            peer,
+            client_ip = client.as_str(),
+            header = secret.header.as_str(),
+            "request refused: the shared secret header has {why}; it is not from the configured nginx (logged once per connecting address)"
+        );
     }
 
     /// The `[listener.NAME]` the request names in `X-Mail-Listener`, if one is configured.

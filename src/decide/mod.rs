@@ -48,7 +48,7 @@ impl Decision {
     }
 
     /// The result as logs and metrics name it: `ok`, `invalid`, `tempfail`, `banned`,
-    /// `relay-denied` or `bad-request`.
+    /// `relay-denied`, `tls-required` or `bad-request`.
     pub(crate) fn result(&self) -> &'static str {
         match &self.verdict {
             Verdict::Accept(_) => "ok",
