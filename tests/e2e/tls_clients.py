@@ -40,8 +40,24 @@ def text(v):
     return str(v)
 
 
+class ProxiedImap(imaplib.IMAP4):
+    """IMAP behind a PROXY-protocol balancer: the v1 header (haproxy's proxy-protocol.txt
+    section 2.1) names spec["proxy_from"] as the client."""
+
+    def __init__(self, port, proxy_from):
+        self.proxy_from = proxy_from
+        super().__init__("127.0.0.1", port, timeout=TIMEOUT)
+
+    def _create_socket(self, timeout):
+        sock = super()._create_socket(timeout)
+        sock.sendall(("PROXY TCP4 %s 127.0.0.1 40000 %d\r\n" % (self.proxy_from, self.port)).encode("ascii"))
+        return sock
+
+
 def imap(spec):
-    if spec["proto"] == "imaps":
+    if spec.get("proxy_from"):
+        c = ProxiedImap(spec["port"], spec["proxy_from"])
+    elif spec["proto"] == "imaps":
         c = imaplib.IMAP4_SSL("127.0.0.1", spec["port"], ssl_context=context(spec), timeout=TIMEOUT)
     else:
         c = imaplib.IMAP4("127.0.0.1", spec["port"], timeout=TIMEOUT)
