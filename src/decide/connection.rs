@@ -152,8 +152,7 @@ impl Authenticator {
             return refuse(RefuseKind::InvalidCredentials, Reason::CertificateMismatch);
         };
         let mut temporary = None;
-        for &i in sources {
-            let source = &self.sources[i];
+        for source in sources.iter().filter_map(|&i| self.sources.get(i)) {
             match source.lookup_for_external(&user, req.client_ip()) {
                 ExternalAnswer::Found {
                     cleartext,

@@ -97,7 +97,7 @@ impl Authenticator {
         };
         let sources: Vec<usize> = sources
             .into_iter()
-            .filter(|&i| self.sources[i].serves(req.protocol))
+            .filter(|&i| self.sources.get(i).is_some_and(|s| s.serves(req.protocol)))
             .collect();
         // An EXTERNAL refused for its certificate counts like a wrong password.
         let external = req.method == AuthMethod::External && self.config.external.is_some();
@@ -147,7 +147,8 @@ impl Authenticator {
     /// `Auth-Wait` for a refused login: the one place it is decided. nginx keeps the
     /// session only for `plain` logins below `[auth] max_attempts` (protocol.md §2.4; never
     /// for apop/cram-md5, CVE-2026-27651). A counted failure escalates the wait, one that
-    /// reached a ban ends the session; a ban or a malformed request never waits.
+    /// reached a ban ends the session; a ban or a malformed request never waits. An inbound
+    /// MX's refused `RCPT` waits only with `[smtp] relay_refusal_wait`.
     fn auth_wait(&self, req: &AuthRequest, kind: RefuseKind, recorded: Option<&Recorded>) -> Option<u32> {
         let auth = &self.config.auth;
         if req.method == AuthMethod::None {
@@ -205,7 +206,7 @@ impl Authenticator {
         let mut rejected = None;
         let mut scheme = None;
         let mut dummy: Option<Arc<StoredHash>> = None;
-        for source in sources.iter().map(|&i| &self.sources[i]) {
+        for source in sources.iter().filter_map(|&i| self.sources.get(i)) {
             match source.check_plain(&creds, &self.verifier).await {
                 PlainAnswer::Accepted { backend, scheme } => {
                     return Decision {
@@ -276,7 +277,7 @@ impl Authenticator {
             client_ip: req.client_ip(),
         };
         let mut temporary = None;
-        for source in sources.iter().map(|&i| &self.sources[i]) {
+        for source in sources.iter().filter_map(|&i| self.sources.get(i)) {
             match source.check_digest(&creds) {
                 DigestAnswer::Accepted { cleartext, scheme } => {
                     let pass = cleartext.filter(|c| can_echo_password(c));
