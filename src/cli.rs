@@ -84,6 +84,9 @@ pub enum Command {
         /// TLS private key (PEM).
         #[arg(long, default_value = "/etc/ssl/private/ssl-cert-snakeoil.key")]
         tls_key: PathBuf,
+        /// The CA (PEM) that signs client certificates, for `[external]` (SASL EXTERNAL).
+        #[arg(long)]
+        tls_client_ca: Option<PathBuf>,
     },
     /// Print the man page (roff) on stdout.
     #[command(hide = true)]
@@ -145,12 +148,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             server_name,
             tls_cert,
             tls_key,
+            tls_client_ca,
         } => {
             let config = load_config(config.as_ref())?;
             let opts = crate::nginx_config::NginxOptions {
                 server_name,
                 tls_cert,
                 tls_key,
+                tls_client_ca,
             };
             write_stdout(crate::nginx_config::render(&config, &opts).as_bytes())
         }

@@ -91,6 +91,7 @@ pub(crate) fn assemble(config: Arc<Config>) -> Authenticator {
         metrics,
         policy,
         verifier,
+        secret_logged: Default::default(),
     }
 }
 
@@ -118,9 +119,10 @@ pub(crate) fn reload_sources(auth: &Authenticator, force: bool) -> bool {
 
 /// Decides one login as `serve` would, with the sources loaded once: `mailauthd test`. A
 /// test login must not write to the live brute-force state (a shared Redis), nor be refused
-/// by it, so the policy is off.
+/// by it, so the policy is off; it is not nginx either, so no shared secret is asked for.
 pub(crate) async fn decide_once(mut config: Config, req: &AuthRequest) -> Decision {
     config.policy.enabled = false;
+    config.nginx_secret = None;
     let auth = assemble(Arc::new(config));
     reload_sources(&auth, true);
     auth.decide(req).await

@@ -77,6 +77,7 @@ pub(crate) struct Metrics {
     last_reload: Gauge<f64, AtomicU64>,
     source_broken_lines: Family<SourceLabels, Gauge>,
     upstream_resends: Family<SourceLabels, Counter>,
+    bad_secret: Counter,
 }
 
 impl Default for Metrics {
@@ -176,6 +177,12 @@ impl Metrics {
             "Questions sent again on a fresh connection because the upstream closed a kept-alive one before answering",
             upstream_resends.clone(),
         );
+        let bad_secret = Counter::default();
+        registry.register(
+            "bad_secret_requests",
+            "Requests refused because the [nginx] shared secret was missing or wrong",
+            bad_secret.clone(),
+        );
         registry.register(
             "build",
             "The running version",
@@ -197,6 +204,7 @@ impl Metrics {
             last_reload,
             source_broken_lines,
             upstream_resends,
+            bad_secret,
         }
     }
 
@@ -311,6 +319,11 @@ impl Metrics {
                 source: source.to_owned(),
             })
             .inc();
+    }
+
+    /// A request came without the `[nginx]` shared secret, or with another one.
+    pub(crate) fn bad_secret(&self) {
+        self.bad_secret.inc();
     }
 
     /// The metrics as OpenMetrics text ([`CONTENT_TYPE`]).

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 
-use crate::config::{Config, ListenAddr};
+use crate::config::{Config, LISTENER_HEADER, ListenAddr, TlsVersion};
 
 /// What the configuration file does not say about nginx's side.
 #[derive(Debug, Clone)]
@@ -17,6 +17,8 @@ pub(crate) struct NginxOptions {
     pub tls_cert: PathBuf,
     /// PEM private key for TLS.
     pub tls_key: PathBuf,
+    /// The CA that signs client certificates (`[external]`).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for NginxOptions {
@@ -26,6 +28,7 @@ impl Default for NginxOptions {
             server_name: None,
             tls_cert: PathBuf::from("/etc/ssl/certs/ssl-cert-snakeoil.pem"),
             tls_key: PathBuf::from("/etc/ssl/private/ssl-cert-snakeoil.key"),
+            tls_client_ca: None,
         }
     }
 }
@@ -102,83 +105,130 @@ pub(crate) fn render(config: &Config, opts: &NginxOptions) -> String {
     line("    # Ask mailauthd about every login (one HTTP request per attempt).");
     line(&format!("    auth_http {};", auth_http_url(&config.listen)));
     line("    auth_http_timeout 15s;");
+    let secret_line = config
+        .nginx_secret
+        .as_ref()
+        .map(|s| format!("auth_http_header {} \"{}\";", s.header, s.value.expose()));
+    if let Some(secret_line) = &secret_line {
+        line("    # The [nginx] shared secret: mailauthd refuses requests without it. Keep this");
+        line("    # file as private as mailauthd's config (chmod 0600). A server {} that adds an");
+        line("    # auth_http_header of its own must repeat this line (nginx does not merge them).");
+        line(&format!("    {secret_line}"));
+    }
     line("    # Show the client the SMTP backend's own error texts.");
     line("    proxy_pass_error_message on;");
     line("");
     line("    # TLS for every server below; replace with the certificate of the mail host.");
     line(&format!("    ssl_certificate     {};", opts.tls_cert.display()));
     line(&format!("    ssl_certificate_key {};", opts.tls_key.display()));
-    line("    ssl_protocols TLSv1.2 TLSv1.3;");
+    let protocols = match config.tls.min_protocol {
+        Some(TlsVersion::Tls13) => "TLSv1.3",
+        _ => "TLSv1.2 TLSv1.3",
+    };
+    line(&format!("    ssl_protocols {protocols};"));
     line("    ssl_session_cache shared:MAIL:10m;");
     line("    ssl_session_timeout 1h;");
+    let external = config.external.is_some();
+    if external {
+        line("    # [external]: ask for a client certificate; mailauthd checks that it names the user.");
+        match &opts.tls_client_ca {
+            Some(ca) => {
+                line("    ssl_verify_client optional;");
+                line(&format!("    ssl_client_certificate {};", ca.display()));
+            }
+            None => {
+                line("    # ssl_verify_client optional;");
+                line("    # ssl_client_certificate /etc/mailauthd/client-ca.pem;   # --tls-client-ca");
+            }
+        }
+    }
+    if !config.real_ip_from.is_empty() {
+        line("    # [client] real_ip_from: behind a load balancer, add proxy_protocol to each");
+        line("    # listen (e.g. `listen 143 proxy_protocol;`) so nginx passes Proxy-Protocol-Addr.");
+    }
     line("");
     line("    # Client-Host for SMTP is [UNAVAILABLE] without a resolver; enable one to pass");
     line("    # verified reverse names to mailauthd and, through XCLIENT, to the MTA.");
-    line("    # resolver 127.0.0.1;");
+    if config.smtp.require_reverse_dns {
+        line("    # [smtp] reverse_dns = \"require\" needs it: point it at a validating resolver.");
+        line("    resolver 127.0.0.1;");
+    } else {
+        line("    # resolver 127.0.0.1;");
+    }
     line("");
+    let ext = if external { " external" } else { "" };
+    // One server {}; a `[listener.NAME]` of the same name gets its X-Mail-Listener line.
+    let server = |out: &mut String, name: &str, directives: &[String]| {
+        out.push_str("    server {\n");
+        for d in directives {
+            out.push_str(&format!("        {d}\n"));
+        }
+        if config.listeners.contains_key(name) {
+            out.push_str(&format!(
+                "        auth_http_header {LISTENER_HEADER} {name};   # [listener.{name}]\n"
+            ));
+            if let Some(secret_line) = &secret_line {
+                out.push_str(&format!("        {secret_line}\n"));
+            }
+        }
+        out.push_str("    }\n");
+    };
+    let d = |lines: &[&str]| lines.iter().map(|l| (*l).to_owned()).collect::<Vec<_>>();
     line("    # IMAP: STARTTLS required on 143, implicit TLS on 993. Add cram-md5 to imap_auth");
     line("    # only if every user has a cleartext ({PLAIN}) entry.");
-    line("    server {");
-    line("        listen 143;");
-    line("        protocol imap;");
-    line("        starttls only;");
-    line("        imap_auth login plain;");
-    line("    }");
-    line("    server {");
-    line("        listen 993 ssl;");
-    line("        protocol imap;");
-    line("        imap_auth login plain;");
-    line("    }");
-    line("");
-    line("    # POP3: USER/PASS and AUTH PLAIN/LOGIN (\"plain\"); apop and cram-md5 need {PLAIN}.");
-    line("    server {");
-    line("        listen 110;");
-    line("        protocol pop3;");
-    line("        starttls only;");
-    line("        pop3_auth plain;");
-    line("    }");
-    line("    server {");
-    line("        listen 995 ssl;");
-    line("        protocol pop3;");
-    line("        pop3_auth plain;");
-    line("    }");
-    line("");
-    line("    # Submission: clients must log in. nginx then passes the client's address and");
-    line(&format!(
-        "    # login to the MTA at {} with XCLIENT, which the MTA must allow from nginx",
+    let auth = format!("imap_auth login plain{ext};");
+    server(
+        &mut out,
+        "imap",
+        &d(&["listen 143;", "protocol imap;", "starttls only;", &auth]),
+    );
+    server(&mut out, "imaps", &d(&["listen 993 ssl;", "protocol imap;", &auth]));
+    out.push('\n');
+    out.push_str("    # POP3: USER/PASS and AUTH PLAIN/LOGIN (\"plain\"); apop and cram-md5 need {PLAIN}.\n");
+    let auth = format!("pop3_auth plain{ext};");
+    server(
+        &mut out,
+        "pop3",
+        &d(&["listen 110;", "protocol pop3;", "starttls only;", &auth]),
+    );
+    server(&mut out, "pop3s", &d(&["listen 995 ssl;", "protocol pop3;", &auth]));
+    out.push('\n');
+    out.push_str("    # Submission: clients must log in. nginx then passes the client's address and\n");
+    out.push_str(&format!(
+        "    # login to the MTA at {} with XCLIENT, which the MTA must allow from nginx\n",
         routes.smtp.addr
     ));
-    line("    # (Postfix: smtpd_authorized_xclient_hosts = <nginx's address>).");
-    line("    server {");
-    line("        listen 587;");
-    line("        protocol smtp;");
-    line("        starttls only;");
-    line("        smtp_auth login plain;");
-    line("        xclient on;");
-    line("    }");
-    line("    server {");
-    line("        listen 465 ssl;");
-    line("        protocol smtp;");
-    line("        smtp_auth login plain;");
-    line("        xclient on;");
-    line("    }");
-    line("");
+    out.push_str("    # (Postfix: smtpd_authorized_xclient_hosts = <nginx's address>).\n");
+    let auth = format!("smtp_auth login plain{ext};");
+    let submission = ["listen 587;", "protocol smtp;", "starttls only;", &auth, "xclient on;"];
+    server(&mut out, "submission", &d(&submission));
+    server(
+        &mut out,
+        "submissions",
+        &d(&["listen 465 ssl;", "protocol smtp;", &auth, "xclient on;"]),
+    );
+    out.push('\n');
     let domains = if config.smtp.local_domains.is_empty() {
         "none configured yet: set [smtp] local_domains".to_owned()
     } else {
         config.smtp.local_domains.iter().cloned().collect::<Vec<_>>().join(", ")
     };
-    line("    # Inbound MX: no AUTH. mailauthd accepts RCPT TO only for [smtp] local_domains");
-    line(&format!(
-        "    # ({domains}); XCLIENT tells the MTA the sender's address."
+    out.push_str("    # Inbound MX: no AUTH. mailauthd accepts RCPT TO only for [smtp] local_domains\n");
+    out.push_str(&format!(
+        "    # ({domains}); XCLIENT tells the MTA the sender's address.\n"
     ));
-    line("    server {");
-    line("        listen 25;");
-    line("        protocol smtp;");
-    line("        starttls on;");
-    line("        smtp_auth none;");
-    line("        xclient on;");
-    line("    }");
+    let mx = [
+        "listen 25;",
+        "protocol smtp;",
+        "starttls on;",
+        "smtp_auth none;",
+        "xclient on;",
+    ];
+    server(&mut out, "mx", &d(&mx));
+    let mut line = |text: &str| {
+        out.push_str(text);
+        out.push('\n');
+    };
     line("}");
     out
 }

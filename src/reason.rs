@@ -86,6 +86,22 @@ pub(crate) enum Reason {
     UpstreamAcceptsAnything,
     /// A method nginx knows and mailauthd does not support yet (`xoauth2`, `oauthbearer`).
     MethodNotSupported,
+    /// The request lacks the `[nginx]` shared secret, or carries another one: not nginx.
+    BadSecret,
+    /// A cleartext password without TLS (`[tls] required_for`).
+    TlsRequired,
+    /// A cleartext password over a TLS version older than `[tls] min_protocol`.
+    TlsTooOld,
+    /// EXTERNAL without a certificate nginx verified (`Auth-SSL-Verify` not `SUCCESS`).
+    CertificateNotVerified,
+    /// EXTERNAL with a verified certificate that does not name the user.
+    CertificateMismatch,
+    /// An inbound MX client without a forward-confirmed PTR name (`[UNAVAILABLE]`).
+    NoReverseDns,
+    /// An inbound MX client whose PTR lookup failed for now (`[TEMPUNAVAIL]`).
+    ReverseDnsTempfail,
+    /// A method the request's `[listener.NAME]` does not allow.
+    MethodNotAllowedOnListener,
 }
 
 impl Reason {
@@ -130,6 +146,14 @@ impl Reason {
             UpstreamRouteUnresolvable => "upstream-route-unresolvable",
             UpstreamAcceptsAnything => "upstream-accepts-anything",
             MethodNotSupported => "method-not-supported",
+            BadSecret => "bad-secret",
+            TlsRequired => "tls-required",
+            TlsTooOld => "tls-too-old",
+            CertificateNotVerified => "certificate-not-verified",
+            CertificateMismatch => "certificate-mismatch",
+            NoReverseDns => "no-reverse-dns",
+            ReverseDnsTempfail => "reverse-dns-tempfail",
+            MethodNotAllowedOnListener => "method-not-allowed-on-listener",
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::auth_http::{self, MAX_REQUEST_BYTES, ProtocolError, Refusal, RefuseKind, Verdict};
-use crate::decide::{Authenticator, Decision, log_decision};
+use crate::decide::{Authenticator, Decision, log_decision, use_real_client};
 use crate::login::MailProtocol;
 use crate::reason::Reason;
 
@@ -76,10 +76,10 @@ pub(crate) async fn run(
         // Reap finished connection tasks so the set does not grow.
         while connections.try_join_next().is_some() {}
         match accepted {
-            Ok(stream) => {
+            Ok((stream, peer)) => {
                 let auth = auth.clone();
                 connections.spawn(async move {
-                    serve_connection(stream, &auth, limits.read_timeout).await;
+                    serve_connection(stream, peer, &auth, limits.read_timeout).await;
                     drop(permit);
                 });
             }
@@ -100,17 +100,18 @@ pub(crate) async fn run(
 pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
-async fn accept(listener: &Listener) -> io::Result<Box<dyn Stream>> {
+/// A new connection and the address it came from (`unix:` on a unix socket).
+async fn accept(listener: &Listener) -> io::Result<(Box<dyn Stream>, String)> {
     match listener {
         Listener::Tcp(l) => {
-            let (stream, _) = l.accept().await?;
+            let (stream, peer) = l.accept().await?;
             // Replies are one small write: send it at once.
             let _ = stream.set_nodelay(true);
-            Ok(Box::new(stream))
+            Ok((Box::new(stream), peer.ip().to_canonical().to_string()))
         }
         Listener::Unix(l) => {
             let (stream, _) = l.accept().await?;
-            Ok(Box::new(stream))
+            Ok((Box::new(stream), "unix:".to_owned()))
         }
     }
 }
@@ -148,7 +149,7 @@ async fn read_header_block(
     }
 }
 
-async fn serve_connection(mut stream: Box<dyn Stream>, auth: &Authenticator, read_timeout: Duration) {
+async fn serve_connection(mut stream: Box<dyn Stream>, peer: String, auth: &Authenticator, read_timeout: Duration) {
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + read_timeout;
     // Room for a whole ordinary request, so the buffer holding the password is not
@@ -156,13 +157,17 @@ async fn serve_connection(mut stream: Box<dyn Stream>, auth: &Authenticator, rea
     let mut buf = Vec::with_capacity(8192);
     let reply = match read_header_block(stream.as_mut(), &mut buf, deadline).await {
         Ok(len) => match auth_http::parse_request(&buf[..len]) {
-            Ok(req) => {
+            Ok(mut req) => {
+                use_real_client(&auth.config, &mut req);
                 // The decision shares the request's deadline: a login stuck behind a full
                 // pool or a slow upstream gets a temporary failure instead of no answer.
                 let decision = match tokio::time::timeout_at(deadline, auth.decide(&req)).await {
                     Ok(decision) => decision,
                     Err(_) => Decision::temporary(Reason::Deadline),
                 };
+                if decision.reason == Reason::BadSecret {
+                    auth.report_bad_secret(&peer, &req);
+                }
                 log_decision(&req, &decision, started);
                 let (protocol, method) = (req.protocol.as_str(), req.method.as_str());
                 auth.metrics

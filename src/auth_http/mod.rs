@@ -42,6 +42,8 @@ pub(crate) const MAX_ECHOED_PASSWORD: usize = 512;
 /// TLS facts nginx passes about the client connection (`Auth-SSL*`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct TlsInfo {
+    /// `Auth-SSL: on` was sent: the client connection is TLS.
+    pub on: bool,
     /// `Auth-SSL-Protocol`, e.g. `TLSv1.3`.
     pub protocol: Option<String>,
     /// `Auth-SSL-Cipher`.
@@ -121,6 +123,19 @@ impl AuthRequest {
     /// The client's address; `None` for a unix-socket client or without `Client-IP`.
     pub(crate) fn client_ip(&self) -> Option<IpAddr> {
         self.client.and_then(ClientAddr::ip)
+    }
+
+    /// The value of an `auth_http_header` line nginx added (matched case-insensitively);
+    /// `None` when absent or sent more than once (one of them would be an injected line).
+    pub(crate) fn extra_header(&self, name: &str) -> Option<&[u8]> {
+        let mut found = self.extra_headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        let first = found.next()?;
+        found.next().is_none().then_some(first.1.as_slice())
+    }
+
+    /// Whether the client connection is TLS (`Auth-SSL: on`, also after STARTTLS).
+    pub(crate) fn is_tls(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.on)
     }
 }
 

@@ -52,6 +52,13 @@ pub(crate) enum RefuseKind {
     RelayDenied,
     /// The request was not a valid nginx auth request.
     BadRequest,
+    /// A cleartext password over a connection without TLS (or with too old a TLS).
+    PrivacyRequired,
+    /// An inbound MX client whose address has no forward-confirmed PTR name
+    /// (`Client-Host: [UNAVAILABLE]`).
+    NoReverseDns,
+    /// An inbound MX client whose PTR lookup failed for now (`Client-Host: [TEMPUNAVAIL]`).
+    ReverseDnsTempfail,
 }
 
 impl RefuseKind {
@@ -63,6 +70,9 @@ impl RefuseKind {
             RefuseKind::Banned => "banned",
             RefuseKind::RelayDenied => "relay-denied",
             RefuseKind::BadRequest => "bad-request",
+            RefuseKind::PrivacyRequired => "tls-required",
+            RefuseKind::NoReverseDns => "relay-denied",
+            RefuseKind::ReverseDnsTempfail => "tempfail",
         }
     }
 }
@@ -99,6 +109,25 @@ pub(super) fn refusal_text(kind: RefuseKind, protocol: Option<MailProtocol>) -> 
         (RelayDenied, None) => ("Relay access denied", None),
         (RelayDenied, Some(Imap | Pop3)) => refusal_text(InvalidCredentials, protocol),
         (BadRequest, Some(_)) => refusal_text(Temporary, protocol),
+        // RFC 5530 for IMAP, RFC 4954 §6 for SMTP; POP3 has no code for it.
+        (PrivacyRequired, Some(Imap)) => ("[PRIVACYREQUIRED] Use TLS (STARTTLS) for a cleartext login", None),
+        (PrivacyRequired, Some(Smtp)) => (
+            "Encryption required for requested authentication mechanism",
+            Some("538 5.7.11"),
+        ),
+        (PrivacyRequired, Some(Pop3) | None) => ("Use TLS (STLS) for a cleartext login", None),
+        // RFC 7372 §3.3 (5.7.25, reverse DNS validation failed); the text names what nginx sent.
+        (NoReverseDns, Some(Smtp)) => (
+            "Client host rejected: no reverse DNS name ([UNAVAILABLE])",
+            Some("550 5.7.25"),
+        ),
+        (ReverseDnsTempfail, Some(Smtp)) => (
+            "Client host rejected: reverse DNS lookup failed for now ([TEMPUNAVAIL]), try again later",
+            Some("450 4.7.25"),
+        ),
+        (NoReverseDns | ReverseDnsTempfail, None) => ("Client host rejected", None),
+        (NoReverseDns, Some(Imap | Pop3)) => refusal_text(InvalidCredentials, protocol),
+        (ReverseDnsTempfail, Some(Imap | Pop3)) => refusal_text(Temporary, protocol),
     }
 }
 

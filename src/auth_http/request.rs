@@ -287,7 +287,7 @@ impl<'a> Builder<'a> {
             Field::SmtpTo => self.smtp_to = Some(value.to_vec()),
             Field::Ssl => {
                 if value == b"on" {
-                    self.tls_mut();
+                    self.tls_mut().on = true;
                 }
             }
             Field::SslProtocol => self.tls_mut().protocol = Some(text(value)),

@@ -36,6 +36,12 @@ pub struct TestLogin {
     /// `Auth-Login-Attempt`.
     #[arg(long, default_value_t = 1)]
     attempt: u32,
+    /// The client connection is TLS (`Auth-SSL: on`, `Auth-SSL-Protocol: TLSv1.3`).
+    #[arg(long)]
+    tls: bool,
+    /// `Client-Host` for SMTP: a name, `[UNAVAILABLE]` or `[TEMPUNAVAIL]`.
+    #[arg(long)]
+    client_host: Option<String>,
 }
 
 fn parse_protocol(s: &str) -> Result<MailProtocol, String> {
@@ -64,11 +70,15 @@ pub(super) fn run(config: Config, login: TestLogin) -> anyhow::Result<ExitCode> 
         salt: login.salt.map(String::into_bytes),
         login_attempt: login.attempt,
         client: Some(ClientAddr::from_ip(login.client_ip)),
-        client_host: None,
+        client_host: login.client_host.map(String::into_bytes),
         smtp_helo: None,
         smtp_from: None,
         smtp_to: login.smtp_to.map(String::into_bytes),
-        tls: None,
+        tls: login.tls.then(|| auth_http::TlsInfo {
+            on: true,
+            protocol: Some("TLSv1.3".to_owned()),
+            ..Default::default()
+        }),
         proxy: None,
         extra_headers: Vec::new(),
     };

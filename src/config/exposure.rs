@@ -34,6 +34,15 @@ impl Config {
                  without a token; keep it on loopback"
             ));
         }
+        if self.smtp.relay_refusal_wait_secs > 0 {
+            warnings.push(
+                "smtp.relay_refusal_wait is above 0: nginx before 1.29.1 / 1.28.1 leaks worker memory \
+                 into later auth requests when Auth-Wait answers an smtp_auth none request \
+                 (CVE-2025-53859); use it only with nginx 1.29.1+, 1.28.1+, or a distribution \
+                 build with the fix (Debian 1.22.1-9+deb12u3)"
+                    .to_owned(),
+            );
+        }
         warnings
     }
 }

@@ -5,9 +5,11 @@
 //! This module holds the top level (listener, timeouts, threads), the loading and the
 //! `Checker` that collects the problems; each section is validated in its own file:
 //! `sections.rs` (`[auth]`, `[smtp]`, `[admin]`, `[cache]`), `route.rs` (`[route]`),
-//! `policy.rs` (`[policy]`, `[state]`), `source.rs` (`[[source]]`) and `http_basic.rs`
-//! (`kind = "http-basic"` sources). Their public types are re-exported here.
+//! `policy.rs` (`[policy]`, `[state]`), `source.rs` (`[[source]]`), `http_basic.rs`
+//! (`kind = "http-basic"` sources) and `connection.rs` (`[nginx]`, `[tls]`, `[external]`,
+//! `[client]`, `[listener.NAME]`). Their public types are re-exported here.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+mod connection;
 mod exposure;
 mod http_basic;
 mod policy;
@@ -25,11 +28,19 @@ mod source;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use connection::{
+    CertificateUser, ExternalSettings, LISTENER_HEADER, ListenerSettings, NginxSecret, TlsSettings, TlsVersion,
+    in_networks,
+};
 pub(crate) use policy::{OnRedisError, PolicySettings, StateSettings};
 pub(crate) use route::Routes;
 pub(crate) use sections::{AdminSettings, AuthSettings, CacheSettings, SmtpSettings};
 pub(crate) use source::{BasicMethod, HtpasswdConfig, HttpBasicConfig, RouteHeaders, SourceConfig};
 
+use connection::{
+    RawClient, RawExternal, RawListener, RawNginx, RawTls, validate_client, validate_external, validate_listeners,
+    validate_nginx, validate_tls,
+};
 use policy::{RawPolicy, RawState, validate_policy, validate_state};
 use route::{RawRoute, validate_route};
 use sections::{RawAdmin, RawAuth, RawCache, RawSmtp, validate_admin, validate_auth, validate_cache, validate_smtp};
@@ -108,6 +119,16 @@ pub(crate) struct Config {
     pub policy: PolicySettings,
     /// Where the policy's counters live.
     pub state: StateSettings,
+    /// The shared secret nginx sends (`[nginx]`).
+    pub nginx_secret: Option<NginxSecret>,
+    /// TLS for cleartext logins (`[tls]`).
+    pub tls: TlsSettings,
+    /// SASL EXTERNAL (`[external]`; `None`: refused).
+    pub external: Option<ExternalSettings>,
+    /// Load balancers whose `Proxy-Protocol-Addr` is the client (`[client] real_ip_from`).
+    pub real_ip_from: Vec<ipnet::IpNet>,
+    /// Per-listener overrides (`[listener.NAME]`).
+    pub listeners: BTreeMap<String, ListenerSettings>,
 }
 
 /// One thing wrong with a configuration.
@@ -201,6 +222,15 @@ struct RawConfig {
     state: RawState,
     #[serde(default, rename = "source")]
     sources: Vec<Spanned<RawSource>>,
+    #[serde(default)]
+    nginx: RawNginx,
+    #[serde(default)]
+    tls: RawTls,
+    external: Option<RawExternal>,
+    #[serde(default)]
+    client: RawClient,
+    #[serde(default, rename = "listener")]
+    listeners: BTreeMap<String, RawListener>,
 }
 
 /// Collects problems while validating.
@@ -398,6 +428,11 @@ fn validate(raw: RawConfig, c: &mut Checker<'_>, origin: &ConfigOrigin) -> Confi
 
     let routes = validate_route(raw.route, c);
     let sources = validate_sources(&raw.sources, origin, c);
+    let nginx_secret = validate_nginx(&raw.nginx, c);
+    let tls = validate_tls(&raw.tls, c);
+    let external = validate_external(raw.external.as_ref(), c);
+    let real_ip_from = validate_client(&raw.client, c);
+    let listeners = validate_listeners(&raw.listeners, sources.len(), c);
 
     Config {
         origin: origin.clone(),
@@ -417,5 +452,10 @@ fn validate(raw: RawConfig, c: &mut Checker<'_>, origin: &ConfigOrigin) -> Confi
         sources,
         policy,
         state,
+        nginx_secret,
+        tls,
+        external,
+        real_ip_from,
+        listeners,
     }
 }

@@ -24,6 +24,10 @@ pub(crate) struct AuthSettings {
 pub(crate) struct SmtpSettings {
     /// Domains an inbound MX accepts mail for (lower case).
     pub local_domains: BTreeSet<String>,
+    /// `reverse_dns = "require"`: refuse clients without a forward-confirmed PTR name.
+    pub require_reverse_dns: bool,
+    /// `Auth-Wait` seconds after a refused `RCPT` (0: nginx closes the session).
+    pub relay_refusal_wait_secs: u32,
 }
 
 /// The admin listener (`[admin]`).
@@ -58,6 +62,8 @@ pub(super) struct RawCache {
 pub(super) struct RawSmtp {
     #[serde(default)]
     local_domains: Vec<Spanned<String>>,
+    reverse_dns: Option<Spanned<String>>,
+    relay_refusal_wait: Option<Spanned<String>>,
 }
 
 /// `[admin]` as written.
@@ -99,7 +105,28 @@ pub(super) fn validate_smtp(raw: &RawSmtp, c: &mut Checker<'_>) -> SmtpSettings 
             local_domains.insert(d);
         }
     }
-    SmtpSettings { local_domains }
+    let require_reverse_dns = match raw.reverse_dns.as_ref() {
+        None => false,
+        Some(v) => match v.get_ref().as_str() {
+            "off" => false,
+            "require" => true,
+            other => {
+                let msg = format!("{other:?} is not \"off\" or \"require\"");
+                c.problem(Some(v.span()), "smtp.reverse_dns", msg);
+                false
+            }
+        },
+    };
+    let wait = c.duration(&raw.relay_refusal_wait, "smtp.relay_refusal_wait", Duration::ZERO);
+    if wait.subsec_nanos() != 0 {
+        let span = raw.relay_refusal_wait.as_ref().map(Spanned::span);
+        c.problem(span, "smtp.relay_refusal_wait", "nginx takes whole seconds".to_owned());
+    }
+    SmtpSettings {
+        local_domains,
+        require_reverse_dns,
+        relay_refusal_wait_secs: u32::try_from(wait.as_secs()).unwrap_or(u32::MAX),
+    }
 }
 
 /// Validates `[cache]`.

@@ -3,6 +3,7 @@
 //! (`Auth-Wait`, decided in [`Authenticator::auth_wait`] alone). It decides only: the parts
 //! it works with are built by `daemon`.
 
+mod connection;
 mod log_line;
 mod rcpt;
 #[cfg(test)]
@@ -13,6 +14,7 @@ use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
+pub(crate) use connection::use_real_client;
 pub(crate) use log_line::log_decision;
 
 use crate::auth_http::{Accept, AuthRequest, Refusal, RefuseKind, Verdict, can_echo_password};
@@ -46,7 +48,7 @@ impl Decision {
     }
 
     /// The result as logs and metrics name it: `ok`, `invalid`, `tempfail`, `banned`,
-    /// `relay-denied` or `bad-request`.
+    /// `relay-denied`, `tls-required` or `bad-request`.
     pub(crate) fn result(&self) -> &'static str {
         match &self.verdict {
             Verdict::Accept(_) => "ok",
@@ -69,20 +71,44 @@ pub(crate) struct Authenticator {
     pub policy: Policy,
     /// The verified-login cache in front of the verification pool.
     pub verifier: Verifier,
+    /// Addresses whose missing or wrong `[nginx]` secret was logged already.
+    pub secret_logged: connection::LoggedOnce,
 }
 
 impl Authenticator {
     /// Decides one login. Password and digest logins pass the brute-force policy first: a
     /// banned client is refused before anything is hashed.
     pub(crate) async fn decide(&self, req: &AuthRequest) -> Decision {
-        let counted = matches!(req.method, AuthMethod::Plain | AuthMethod::Apop | AuthMethod::CramMd5);
+        // Not from nginx: nothing of it reaches the policy or a source.
+        if let Some(refused) = self.secret_refusal(req) {
+            return refused;
+        }
+        let listener = self.listener(req);
+        // Rules of the connection, not guesses: decided before the policy, never counted.
+        if let Some(refused) = self
+            .method_refusal(req, listener)
+            .or_else(|| self.tls_refusal(req, listener))
+        {
+            return refused;
+        }
+        let sources: Vec<usize> = match listener.and_then(|l| l.sources.as_ref()) {
+            Some(positions) => positions.clone(),
+            None => (0..self.sources.len()).collect(),
+        };
+        let sources: Vec<usize> = sources
+            .into_iter()
+            .filter(|&i| self.sources.get(i).is_some_and(|s| s.serves(req.protocol)))
+            .collect();
+        // An EXTERNAL refused for its certificate counts like a wrong password.
+        let external = req.method == AuthMethod::External && self.config.external.is_some();
+        let counted = external || matches!(req.method, AuthMethod::Plain | AuthMethod::Apop | AuthMethod::CramMd5);
         let gate = match counted.then_some(self.policy.check(req.client, &req.user).await) {
             Some(Check::Allowed(gate)) => Some(gate),
             Some(Check::Banned(scope, still_counted)) => {
                 // Refused without hashing, yet still a guess for the scopes not banned: an
                 // address that keeps guessing one user reaches its network's limit.
                 if let Some(gate) = still_counted {
-                    self.policy.failed(&gate, &req.pass).await;
+                    self.policy.failed(&gate, guess(req)).await;
                 }
                 return banned(scope);
             }
@@ -90,10 +116,10 @@ impl Authenticator {
             Some(Check::Exempt) | None => None,
         };
         let mut decision = match req.method {
-            AuthMethod::Plain => self.decide_plain(req).await,
-            AuthMethod::Apop | AuthMethod::CramMd5 => self.decide_digest(req),
+            AuthMethod::Plain => self.decide_plain(req, &sources).await,
+            AuthMethod::Apop | AuthMethod::CramMd5 => self.decide_digest(req, &sources),
             AuthMethod::None => self.decide_smtp_none(req),
-            AuthMethod::External => refuse(RefuseKind::InvalidCredentials, Reason::ExternalNotSupported),
+            AuthMethod::External => self.decide_external(req, &sources),
             // Known methods (freenginx) that no source can check yet: the ordinary refusal, so
             // the client neither sees a server fault nor retries for ever.
             AuthMethod::XOAuth2 | AuthMethod::OAuthBearer => {
@@ -107,7 +133,7 @@ impl Authenticator {
             match &decision.verdict {
                 Verdict::Accept(_) => self.policy.succeeded(&gate).await,
                 Verdict::Refuse(r) if r.kind == RefuseKind::InvalidCredentials => {
-                    recorded = self.policy.failed(&gate, &req.pass).await;
+                    recorded = self.policy.failed(&gate, guess(req)).await;
                 }
                 Verdict::Refuse(_) => {}
             }
@@ -121,15 +147,31 @@ impl Authenticator {
     /// `Auth-Wait` for a refused login: the one place it is decided. nginx keeps the
     /// session only for `plain` logins below `[auth] max_attempts` (protocol.md §2.4; never
     /// for apop/cram-md5, CVE-2026-27651). A counted failure escalates the wait, one that
-    /// reached a ban ends the session; a ban or a malformed request never waits.
+    /// reached a ban ends the session; a ban or a malformed request never waits. An inbound
+    /// MX's refused `RCPT` waits only with `[smtp] relay_refusal_wait`.
     fn auth_wait(&self, req: &AuthRequest, kind: RefuseKind, recorded: Option<&Recorded>) -> Option<u32> {
         let auth = &self.config.auth;
+        if req.method == AuthMethod::None {
+            // Off by default: nginx before 1.29.1 / 1.28.1 leaks worker memory into the next
+            // request of such a session (CVE-2025-53859).
+            let wait = self.config.smtp.relay_refusal_wait_secs;
+            return (kind == RefuseKind::RelayDenied && wait > 0 && req.login_attempt < auth.max_attempts)
+                .then_some(wait);
+        }
         let first = (req.method == AuthMethod::Plain && auth.wait_secs > 0 && req.login_attempt < auth.max_attempts)
             .then_some(auth.wait_secs)?;
         match (kind, recorded) {
             (RefuseKind::InvalidCredentials, Some(recorded)) => self.policy.wait_after(first, recorded),
             (RefuseKind::InvalidCredentials | RefuseKind::Temporary, _) => Some(first),
-            (RefuseKind::Banned | RefuseKind::RelayDenied | RefuseKind::BadRequest, _) => None,
+            (
+                RefuseKind::Banned
+                | RefuseKind::RelayDenied
+                | RefuseKind::BadRequest
+                | RefuseKind::PrivacyRequired
+                | RefuseKind::NoReverseDns
+                | RefuseKind::ReverseDnsTempfail,
+                _,
+            ) => None,
         }
     }
 
@@ -154,7 +196,7 @@ impl Authenticator {
     /// is refused at once, so an entry in a later source cannot re-enable it. If none accepts
     /// and any source could not answer, the answer is temporary: a source that is down must
     /// not look like a wrong password.
-    async fn decide_plain(&self, req: &AuthRequest) -> Decision {
+    async fn decide_plain(&self, req: &AuthRequest, sources: &[usize]) -> Decision {
         if req.pass.len() > MAX_PASSWORD_BYTES {
             // No stored hash can match it; some schemes' cost grows with the password's
             // length, so it is refused before any source or hash sees it, for known and
@@ -170,7 +212,7 @@ impl Authenticator {
         let mut rejected = None;
         let mut scheme = None;
         let mut dummy: Option<Arc<StoredHash>> = None;
-        for source in self.sources.iter().filter(|s| s.serves(req.protocol)) {
+        for source in sources.iter().filter_map(|&i| self.sources.get(i)) {
             match source.check_plain(&creds, &self.verifier).await {
                 PlainAnswer::Accepted { backend, scheme } => {
                     return Decision {
@@ -225,7 +267,7 @@ impl Authenticator {
     /// APOP and CRAM-MD5: the digest is checked by the sources in order, as passwords are;
     /// nginx then needs the stored cleartext as `Auth-Pass` to log in to an IMAP or POP3
     /// backend.
-    fn decide_digest(&self, req: &AuthRequest) -> Decision {
+    fn decide_digest(&self, req: &AuthRequest, sources: &[usize]) -> Decision {
         let Some(salt) = &req.salt else {
             return refuse(RefuseKind::InvalidCredentials, Reason::NoSalt);
         };
@@ -241,7 +283,7 @@ impl Authenticator {
             client_ip: req.client_ip(),
         };
         let mut temporary = None;
-        for source in self.sources.iter().filter(|s| s.serves(req.protocol)) {
+        for source in sources.iter().filter_map(|&i| self.sources.get(i)) {
             match source.check_digest(&creds) {
                 DigestAnswer::Accepted { cleartext, scheme } => {
                     let pass = cleartext.filter(|c| can_echo_password(c));
@@ -279,6 +321,9 @@ impl Authenticator {
         if req.protocol != MailProtocol::Smtp {
             return refuse(RefuseKind::BadRequest, Reason::NoneOutsideSmtp);
         }
+        if let Some(refused) = self.reverse_dns_refusal(req) {
+            return refused;
+        }
         let domain = req.smtp_to.as_deref().and_then(recipient_domain);
         match domain {
             Some(d) if self.config.smtp.local_domains.contains(&d) => Decision {
@@ -289,6 +334,16 @@ impl Authenticator {
             },
             _ => refuse(RefuseKind::RelayDenied, Reason::RelayDenied),
         }
+    }
+}
+
+/// What a failed login tried, for the policy's "the same guess counts once": the password or
+/// digest, or for EXTERNAL the certificate's fingerprint (another certificate is another
+/// guess).
+fn guess(req: &AuthRequest) -> &[u8] {
+    match (req.method, req.tls.as_ref().and_then(|t| t.fingerprint.as_deref())) {
+        (AuthMethod::External, Some(fingerprint)) => fingerprint.as_bytes(),
+        _ => &req.pass,
     }
 }
 

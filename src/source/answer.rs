@@ -140,6 +140,32 @@ pub(crate) enum DigestAnswer {
     },
 }
 
+/// What a source says about a user named by SASL EXTERNAL, whose identity nginx's client
+/// certificate check or the client's network vouches for: no password is checked.
+#[derive(Debug)]
+pub(crate) enum ExternalAnswer {
+    /// The user exists and may log in.
+    Found {
+        /// The stored cleartext, which nginx needs to log in to an IMAP or POP3 backend.
+        cleartext: Option<Zeroizing<Vec<u8>>>,
+        /// The user's `cert_fingerprint=`, lower-case hex without `:`.
+        cert_fingerprint: Option<String>,
+    },
+    /// The user is known and may not log in: final, as for passwords.
+    Disabled {
+        /// Why.
+        reason: Reason,
+    },
+    /// The source does not know the user, or cannot look one up without a password (an
+    /// upstream).
+    UnknownUser,
+    /// The source cannot answer now.
+    Unavailable {
+        /// Why.
+        reason: Reason,
+    },
+}
+
 /// How serious a problem with a line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Severity {

@@ -12,8 +12,8 @@ pub(crate) mod htpasswd;
 mod http_basic;
 
 pub(crate) use answer::{
-    CheckReport, Credentials, DigestAnswer, DigestCredentials, DigestKind, PlainAnswer, ReloadOutcome, SchemeUsed,
-    SourceStatus,
+    CheckReport, Credentials, DigestAnswer, DigestCredentials, DigestKind, ExternalAnswer, PlainAnswer, ReloadOutcome,
+    SchemeUsed, SourceStatus,
 };
 
 use std::sync::Arc;
@@ -109,6 +109,16 @@ impl Source {
             Source::Htpasswd(s) => s.check_digest(creds),
             // An upstream sees only cleartext passwords: it cannot check a digest.
             Source::HttpBasic(_) => DigestAnswer::UnknownUser,
+        }
+    }
+
+    /// Looks up a user whose identity SASL EXTERNAL vouches for, without a password check:
+    /// whether it exists, may log in from `client_ip`, and its sendable cleartext.
+    pub(crate) fn lookup_for_external(&self, user: &[u8], client_ip: Option<std::net::IpAddr>) -> ExternalAnswer {
+        match self {
+            Source::Htpasswd(s) => s.lookup_for_external(user, client_ip),
+            // An upstream answers only about a user and a password.
+            Source::HttpBasic(_) => ExternalAnswer::UnknownUser,
         }
     }
 }

@@ -29,3 +29,5 @@ mod leftovers;
 mod mx;
 mod pop3_smtp;
 mod reload;
+mod reverse_dns;
+mod tls;

@@ -8,6 +8,7 @@
 mod cli;
 mod client_ip;
 mod common;
+mod connection;
 mod http_basic;
 mod leftovers;
 mod malformed;

@@ -453,6 +453,11 @@ fn systemd_analyze_verifies_the_unit() {
 
 /// `mailauthd nginx-config` for `config`, checked with `nginx -t`; returns the block.
 fn nginx_accepts(config: &str) -> String {
+    nginx_accepts_with(config, false)
+}
+
+/// As [`nginx_accepts`]; with `client_ca`, the test certificate is also the client CA.
+fn nginx_accepts_with(config: &str, client_ca: bool) -> String {
     assert!(
         have("nginx"),
         "nginx is needed (Debian packages nginx, libnginx-mod-mail)"
@@ -491,6 +496,8 @@ fn nginx_accepts(config: &str) -> String {
         .arg(d.join("cert.pem"))
         .arg("--tls-key")
         .arg(d.join("key.pem"))
+        .args(client_ca.then_some("--tls-client-ca"))
+        .args(client_ca.then(|| d.join("cert.pem")))
         .output()
         .expect("run mailauthd nginx-config");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -549,6 +556,35 @@ fn nginx_accepts_the_generated_mail_block() {
     );
     // The default routes share ports with nginx's listeners: the block says so.
     assert!(block.contains("WARNING: the backend 127.0.0.1:143 uses port 143"));
+}
+
+#[test]
+fn nginx_accepts_the_secret_tls_and_external_lines() {
+    let config = "[nginx]\nsecret_header = \"X-Auth-Key\"\nsecret = \"0123456789abcdef-key\"\n\
+                  [tls]\nrequired_for = [\"imap\"]\nmin_protocol = \"TLSv1.3\"\n[external]\n\
+                  [smtp]\nreverse_dns = \"require\"\n[client]\nreal_ip_from = [\"10.0.0.1\"]\n\
+                  [[source]]\nkind = \"htpasswd\"\npath = \"users\"\n[listener.submission]\nmethods = [\"plain\"]\n";
+    let block = nginx_accepts_with(config, true);
+    assert!(
+        block.contains("    auth_http_header X-Auth-Key \"0123456789abcdef-key\";\n"),
+        "{block}"
+    );
+    assert!(block.contains("    ssl_protocols TLSv1.3;\n"));
+    assert!(block.contains("    ssl_verify_client optional;\n"));
+    assert!(block.contains("imap_auth login plain external;"));
+    assert!(block.contains("    resolver 127.0.0.1;\n"));
+    assert!(block.contains("proxy_protocol"));
+    // The submission server names its listener and repeats the secret: nginx does not
+    // merge a server's auth_http_header lines with those of mail {}.
+    let submission = block.split("listen 587;").nth(1).unwrap().split('}').next().unwrap();
+    assert!(
+        submission.contains("auth_http_header X-Mail-Listener submission;"),
+        "{submission}"
+    );
+    assert!(submission.contains("auth_http_header X-Auth-Key "), "{submission}");
+    // Without --tls-client-ca the verify lines are comments, and nginx still accepts it.
+    let block = nginx_accepts(config);
+    assert!(block.contains("    # ssl_verify_client optional;\n"), "{block}");
 }
 
 #[test]

@@ -32,8 +32,8 @@ use arc_swap::ArcSwap;
 use zeroize::Zeroizing;
 
 use super::answer::{
-    Credentials, DigestAnswer, DigestCredentials, DigestKind, LineProblem, PlainAnswer, ReloadOutcome, SchemeUsed,
-    Severity, SourceError, SourceStatus,
+    Credentials, DigestAnswer, DigestCredentials, DigestKind, ExternalAnswer, LineProblem, PlainAnswer, ReloadOutcome,
+    SchemeUsed, Severity, SourceError, SourceStatus,
 };
 use crate::config::HtpasswdConfig;
 use crate::login::MailProtocol;
@@ -356,6 +356,26 @@ impl HtpasswdSource {
         DigestAnswer::Accepted {
             cleartext: user.hash.cleartext().map(|c| Zeroizing::new(c.to_vec())),
             scheme: SchemeUsed::of(&user.hash),
+        }
+    }
+
+    /// Looks up a user named by SASL EXTERNAL (no password is checked): see
+    /// [`crate::source::Source::lookup_for_external`].
+    pub(crate) fn lookup_for_external(&self, user: &[u8], client_ip: Option<std::net::IpAddr>) -> ExternalAnswer {
+        if !self.is_available() {
+            return ExternalAnswer::Unavailable {
+                reason: Reason::SourceUnavailable,
+            };
+        }
+        let Some(found) = self.table().get(user) else {
+            return ExternalAnswer::UnknownUser;
+        };
+        if let Some(reason) = found.refusal(client_ip) {
+            return ExternalAnswer::Disabled { reason };
+        }
+        ExternalAnswer::Found {
+            cleartext: found.hash.cleartext().map(|c| Zeroizing::new(c.to_vec())),
+            cert_fingerprint: found.cert_fingerprint(),
         }
     }
 }

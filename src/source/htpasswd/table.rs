@@ -31,13 +31,6 @@ pub(crate) struct User {
     pub allow_nets: Option<Vec<IpNet>>,
     /// Every Dovecot extra field of the line, in order, including the ones mailauthd does
     /// not use (`quota_rule=...`, `userdb_mail=...`).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "kept whole for the passwd-file proxy fields (host=, port=, destuser=) routing reads"
-        )
-    )]
     pub extra_fields: Vec<ExtraField>,
 }
 
@@ -60,6 +53,16 @@ impl fmt::Display for ExtraField {
 }
 
 impl User {
+    /// The `cert_fingerprint=` extra field, lower case without `:`: the SHA-1 fingerprint of
+    /// the client certificate that names this user for SASL EXTERNAL.
+    pub(crate) fn cert_fingerprint(&self) -> Option<String> {
+        self.extra_fields
+            .iter()
+            .find(|f| f.key == "cert_fingerprint")
+            .and_then(|f| f.value.as_deref())
+            .map(|v| v.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase())
+    }
+
     /// Why this account may not log in from `client`, if it may not: Dovecot's `nologin`,
     /// or an `allow_nets` that does not hold the address. The one place that rule lives, for
     /// password and digest logins alike.
@@ -317,6 +320,8 @@ fn apply_extra_fields(
     for field in fields {
         match field.key.as_str() {
             "nologin" => nologin = true,
+            // Read where a certificate is matched (SASL EXTERNAL).
+            "cert_fingerprint" => {}
             "allow_nets" => {
                 // Several allow_nets fields narrow nothing down: their lists add up, as a
                 // reader of the line would expect.

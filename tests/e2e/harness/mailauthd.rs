@@ -16,6 +16,8 @@ pub struct Options {
     pub imap: String,
     pub pop3: String,
     pub smtp: String,
+    /// Config text appended after the `[[source]]` (more sections).
+    pub extra: String,
 }
 
 pub struct Mailauthd {
@@ -27,6 +29,12 @@ pub struct Mailauthd {
 
 impl Mailauthd {
     pub fn start(dir: &Path, o: &Options) -> Mailauthd {
+        Mailauthd::start_with(dir, o, |config| config)
+    }
+
+    /// As [`Mailauthd::start`], with the config text passed through `edit` first (to add a
+    /// key to a table the suite's config already has).
+    pub fn start_with(dir: &Path, o: &Options, edit: impl Fn(String) -> String) -> Mailauthd {
         std::fs::create_dir_all(dir).expect("mkdir mailauthd dir");
         let users_rel = match &o.users {
             Some(text) => {
@@ -61,16 +69,17 @@ smtp = "{smtp}"
 [[source]]
 kind = "htpasswd"
 path = "{users_rel}"
-"#,
+{extra}"#,
             reload = o.reload_interval,
             wait = o.wait,
             max = o.max_attempts,
             imap = o.imap,
             pop3 = o.pop3,
             smtp = o.smtp,
+            extra = o.extra,
         );
         let config_path = dir.join("mailauthd.toml");
-        std::fs::write(&config_path, config).expect("write mailauthd.toml");
+        std::fs::write(&config_path, edit(config)).expect("write mailauthd.toml");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mailauthd"));
         cmd.arg("serve")
             .arg("--config")

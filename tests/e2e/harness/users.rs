@@ -55,6 +55,10 @@ pub const FAIL_TEXTS: User = u("fail-texts@example.test", "right-pw", Bcrypt);
 // Scenario 8: the nginx-only chain's mail config.
 pub const CHAIN_USER: User = u("chain-user@example.test", "chain-pw", Bcrypt);
 
+// Scenario 9: TLS for cleartext logins, SASL EXTERNAL with client certificates.
+pub const TLS_PLAIN: User = u("tls-plain@example.test", "tls-plain-pw", Bcrypt);
+pub const TLS_EXT: User = u("tls-ext@example.test", "tls-ext-pw", Plain);
+
 /// Every user of the shared setup (Dovecot and the shared mailauthd both know all of them).
 pub const ALL: &[User] = &[
     IMAP_GOOD,
@@ -77,6 +81,8 @@ pub const ALL: &[User] = &[
     DIGEST_HASHED,
     FAIL_TEXTS,
     CHAIN_USER,
+    TLS_PLAIN,
+    TLS_EXT,
 ];
 
 /// One users-file line in nginx `auth_basic_user_file` syntax.
