@@ -47,6 +47,13 @@ struct ResultLabels {
     result: &'static str,
 }
 
+/// Labels of `mailauthd_backend_up`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    protocol: &'static str,
+    backend: String,
+}
+
 type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
 
 /// Seconds, from 100 µs (a `{PLAIN}` login) to 10 s (a queue of argon2 hashes).
@@ -76,6 +83,7 @@ pub(crate) struct Metrics {
     last_reload: Gauge<f64, AtomicU64>,
     source_broken_lines: Family<SourceLabels, Gauge>,
     upstream_resends: Family<SourceLabels, Counter>,
+    backend_up: Family<BackendLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -169,6 +177,12 @@ impl Metrics {
             "Questions sent again on a fresh connection because the upstream closed a kept-alive one before answering",
             upstream_resends.clone(),
         );
+        let backend_up = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "backend_up",
+            "Whether the last health check of each backend passed (1) or failed (0)",
+            backend_up.clone(),
+        );
         registry.register(
             "build",
             "The running version",
@@ -189,6 +203,7 @@ impl Metrics {
             last_reload,
             source_broken_lines,
             upstream_resends,
+            backend_up,
         }
     }
 
@@ -298,6 +313,16 @@ impl Metrics {
                 source: source.to_owned(),
             })
             .inc();
+    }
+
+    /// The last health check of `backend` for `protocol` passed (`up`) or failed.
+    pub(crate) fn backend_up(&self, protocol: &'static str, backend: &str, up: bool) {
+        self.backend_up
+            .get_or_create(&BackendLabels {
+                protocol,
+                backend: backend.to_owned(),
+            })
+            .set(i64::from(up));
     }
 
     /// The metrics as OpenMetrics text ([`CONTENT_TYPE`]).

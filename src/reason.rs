@@ -83,6 +83,10 @@ pub(crate) enum Reason {
     UpstreamAcceptsAnything,
     /// A method nginx knows and mailauthd does not support yet (`xoauth2`, `oauthbearer`).
     MethodNotSupported,
+    /// Every backend of the login's route is down.
+    BackendsDown,
+    /// The accepting source's routing facts cannot be used (a `host=` name, a bad `port=`).
+    SourceRouteUnusable,
 }
 
 impl Reason {
@@ -126,6 +130,8 @@ impl Reason {
             UpstreamRouteUnresolvable => "upstream-route-unresolvable",
             UpstreamAcceptsAnything => "upstream-accepts-anything",
             MethodNotSupported => "method-not-supported",
+            BackendsDown => "backends-down",
+            SourceRouteUnusable => "source-route-unusable",
         }
     }
 }

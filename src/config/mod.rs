@@ -26,12 +26,12 @@ mod source;
 mod tests;
 
 pub(crate) use policy::{OnRedisError, PolicySettings, StateSettings};
-pub(crate) use route::Routes;
+pub(crate) use route::{BackendSettings, HealthSettings, RouteList, Routes, Target};
 pub(crate) use sections::{AdminSettings, AuthSettings, CacheSettings, SmtpSettings};
 pub(crate) use source::{BasicMethod, HtpasswdConfig, HttpBasicConfig, RouteHeaders, SourceConfig};
 
 use policy::{RawPolicy, RawState, validate_policy, validate_state};
-use route::{RawRoute, validate_route};
+use route::{RawBackend, RawRoute, validate_backend, validate_route};
 use sections::{RawAdmin, RawAuth, RawCache, RawSmtp, validate_admin, validate_auth, validate_cache, validate_smtp};
 use source::{RawSource, validate_sources};
 
@@ -108,6 +108,8 @@ pub(crate) struct Config {
     pub policy: PolicySettings,
     /// Where the policy's counters live.
     pub state: StateSettings,
+    /// What nginx logs in to a backend with (`[backend]`).
+    pub backend: BackendSettings,
 }
 
 /// One thing wrong with a configuration.
@@ -201,6 +203,8 @@ struct RawConfig {
     state: RawState,
     #[serde(default, rename = "source")]
     sources: Vec<Spanned<RawSource>>,
+    #[serde(default)]
+    backend: RawBackend,
 }
 
 /// Collects problems while validating.
@@ -398,6 +402,7 @@ fn validate(raw: RawConfig, c: &mut Checker<'_>, origin: &ConfigOrigin) -> Confi
 
     let routes = validate_route(raw.route, c);
     let sources = validate_sources(&raw.sources, origin, c);
+    let backend = validate_backend(&raw.backend, c);
 
     Config {
         origin: origin.clone(),
@@ -417,5 +422,6 @@ fn validate(raw: RawConfig, c: &mut Checker<'_>, origin: &ConfigOrigin) -> Confi
         sources,
         policy,
         state,
+        backend,
     }
 }

@@ -13,7 +13,7 @@ mod http_basic;
 
 pub(crate) use answer::{
     CheckReport, Credentials, DigestAnswer, DigestCredentials, DigestKind, PlainAnswer, ReloadOutcome, SchemeUsed,
-    SourceStatus,
+    SourceRoute, SourceStatus,
 };
 
 use std::sync::Arc;
