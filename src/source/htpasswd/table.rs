@@ -291,7 +291,7 @@ pub(super) fn parse_users_owned(text: Vec<u8>, path: &Path) -> (UserTable, Vec<L
 /// Splits the Dovecot passwd-file extra fields (`uid:gid:gecos:home:shell:extra`) into
 /// `key[=value]` words, when the line has them. An nginx-style comment after the hash (fewer
 /// than six more colons) has none.
-fn parse_extra_fields(rest: Option<&[u8]>) -> Vec<ExtraField> {
+pub(super) fn parse_extra_fields(rest: Option<&[u8]>) -> Vec<ExtraField> {
     // Fields 3..7 are uid, gid, gecos, home, shell; the extra fields follow the 7th colon.
     let Some(extra) = rest.and_then(|r| r.splitn(6, |&b| b == b':').nth(5)) else {
         return Vec::new();
