@@ -29,3 +29,4 @@ mod leftovers;
 mod mx;
 mod pop3_smtp;
 mod reload;
+mod routing;

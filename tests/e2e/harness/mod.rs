@@ -79,6 +79,7 @@ pub fn options(b: &Backends, users: Option<String>) -> Options {
         imap: format!("127.0.0.1:{}", b.dovecot.imap_port),
         pop3: format!("127.0.0.1:{}", b.dovecot.pop3_port),
         smtp: format!("127.0.0.1:{}", b.recorder.port),
+        extra: String::new(),
     }
 }
 
