@@ -81,8 +81,8 @@ pub(super) fn run(config: Config, login: TestLogin) -> anyhow::Result<ExitCode> 
     let reply = auth_http::render_reply(&decision.verdict, Some(req.protocol));
     std::io::stdout().write_all(&reply).context("cannot write to stdout")?;
     eprintln!("reason: {}", decision.reason);
-    if let Some(choice) = &decision.route {
-        eprintln!("backend: {choice}");
+    if let Some(routed) = &decision.route {
+        eprintln!("backend: {routed}");
     }
     match decision.verdict {
         Verdict::Accept(_) => Ok(ExitCode::SUCCESS),

@@ -21,7 +21,7 @@ use crate::login::{AuthMethod, MailProtocol};
 use crate::metrics::Metrics;
 use crate::policy::{Check, Policy, Recorded, Scope};
 use crate::reason::Reason;
-use crate::route::{Choice, Routed, Router};
+use crate::route::{Routed, Router};
 use crate::source::{
     Credentials, DigestAnswer, DigestCredentials, DigestKind, PlainAnswer, SchemeUsed, Source, SourceRoute,
 };
@@ -43,14 +43,23 @@ pub(crate) struct Decision {
     pub scheme: Option<SchemeUsed>,
     /// The source that decided, when one did.
     pub source: Option<String>,
-    /// The backend an accepted login goes to, and why.
-    pub route: Option<Choice>,
+    /// Where the routing rules sent the login (a backend and why, or why none), when they
+    /// were asked.
+    pub route: Option<Routed>,
 }
 
 impl Decision {
     /// A temporary failure decided outside the sources, e.g. [`Reason::Deadline`].
     pub(crate) fn temporary(reason: Reason) -> Decision {
         refuse(RefuseKind::Temporary, reason)
+    }
+
+    /// A temporary failure because the routing rules found no backend.
+    fn routed(reason: Reason, routed: Routed) -> Decision {
+        Decision {
+            route: Some(routed),
+            ..Decision::temporary(reason)
+        }
     }
 
     /// The result as logs and metrics name it: `ok`, `invalid`, `tempfail`, `banned`,
@@ -88,10 +97,10 @@ impl Authenticator {
         // With every backend of the login's route down there is nowhere to send it: a
         // temporary failure at once, before the policy counts or anything is hashed.
         if req.method != AuthMethod::None
-            && let Routed::AllDown(rule) = self.router.choose(req.protocol, &req.user, &SourceRoute::default())
+            && let down @ Routed::AllDown(_) = self.router.choose(req.protocol, &req.user, &SourceRoute::default())
         {
-            tracing::debug!(rule = %rule, "every backend of the route is down");
-            return Decision::temporary(Reason::BackendsDown);
+            tracing::debug!("{down}");
+            return Decision::routed(Reason::BackendsDown, down);
         }
         let counted = matches!(req.method, AuthMethod::Plain | AuthMethod::Apop | AuthMethod::CramMd5);
         let gate = match counted.then_some(self.policy.check(req.client, &req.user).await) {
@@ -191,7 +200,7 @@ impl Authenticator {
             reason: Reason::Ok,
             scheme,
             source,
-            route: Some(choice),
+            route: Some(Routed::To(choice)),
         }
     }
 
@@ -369,9 +378,9 @@ impl Authenticator {
                         reason: Reason::LocalRecipient,
                         scheme: None,
                         source: None,
-                        route: Some(choice),
+                        route: Some(Routed::To(choice)),
                     },
-                    Routed::AllDown(_) | Routed::Unusable(_) => Decision::temporary(Reason::BackendsDown),
+                    other => Decision::routed(Reason::BackendsDown, other),
                 }
             }
             _ => refuse(RefuseKind::RelayDenied, Reason::RelayDenied),

@@ -326,7 +326,10 @@ async fn users_file_fields_route_before_domains_and_protocols() {
     assert_eq!(sent(&d), ("192.0.2.2:143".into(), None, None));
     let d = auth.decide(&plain("b@example.org", "pw")).await;
     assert_eq!(sent(&d), ("198.51.100.7:1143".into(), None, None));
-    assert_eq!(d.route.unwrap().rule, crate::route::Rule::Source);
+    let Some(crate::route::Routed::To(choice)) = d.route else {
+        panic!("{d:?}")
+    };
+    assert_eq!(choice.rule, crate::route::Rule::Source);
     let d = auth.decide(&plain("c@other.net", "pw")).await;
     assert_eq!(sent(&d), ("192.0.2.1:143".into(), None, None));
     // destuser= and pass=: the backend sees that name and password.

@@ -76,7 +76,7 @@ pub(crate) struct Choice {
     pub rule: Rule,
     /// Its health.
     pub health: Health,
-    /// Backends the rule has, and how many of them count as up.
+    /// Addresses the rule has now.
     pub backends: usize,
     /// Of those, how many count as up.
     pub up: usize,
@@ -106,6 +106,16 @@ pub(crate) enum Routed {
     /// The source's routing facts cannot be used (why): a temporary failure rather than
     /// another backend.
     Unusable(String),
+}
+
+impl fmt::Display for Routed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Routed::To(choice) => choice.fmt(f),
+            Routed::AllDown(rule) => write!(f, "none: every backend of {rule} is down"),
+            Routed::Unusable(why) => write!(f, "none: the source's route cannot be used: {why}"),
+        }
+    }
 }
 
 /// One configured backend and the addresses it has now (a name's change when it is
