@@ -175,16 +175,16 @@ impl Authenticator {
     ) -> Decision {
         let choice = match self.router.choose(req.protocol, &req.user, route) {
             Routed::To(choice) => choice,
-            Routed::AllDown(rule) => {
-                tracing::debug!(rule = %rule, "every backend of the route is down");
-                return Decision::temporary(Reason::BackendsDown);
+            down @ Routed::AllDown(_) => {
+                tracing::debug!("{down}");
+                return Decision::routed(Reason::BackendsDown, down);
             }
             Routed::Unusable(why) => {
                 tracing::warn!(
                     source = source.as_deref().unwrap_or("-"),
                     "cannot route the login: {why}"
                 );
-                return Decision::temporary(Reason::SourceRouteUnusable);
+                return Decision::routed(Reason::SourceRouteUnusable, Routed::Unusable(why));
             }
         };
         let Some((user, pass)) = self.backend_login(req, route, cleartext) else {
