@@ -87,6 +87,11 @@ fn readiness(auth: &Authenticator) -> Response<Body> {
     for source in &statuses {
         body.push_str(&format!("{} {}\n", source.name, source.detail));
     }
+    // Backends are listed, not judged: a store that is down does not make this daemon unready.
+    for line in auth.router.status_lines() {
+        body.push_str(&line);
+        body.push('\n');
+    }
     text(status, body)
 }
 

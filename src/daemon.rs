@@ -16,6 +16,7 @@ use crate::config::{Config, ListenAddr};
 use crate::decide::{Authenticator, Decision};
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::route::{self, Router};
 use crate::server::{self, Listener, ServerLimits};
 use crate::source::{Source, SourceStatus};
 use crate::verify::{LoginCache, Verifier, VerifyPool};
@@ -85,6 +86,7 @@ pub(crate) fn assemble(config: Arc<Config>) -> Authenticator {
     );
     let verifier = Verifier::new(pool, LoginCache::new(config.cache), metrics.clone());
     let policy = Policy::new(&config.policy, &config.state, Arc::new(SystemClock));
+    let router = Arc::new(Router::new(&config.routes));
     Authenticator {
         config,
         sources,
@@ -92,6 +94,7 @@ pub(crate) fn assemble(config: Arc<Config>) -> Authenticator {
         policy,
         verifier,
         secret_logged: Default::default(),
+        router,
     }
 }
 
@@ -125,6 +128,10 @@ pub(crate) async fn decide_once(mut config: Config, req: &AuthRequest) -> Decisi
     config.nginx_secret = None;
     let auth = assemble(Arc::new(config));
     reload_sources(&auth, true);
+    // One round of health checks, so the answer shows the backends' state as `serve` sees it.
+    if !auth.router.settings().interval.is_zero() {
+        route::health::check_all(&auth.router, &auth.metrics).await;
+    }
     auth.decide(req).await
 }
 
@@ -135,7 +142,11 @@ fn log_in_use(auth: &Authenticator) {
     let total: usize = statuses.iter().filter_map(|s| s.users).sum();
     let sources: Vec<String> = statuses.iter().map(|s| format!("{}={}", s.name, s.summary)).collect();
     let r = &auth.config.routes;
-    let routes = format!("imap={} pop3={} smtp={}", r.imap.addr, r.pop3.addr, r.smtp.addr);
+    let mut routes = format!("imap={} pop3={} smtp={}", r.imap.spec, r.pop3.spec, r.smtp.spec);
+    if !r.domains.is_empty() {
+        let domains: Vec<&str> = r.domains.keys().map(String::as_str).collect();
+        routes.push_str(&format!(" domains={}", domains.join(",")));
+    }
     tracing::info!(sources = %sources.join(" "), users = total, routes = %routes, "in use");
 }
 
@@ -167,6 +178,12 @@ pub(crate) async fn serve(config: Config) -> Result<(), DaemonError> {
         tracing::debug!(backend = %route.spec, addr = %route.addr, "route");
     }
     log_in_use(&auth);
+    // Backend checks and name re-resolution run beside the logins, never in one.
+    let health = tokio::spawn(route::health::run(auth.router.clone(), auth.metrics.clone()));
+    let names = tokio::spawn(route::dns::run(
+        auth.router.clone(),
+        Arc::new(route::dns::SystemResolver),
+    ));
 
     let listener = bind(&config.listen).await?;
     let admin = match config.admin.listen {
@@ -253,6 +270,8 @@ pub(crate) async fn serve(config: Config) -> Result<(), DaemonError> {
     };
     server::run(listener, auth, limits, shutdown).await;
     reloader.abort();
+    health.abort();
+    names.abort();
     if let Some(task) = admin_task {
         let _ = task.await;
     }

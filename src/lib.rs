@@ -30,6 +30,7 @@ mod metrics;
 mod nginx_config;
 mod policy;
 mod reason;
+mod route;
 mod secret;
 mod server;
 mod source;

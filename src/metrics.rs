@@ -47,6 +47,13 @@ struct ResultLabels {
     result: &'static str,
 }
 
+/// Labels of `mailauthd_backend_up`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    protocol: &'static str,
+    backend: String,
+}
+
 type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
 
 /// Seconds, from 100 µs (a `{PLAIN}` login) to 10 s (a queue of argon2 hashes).
@@ -78,6 +85,7 @@ pub(crate) struct Metrics {
     source_broken_lines: Family<SourceLabels, Gauge>,
     upstream_resends: Family<SourceLabels, Counter>,
     bad_secret: Counter,
+    backend_up: Family<BackendLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -183,6 +191,12 @@ impl Metrics {
             "Requests refused because the [nginx] shared secret was missing or wrong",
             bad_secret.clone(),
         );
+        let backend_up = Family::<BackendLabels, Gauge>::default();
+        registry.register(
+            "backend_up",
+            "Whether the last health check of each backend passed (1) or failed (0)",
+            backend_up.clone(),
+        );
         registry.register(
             "build",
             "The running version",
@@ -205,6 +219,7 @@ impl Metrics {
             source_broken_lines,
             upstream_resends,
             bad_secret,
+            backend_up,
         }
     }
 
@@ -324,6 +339,16 @@ impl Metrics {
     /// A request came without the `[nginx]` shared secret, or with another one.
     pub(crate) fn bad_secret(&self) {
         self.bad_secret.inc();
+    }
+
+    /// The last health check of `backend` for `protocol` passed (`up`) or failed.
+    pub(crate) fn backend_up(&self, protocol: &'static str, backend: &str, up: bool) {
+        self.backend_up
+            .get_or_create(&BackendLabels {
+                protocol,
+                backend: backend.to_owned(),
+            })
+            .set(i64::from(up));
     }
 
     /// The metrics as OpenMetrics text ([`CONTENT_TYPE`]).

@@ -102,6 +102,10 @@ pub(crate) enum Reason {
     ReverseDnsTempfail,
     /// A method the request's `[listener.NAME]` does not allow.
     MethodNotAllowedOnListener,
+    /// Every backend of the login's route is down.
+    BackendsDown,
+    /// The accepting source's routing facts cannot be used (a `host=` name, a bad `port=`).
+    SourceRouteUnusable,
 }
 
 impl Reason {
@@ -154,6 +158,8 @@ impl Reason {
             NoReverseDns => "no-reverse-dns",
             ReverseDnsTempfail => "reverse-dns-tempfail",
             MethodNotAllowedOnListener => "method-not-allowed-on-listener",
+            BackendsDown => "backends-down",
+            SourceRouteUnusable => "source-route-unusable",
         }
     }
 }

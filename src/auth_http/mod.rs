@@ -18,7 +18,7 @@ mod request;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use reply::{Accept, Refusal, RefuseKind, Verdict, can_echo_password, render_reply};
+pub(crate) use reply::{Accept, Refusal, RefuseKind, Verdict, can_echo_password, can_echo_user, render_reply};
 pub(crate) use request::{find_header_end, parse_request, percent_decode, protocol_hint};
 
 /// The largest request header block accepted (protocol.md §1.1 asks for at least 32 KiB).
@@ -38,6 +38,10 @@ pub(crate) const MAX_REPLY_BYTES: usize = 1024;
 /// The longest cleartext echoed back as `Auth-Pass`; keeps every reply under
 /// [`MAX_REPLY_BYTES`].
 pub(crate) const MAX_ECHOED_PASSWORD: usize = 512;
+
+/// The longest login sent back as `Auth-User`; with the longest `Auth-Pass` the reply
+/// still stays under [`MAX_REPLY_BYTES`].
+pub(crate) const MAX_ECHOED_USER: usize = 255;
 
 /// TLS facts nginx passes about the client connection (`Auth-SSL*`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use zeroize::Zeroizing;
 
-use super::MAX_ECHOED_PASSWORD;
+use super::{MAX_ECHOED_PASSWORD, MAX_ECHOED_USER};
 use crate::login::MailProtocol;
 
 /// What mailauthd answers.
@@ -24,6 +24,9 @@ pub(crate) struct Accept {
     pub server: IpAddr,
     /// Backend port (`Auth-Port`).
     pub port: u16,
+    /// The login nginx uses on the backend (`Auth-User`), when it is not the client's
+    /// (`destuser=`, a master user).
+    pub user: Option<Vec<u8>>,
     /// The password nginx logs in to the backend with (`Auth-Pass`), when it has none of
     /// its own (apop, cram-md5).
     pub pass: Option<Zeroizing<Vec<u8>>>,
@@ -34,6 +37,10 @@ impl fmt::Debug for Accept {
         f.debug_struct("Accept")
             .field("server", &self.server)
             .field("port", &self.port)
+            .field(
+                "user",
+                &self.user.as_ref().map(|u| String::from_utf8_lossy(u).into_owned()),
+            )
             .field("pass", &self.pass.as_ref().map(|_| "<redacted>"))
             .finish()
     }
@@ -142,6 +149,12 @@ pub(crate) fn can_echo_password(value: &[u8]) -> bool {
         && !value.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0)
 }
 
+/// Whether a login can be sent to nginx as `Auth-User`: a header value as for the password,
+/// and at most [`MAX_ECHOED_USER`] bytes.
+pub(crate) fn can_echo_user(value: &[u8]) -> bool {
+    value.len() <= MAX_ECHOED_USER && can_echo_password(value)
+}
+
 /// Renders the reply nginx reads. Always `HTTP/1.0 200 OK`, always an `Auth-Status`, never
 /// `WAIT`, always below [`super::MAX_REPLY_BYTES`].
 pub(crate) fn render_reply(verdict: &Verdict, protocol: Option<MailProtocol>) -> Vec<u8> {
@@ -155,6 +168,12 @@ pub(crate) fn render_reply(verdict: &Verdict, protocol: Option<MailProtocol>) ->
             out.extend_from_slice(b"\r\nAuth-Port: ");
             out.extend_from_slice(accept.port.to_string().as_bytes());
             out.extend_from_slice(b"\r\n");
+            // Same rules as the password: raw, no edge spaces, no line breaks.
+            if let Some(user) = accept.user.as_ref().filter(|u| can_echo_user(u)) {
+                out.extend_from_slice(b"Auth-User: ");
+                out.extend_from_slice(user);
+                out.extend_from_slice(b"\r\n");
+            }
             if let Some(pass) = accept.pass.as_ref().filter(|p| can_echo_password(p)) {
                 out.extend_from_slice(b"Auth-Pass: ");
                 out.extend_from_slice(pass);

@@ -111,6 +111,7 @@ fn replies_have_status_line_and_never_wait() {
     let ok = Verdict::Accept(Accept {
         server: "::1".parse().unwrap(),
         port: 143,
+        user: None,
         pass: None,
     });
     assert_eq!(
@@ -177,11 +178,13 @@ fn every_reply_is_well_formed_and_the_longest_fits_in_1024_bytes() {
     let longest = Verdict::Accept(Accept {
         server: "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap(),
         port: 65535,
+        user: Some(vec![b'u'; MAX_ECHOED_USER]),
         pass: Some(Zeroizing::new(vec![b'x'; MAX_ECHOED_PASSWORD])),
     });
     let reply = render_reply(&longest, Some(MailProtocol::Pop3));
     assert_reply_is_well_formed(&reply);
     assert!(reply.windows(11).any(|w| w == b"Auth-Pass: "));
+    assert!(reply.windows(11).any(|w| w == b"Auth-User: "));
 }
 
 #[test]
@@ -190,6 +193,7 @@ fn unsendable_passwords_are_never_written() {
         let verdict = Verdict::Accept(Accept {
             server: "127.0.0.1".parse().unwrap(),
             port: 110,
+            user: None,
             pass: Some(Zeroizing::new(pass.to_vec())),
         });
         let reply = render_reply(&verdict, Some(MailProtocol::Pop3));

@@ -29,14 +29,35 @@ pub(super) fn run(path: Option<&PathBuf>) -> anyhow::Result<ExitCode> {
     for warning in config.exposure_warnings() {
         println!("warning: {warning}");
     }
+    let r = &config.routes;
     println!(
         "listen {}; routes imap {} pop3 {} smtp {}",
-        config.listen, config.routes.imap.addr, config.routes.pop3.addr, config.routes.smtp.addr
+        config.listen,
+        addrs(&r.imap),
+        addrs(&r.pop3),
+        addrs(&r.smtp)
     );
+    for (domain, d) in &r.domains {
+        let each: Vec<String> = [("imap", &d.imap), ("pop3", &d.pop3), ("smtp", &d.smtp)]
+            .into_iter()
+            .filter_map(|(p, l)| l.as_ref().map(|l| format!("{p} {}", addrs(l))))
+            .collect();
+        println!("routes for {domain}: {}", each.join(" "));
+    }
     if errors > 0 {
         println!("{}: {errors} error(s)", config.origin);
         return Ok(ExitCode::from(1));
     }
     println!("{}: OK", config.origin);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A rule's backends as resolved now, e.g. `10.0.0.1:143,10.0.0.2:143`.
+fn addrs(list: &crate::config::RouteList) -> String {
+    let all: Vec<String> = list
+        .targets
+        .iter()
+        .flat_map(|t| t.addrs.iter().map(ToString::to_string))
+        .collect();
+    all.join(",")
 }

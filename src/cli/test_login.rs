@@ -1,5 +1,6 @@
 //! `mailauthd test`: decides one login as the server would, with the password read from
-//! stdin, and prints the reply nginx would get. Exit 0 if accepted, 1 if refused.
+//! stdin, and prints the reply nginx would get, then (on stderr) the reason and the backend
+//! chosen with the rule and health state that chose it. Exit 0 if accepted, 1 if refused.
 
 use std::io::{Read, Write};
 use std::net::IpAddr;
@@ -90,6 +91,9 @@ pub(super) fn run(config: Config, login: TestLogin) -> anyhow::Result<ExitCode> 
     let reply = auth_http::render_reply(&decision.verdict, Some(req.protocol));
     std::io::stdout().write_all(&reply).context("cannot write to stdout")?;
     eprintln!("reason: {}", decision.reason);
+    if let Some(routed) = &decision.route {
+        eprintln!("backend: {routed}");
+    }
     match decision.verdict {
         Verdict::Accept(_) => Ok(ExitCode::SUCCESS),
         Verdict::Refuse(_) => Ok(ExitCode::from(1)),

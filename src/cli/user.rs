@@ -30,6 +30,10 @@ pub enum UserCommand {
         target: Target,
         #[command(flatten)]
         password: PasswordArgs,
+        /// A Dovecot passwd-file extra field for the line, e.g. `host=10.0.0.2`, `port=1143`,
+        /// `destuser=alice2`, `proxy`; repeatable.
+        #[arg(long = "field", value_name = "KEY[=VALUE]")]
+        fields: Vec<String>,
     },
     /// Change a user's password; the rest of its line (passwd-file fields) is kept.
     Passwd {
@@ -43,7 +47,8 @@ pub enum UserCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// List the users and their password scheme (never the hash).
+    /// List the users, their password scheme (never the hash) and their routing fields
+    /// (`pass=` shown as `pass=<set>`).
     List {
         /// The users file.
         #[arg(long, short)]
@@ -89,8 +94,15 @@ fn parse_scheme(s: &str) -> Result<NewScheme, String> {
 /// Runs one `user` command.
 pub(super) fn run(command: UserCommand) -> anyhow::Result<ExitCode> {
     let result = match command {
-        UserCommand::Add { target, password } => {
+        UserCommand::Add {
+            target,
+            password,
+            fields,
+        } => {
             edit::check_user_name(&target.user)?;
+            for f in &fields {
+                edit::check_field(f)?;
+            }
             let text = edit::read_file(&target.file, true)?;
             // Checked again under the lock; this only saves typing a password in vain.
             if edit::find_user(&text, &target.user).is_some() {
@@ -98,7 +110,7 @@ pub(super) fn run(command: UserCommand) -> anyhow::Result<ExitCode> {
             } else {
                 let hash = new_hash(&password)?;
                 edit::edit_file(&target.file, true, |t| {
-                    Ok((edit::add_user(t, &target.user, &hash)?, ()))
+                    Ok((edit::add_user_with_fields(t, &target.user, &hash, &fields)?, ()))
                 })
                 .map(|()| eprintln!("added user {}", printable(target.user.as_bytes())))
             }
@@ -125,7 +137,12 @@ pub(super) fn run(command: UserCommand) -> anyhow::Result<ExitCode> {
             for line in edit::list_users(&text) {
                 let name = printable(&text[line.name.clone()]);
                 let scheme = scheme_of(&text[line.hash.clone()]);
-                out.push_str(&format!("{name}\t{scheme}\n"));
+                let routing = edit::routing_fields(&text, &line);
+                if routing.is_empty() {
+                    out.push_str(&format!("{name}\t{scheme}\n"));
+                } else {
+                    out.push_str(&format!("{name}\t{scheme}\t{}\n", routing.join(" ")));
+                }
             }
             print!("{out}");
             Ok(())

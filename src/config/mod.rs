@@ -33,7 +33,7 @@ pub(crate) use connection::{
     in_networks,
 };
 pub(crate) use policy::{OnRedisError, PolicySettings, StateSettings};
-pub(crate) use route::Routes;
+pub(crate) use route::{BackendSettings, HealthSettings, RouteList, Routes, Target};
 pub(crate) use sections::{AdminSettings, AuthSettings, CacheSettings, SmtpSettings};
 pub(crate) use source::{BasicMethod, HtpasswdConfig, HttpBasicConfig, RouteHeaders, SourceConfig};
 
@@ -42,7 +42,7 @@ use connection::{
     validate_nginx, validate_tls,
 };
 use policy::{RawPolicy, RawState, validate_policy, validate_state};
-use route::{RawRoute, validate_route};
+use route::{RawBackend, RawRoute, validate_backend, validate_route};
 use sections::{RawAdmin, RawAuth, RawCache, RawSmtp, validate_admin, validate_auth, validate_cache, validate_smtp};
 use source::{RawSource, validate_sources};
 
@@ -129,6 +129,8 @@ pub(crate) struct Config {
     pub real_ip_from: Vec<ipnet::IpNet>,
     /// Per-listener overrides (`[listener.NAME]`).
     pub listeners: BTreeMap<String, ListenerSettings>,
+    /// What nginx logs in to a backend with (`[backend]`).
+    pub backend: BackendSettings,
 }
 
 /// One thing wrong with a configuration.
@@ -231,6 +233,8 @@ struct RawConfig {
     client: RawClient,
     #[serde(default, rename = "listener")]
     listeners: BTreeMap<String, RawListener>,
+    #[serde(default)]
+    backend: RawBackend,
 }
 
 /// Collects problems while validating.
@@ -433,6 +437,7 @@ fn validate(raw: RawConfig, c: &mut Checker<'_>, origin: &ConfigOrigin) -> Confi
     let external = validate_external(raw.external.as_ref(), c);
     let real_ip_from = validate_client(&raw.client, c);
     let listeners = validate_listeners(&raw.listeners, sources.len(), c);
+    let backend = validate_backend(&raw.backend, c);
 
     Config {
         origin: origin.clone(),
@@ -457,5 +462,6 @@ fn validate(raw: RawConfig, c: &mut Checker<'_>, origin: &ConfigOrigin) -> Confi
         external,
         real_ip_from,
         listeners,
+        backend,
     }
 }

@@ -1,38 +1,99 @@
-//! The `[route]` section: the backend mail server for each protocol, resolved to an IP
-//! address when the config is loaded.
+//! The `[route]` section (backends per protocol, per domain in `[route.domains."..."]`, their
+//! health checks in `[route.health]`) and `[backend]` (the credentials nginx logs in to a
+//! backend with). Every backend is resolved once here, so `check-config` reports a name that
+//! does not resolve; the daemon re-resolves names while it runs (`crate::route`).
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::Checker;
 use crate::login::MailProtocol;
+use crate::secret::Secret;
 
-/// A backend mail server: as written, and resolved to an IP address (nginx accepts only IP
-/// literals in `Auth-Server`).
+/// One backend as written: an IP literal (one address) or a host name (every A/AAAA
+/// address of it is a backend).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Backend {
+pub(crate) struct Target {
     /// `host:port` as written in the config.
     pub spec: String,
-    /// The resolved address.
-    pub addr: SocketAddr,
+    /// The host part, without brackets.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// Whether `host` is an IP literal (never re-resolved).
+    pub literal: bool,
+    /// The addresses it resolved to when the config was loaded (at least one).
+    pub addrs: Vec<SocketAddr>,
 }
 
-/// The backend for each protocol (`[route]`).
+/// The backends of one rule: a protocol's `[route]` entry or a domain's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RouteList {
+    /// The backends, in the order written.
+    pub targets: Vec<Target>,
+    /// The first backend's first address (what a one-backend route sends every login to).
+    pub addr: SocketAddr,
+    /// The backends as written, joined with `,`.
+    pub spec: String,
+}
+
+/// The routes of one domain (`[route.domains."example.org"]`); a protocol left out uses
+/// `[route]`'s.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct DomainRoutes {
+    /// IMAP backends.
+    pub imap: Option<RouteList>,
+    /// POP3 backends.
+    pub pop3: Option<RouteList>,
+    /// SMTP backends.
+    pub smtp: Option<RouteList>,
+}
+
+impl DomainRoutes {
+    /// The backends for `protocol`, when the domain names some.
+    pub(crate) fn for_protocol(&self, protocol: MailProtocol) -> Option<&RouteList> {
+        match protocol {
+            MailProtocol::Imap => self.imap.as_ref(),
+            MailProtocol::Pop3 => self.pop3.as_ref(),
+            MailProtocol::Smtp => self.smtp.as_ref(),
+        }
+    }
+}
+
+/// `[route.health]`: backend checks and name re-resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HealthSettings {
+    /// How often each backend is checked (0: never; every backend counts as up).
+    pub interval: Duration,
+    /// How long a check may take: connect plus greeting.
+    pub timeout: Duration,
+    /// How often a name is re-resolved when the resolver does not tell its TTL, and the
+    /// longest a TTL is trusted.
+    pub dns_refresh: Duration,
+}
+
+/// The backend for each protocol (`[route]`), per domain, and how they are checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Routes {
-    /// IMAP backend.
-    pub imap: Backend,
-    /// POP3 backend.
-    pub pop3: Backend,
-    /// SMTP backend.
-    pub smtp: Backend,
+    /// IMAP backends.
+    pub imap: RouteList,
+    /// POP3 backends.
+    pub pop3: RouteList,
+    /// SMTP backends.
+    pub smtp: RouteList,
+    /// Per-domain routes, keyed by the lower-case domain.
+    pub domains: BTreeMap<String, DomainRoutes>,
+    /// Health checks and name re-resolution.
+    pub health: HealthSettings,
 }
 
 impl Routes {
-    /// The backend for `protocol`.
-    pub(crate) fn for_protocol(&self, protocol: MailProtocol) -> &Backend {
+    /// The backends for `protocol`.
+    pub(crate) fn for_protocol(&self, protocol: MailProtocol) -> &RouteList {
         match protocol {
             MailProtocol::Imap => &self.imap,
             MailProtocol::Pop3 => &self.pop3,
@@ -41,50 +102,195 @@ impl Routes {
     }
 }
 
+/// A Dovecot master user (`[backend]`): nginx logs in to the backend as
+/// `<user><separator><master_user>` with the master password when it has no password of the
+/// user's to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MasterUser {
+    /// The master user's name.
+    pub user: String,
+    /// Its password.
+    pub password: Secret,
+    /// What stands between the user and the master user (Dovecot's
+    /// `auth_master_user_separator`).
+    pub separator: String,
+}
+
 /// `[route]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute {
-    imap: Option<Spanned<String>>,
-    pop3: Option<Spanned<String>>,
-    smtp: Option<Spanned<String>>,
+    imap: Option<Spanned<OneOrMany>>,
+    pop3: Option<Spanned<OneOrMany>>,
+    smtp: Option<Spanned<OneOrMany>>,
+    #[serde(default)]
+    domains: BTreeMap<String, Spanned<RawDomain>>,
+    #[serde(default)]
+    health: RawHealth,
+}
+
+/// A backend or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `[route.domains."..."]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDomain {
+    imap: Option<Spanned<OneOrMany>>,
+    pop3: Option<Spanned<OneOrMany>>,
+    smtp: Option<Spanned<OneOrMany>>,
+}
+
+/// `[route.health]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    interval: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    dns_refresh: Option<Spanned<String>>,
+}
+
+/// `[backend]`: what nginx logs in to a backend with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct BackendSettings {
+    /// The Dovecot master user, for logins nginx has no password of the user's for.
+    pub master: Option<MasterUser>,
+    /// nginx runs `proxy_smtp_auth on`: SMTP backends get credentials as IMAP and POP3 do
+    /// (without it, nginx names the login in XCLIENT, where a master user must not appear).
+    pub smtp_proxy_auth: bool,
+}
+
+/// `[backend]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBackend {
+    master_user: Option<Spanned<String>>,
+    master_password: Option<Spanned<String>>,
+    master_separator: Option<Spanned<String>>,
+    smtp_proxy_auth: Option<bool>,
 }
 
 /// Validates `[route]`; a missing protocol gets its port on 127.0.0.1.
 pub(super) fn validate_route(raw: Option<Spanned<RawRoute>>, c: &mut Checker<'_>) -> Routes {
     let route = raw.map(Spanned::into_inner).unwrap_or_default();
-    Routes {
-        imap: backend(c, &route.imap, "route.imap", "127.0.0.1:143"),
-        pop3: backend(c, &route.pop3, "route.pop3", "127.0.0.1:110"),
-        smtp: backend(c, &route.smtp, "route.smtp", "127.0.0.1:25"),
-    }
-}
-
-/// One backend; on a problem, a placeholder address stands in so validation goes on.
-fn backend(c: &mut Checker<'_>, value: &Option<Spanned<String>>, key: &str, default: &str) -> Backend {
-    let (spec, span) = match value {
-        Some(v) => (v.get_ref().clone(), Some(v.span())),
-        None => (default.to_owned(), None),
-    };
-    match resolve_backend(&spec) {
-        Ok(addr) => Backend { spec, addr },
-        Err(message) => {
-            c.problem(span, key, message);
-            Backend {
-                spec,
-                addr: SocketAddr::from(([127, 0, 0, 1], 1)),
-            }
+    let mut domains = BTreeMap::new();
+    for (name, domain) in &route.domains {
+        let key = name.trim().trim_end_matches('.').to_ascii_lowercase();
+        if key.is_empty() || key.contains(['@', ' ', '<', '>', ':']) {
+            c.problem(
+                Some(domain.span()),
+                "route.domains",
+                format!("{name:?} is not a domain name"),
+            );
+            continue;
+        }
+        let d = domain.get_ref();
+        let list = |c: &mut Checker<'_>, v: &Option<Spanned<OneOrMany>>, p: &str| {
+            v.as_ref()
+                .map(|v| route_list(c, Some(v), &format!("route.domains.{name:?}.{p}"), ""))
+        };
+        let routes = DomainRoutes {
+            imap: list(c, &d.imap, "imap"),
+            pop3: list(c, &d.pop3, "pop3"),
+            smtp: list(c, &d.smtp, "smtp"),
+        };
+        if routes == DomainRoutes::default() {
+            c.problem(
+                Some(domain.span()),
+                "route.domains",
+                format!("{name:?} names no backend; give imap, pop3 or smtp"),
+            );
+        }
+        if domains.insert(key, routes).is_some() {
+            c.problem(
+                Some(domain.span()),
+                "route.domains",
+                format!("{name:?} is given twice (domains are compared in lower case)"),
+            );
         }
     }
+    Routes {
+        imap: route_list(c, route.imap.as_ref(), "route.imap", "127.0.0.1:143"),
+        pop3: route_list(c, route.pop3.as_ref(), "route.pop3", "127.0.0.1:110"),
+        smtp: route_list(c, route.smtp.as_ref(), "route.smtp", "127.0.0.1:25"),
+        domains,
+        health: validate_health(&route.health, c),
+    }
 }
 
-/// Resolves `host:port` (or `[v6]:port`) to one address; IP literals pass through.
-fn resolve_backend(spec: &str) -> Result<SocketAddr, String> {
+fn validate_health(raw: &RawHealth, c: &mut Checker<'_>) -> HealthSettings {
+    let interval = c.duration(&raw.interval, "route.health.interval", Duration::ZERO);
+    let timeout = c.duration(&raw.timeout, "route.health.timeout", Duration::from_secs(2));
+    let dns_refresh = c.duration(&raw.dns_refresh, "route.health.dns_refresh", Duration::from_secs(60));
+    if timeout.is_zero() || (!interval.is_zero() && timeout > interval) {
+        c.problem(
+            raw.timeout.as_ref().map(Spanned::span),
+            "route.health.timeout",
+            "must be more than 0 and at most route.health.interval".to_owned(),
+        );
+    }
+    if dns_refresh < Duration::from_secs(1) {
+        c.problem(
+            raw.dns_refresh.as_ref().map(Spanned::span),
+            "route.health.dns_refresh",
+            "must be at least 1s".to_owned(),
+        );
+    }
+    HealthSettings {
+        interval,
+        timeout,
+        dns_refresh,
+    }
+}
+
+/// One rule's backends; on a problem, a placeholder address stands in so validation goes on.
+fn route_list(c: &mut Checker<'_>, value: Option<&Spanned<OneOrMany>>, key: &str, default: &str) -> RouteList {
+    let (specs, span) = match value {
+        Some(v) => match v.get_ref() {
+            OneOrMany::One(s) => (vec![s.clone()], Some(v.span())),
+            OneOrMany::Many(list) => (list.clone(), Some(v.span())),
+        },
+        None => (vec![default.to_owned()], None),
+    };
+    if specs.is_empty() {
+        c.problem(span.clone(), key, "an empty list; give at least one backend".to_owned());
+    }
+    let placeholder = SocketAddr::from(([127, 0, 0, 1], 1));
+    let mut targets: Vec<Target> = Vec::new();
+    for spec in &specs {
+        match resolve_target(spec) {
+            Ok(t) if targets.iter().any(|o| o.spec == t.spec) => {
+                c.problem(span.clone(), key, format!("{spec:?} is listed twice"));
+            }
+            Ok(t) => targets.push(t),
+            Err(message) => c.problem(span.clone(), key, message),
+        }
+    }
+    RouteList {
+        addr: targets.first().map_or(placeholder, |t| t.addrs[0]),
+        spec: specs.join(","),
+        targets,
+    }
+}
+
+/// Splits `host:port` (or `[v6]:port`) and resolves it; IP literals pass through.
+fn resolve_target(spec: &str) -> Result<Target, String> {
     if let Ok(addr) = spec.parse::<SocketAddr>() {
         if addr.port() == 0 {
             return Err(format!("{spec:?}: port 0 is not a valid backend port"));
         }
-        return Ok(addr);
+        return Ok(Target {
+            spec: spec.to_owned(),
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            literal: true,
+            addrs: vec![addr],
+        });
     }
     let Some((host, port)) = spec.rsplit_once(':') else {
         return Err(format!("{spec:?} is not host:port; write e.g. \"127.0.0.1:143\""));
@@ -95,9 +301,88 @@ fn resolve_backend(spec: &str) -> Result<SocketAddr, String> {
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     match (host, port).to_socket_addrs() {
-        Ok(mut addrs) => addrs
-            .next()
-            .ok_or_else(|| format!("{spec:?}: host {host:?} has no address")),
+        Ok(addrs) => {
+            let mut addrs: Vec<SocketAddr> = addrs.collect();
+            addrs.sort();
+            addrs.dedup();
+            if addrs.is_empty() {
+                return Err(format!("{spec:?}: host {host:?} has no address"));
+            }
+            Ok(Target {
+                spec: spec.to_owned(),
+                host: host.to_owned(),
+                port,
+                literal: false,
+                addrs,
+            })
+        }
         Err(e) => Err(format!("{spec:?}: cannot resolve host {host:?} ({e})")),
+    }
+}
+
+/// Validates `[backend]`.
+pub(super) fn validate_backend(raw: &RawBackend, c: &mut Checker<'_>) -> BackendSettings {
+    BackendSettings {
+        master: validate_master(raw, c),
+        smtp_proxy_auth: raw.smtp_proxy_auth.unwrap_or(false),
+    }
+}
+
+/// A master user needs its password (16+ characters) and the reverse.
+fn validate_master(raw: &RawBackend, c: &mut Checker<'_>) -> Option<MasterUser> {
+    let separator = raw
+        .master_separator
+        .as_ref()
+        .map_or_else(|| "*".to_owned(), |s| s.get_ref().clone());
+    if separator.is_empty() || separator.contains(|ch: char| ch.is_whitespace() || ch.is_control()) {
+        c.problem(
+            raw.master_separator.as_ref().map(Spanned::span),
+            "backend.master_separator",
+            "must be one or more printable characters without spaces, e.g. \"*\"".to_owned(),
+        );
+    }
+    match (&raw.master_user, &raw.master_password) {
+        (None, None) => None,
+        (Some(user), Some(password)) => {
+            let u = user.get_ref();
+            if u.is_empty() || u.contains(|ch: char| ch.is_whitespace() || ch.is_control()) {
+                c.problem(
+                    Some(user.span()),
+                    "backend.master_user",
+                    "must be a name without spaces".to_owned(),
+                );
+            }
+            let p = password.get_ref();
+            // The password itself is never repeated in a message.
+            if p.len() < 16 || p.len() > 256 || p.starts_with(' ') || p.ends_with(' ') || p.contains(['\r', '\n', '\0'])
+            {
+                c.problem(
+                    Some(password.span()),
+                    "backend.master_password",
+                    "use 16 to 256 characters, without line breaks or spaces at either end".to_owned(),
+                );
+            }
+            Some(MasterUser {
+                user: u.clone(),
+                password: Secret::new(p.clone()),
+                separator,
+            })
+        }
+        (Some(user), None) => {
+            c.problem(
+                Some(user.span()),
+                "backend.master_password",
+                "missing: a master user needs its password".to_owned(),
+            );
+            None
+        }
+        (None, Some(password)) => {
+            c.problem(
+                Some(password.span()),
+                "backend.master_user",
+                "missing: a master password needs its user".to_owned(),
+            );
+            None
+        }
     }
 }

@@ -172,3 +172,47 @@ fn debug_output_of_a_config_shows_no_secret() {
     }
     assert_eq!(c.admin.token.as_ref().map(|t| t.expose()), Some("tok-0123456789abcdef"));
 }
+
+#[test]
+fn the_routing_contract_validates() {
+    let c = from_file_text(
+        "[route]\nimap = \"10.0.0.1:143\"\npop3 = [\"10.0.0.1:110\", \"10.0.0.2:110\"]\nsmtp = \"localhost:25\"\n\
+         [route.domains.\"Example.org\"]\nimap = [\"10.0.1.1:143\", \"10.0.1.2:143\"]\n\
+         [route.health]\ninterval = \"5s\"\ntimeout = \"2s\"\n\
+         [backend]\nmaster_user = \"proxy\"\nmaster_password = \"0123456789abcdefg\"\nmaster_separator = \"*\"\n\
+         [[source]]\nkind = \"htpasswd\"\npath = \"u\"\n",
+    )
+    .unwrap();
+    assert_eq!(c.routes.pop3.targets.len(), 2);
+    assert_eq!(c.routes.pop3.addr, "10.0.0.1:110".parse().unwrap());
+    assert!(!c.routes.smtp.targets[0].literal && c.routes.smtp.targets[0].addrs[0].ip().is_loopback());
+    let d = &c.routes.domains["example.org"];
+    assert_eq!((d.imap.as_ref().unwrap().targets.len(), d.pop3.is_none()), (2, true));
+    assert_eq!(c.routes.health.interval, Duration::from_secs(5));
+    let m = c.backend.master.unwrap();
+    assert_eq!((m.user.as_str(), m.separator.as_str()), ("proxy", "*"));
+    // Checks are off unless asked for.
+    assert!(Config::builtin().routes.health.interval.is_zero());
+}
+
+#[test]
+fn routing_problems_name_their_keys() {
+    let err = from_file_text(
+        "[route]\nimap = []\npop3 = [\"10.0.0.1:110\", \"10.0.0.1:110\"]\n[route.domains.\"a b\"]\nimap = \"10.0.0.1:143\"\n\
+         [route.domains.\"x.org\"]\n[route.health]\ninterval = \"1s\"\ntimeout = \"2s\"\n\
+         [backend]\nmaster_user = \"proxy\"\nmaster_password = \"short\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    for want in [
+        ":2: route.imap: an empty list",
+        ":3: route.pop3: \"10.0.0.1:110\" is listed twice",
+        ":4: route.domains: \"a b\" is not a domain name",
+        "route.domains: \"x.org\" names no backend",
+        ":9: route.health.timeout:",
+        ":12: backend.master_password: use 16 to 256",
+    ] {
+        assert!(err.contains(want), "{want} not in {err}");
+    }
+    assert!(!err.contains("short\""), "the password is never repeated: {err}");
+}

@@ -8,11 +8,11 @@ use std::sync::Mutex;
 use subtle::ConstantTimeEq;
 
 use super::{Authenticator, Decision, refuse};
-use crate::auth_http::{AuthRequest, RefuseKind, TlsInfo, can_echo_password};
+use crate::auth_http::{AuthRequest, RefuseKind, TlsInfo};
 use crate::config::{
     CertificateUser, Config, ExternalSettings, LISTENER_HEADER, ListenerSettings, TlsVersion, in_networks,
 };
-use crate::login::{AuthMethod, ClientAddr, MailProtocol};
+use crate::login::{AuthMethod, ClientAddr};
 use crate::reason::Reason;
 use crate::source::ExternalAnswer;
 
@@ -157,6 +157,7 @@ impl Authenticator {
                 ExternalAnswer::Found {
                     cleartext,
                     cert_fingerprint,
+                    route,
                 } => {
                     if let Some(tls) = certificate
                         && external.certificate_user == CertificateUser::Fingerprint
@@ -167,21 +168,10 @@ impl Authenticator {
                             ..refuse(RefuseKind::InvalidCredentials, Reason::CertificateMismatch)
                         };
                     }
-                    let pass = cleartext.filter(|c| can_echo_password(c));
-                    if pass.is_none() && req.protocol != MailProtocol::Smtp {
-                        // The client proved who it is; nginx has no password to log in to
-                        // the backend with. The server's shortcoming, not the client's.
-                        return Decision {
-                            source: Some(source.name()),
-                            ..Decision::temporary(Reason::NoCleartextForBackend)
-                        };
-                    }
-                    return Decision {
-                        verdict: self.accept_to(req.protocol, None, pass),
-                        reason: Reason::Ok,
-                        scheme: None,
-                        source: Some(source.name()),
-                    };
+                    // The client proved who it is; nginx still needs a password for an
+                    // IMAP or POP3 backend: the stored cleartext, else the `[backend]`
+                    // master user, else a temporary failure (the server's shortcoming).
+                    return self.accept(req, &route, cleartext, None, Some(source.name()));
                 }
                 ExternalAnswer::Disabled { reason } => {
                     return Decision {

@@ -59,8 +59,10 @@ pub(crate) fn log_decision(req: &AuthRequest, decision: &Decision, started: Inst
         .as_ref()
         .map_or_else(|| "-".to_owned(), ToString::to_string);
     let source = decision.source.as_deref().unwrap_or("-");
-    if matches!(decision.verdict, Verdict::Accept(_)) {
-        tracing::info!(target: "mailauthd::auth", client_ip, result, reason = decision.reason.as_str(), protocol = %req.protocol, method = %req.method, user, scheme = scheme.as_str(), source, micros, "login accepted");
+    if let Verdict::Accept(accept) = &decision.verdict {
+        // Where nginx was sent: the one thing an operator of several stores asks first.
+        let backend = std::net::SocketAddr::new(accept.server, accept.port).to_string();
+        tracing::info!(target: "mailauthd::auth", client_ip, result, reason = decision.reason.as_str(), protocol = %req.protocol, method = %req.method, user, scheme = scheme.as_str(), source, backend, micros, "login accepted");
     } else {
         tracing::warn!(target: "mailauthd::auth", client_ip, result, reason = decision.reason.as_str(), protocol = %req.protocol, method = %req.method, user, scheme = scheme.as_str(), source, micros, "login refused");
     }

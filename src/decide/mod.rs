@@ -9,7 +9,6 @@ mod rcpt;
 #[cfg(test)]
 mod tests;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use zeroize::Zeroizing;
@@ -17,16 +16,23 @@ use zeroize::Zeroizing;
 pub(crate) use connection::use_real_client;
 pub(crate) use log_line::log_decision;
 
-use crate::auth_http::{Accept, AuthRequest, Refusal, RefuseKind, Verdict, can_echo_password};
+use crate::auth_http::{Accept, AuthRequest, Refusal, RefuseKind, Verdict, can_echo_password, can_echo_user};
 use crate::config::Config;
 use crate::hash::{MAX_PASSWORD_BYTES, StoredHash};
 use crate::login::{AuthMethod, MailProtocol};
 use crate::metrics::Metrics;
 use crate::policy::{Check, Policy, Recorded, Scope};
 use crate::reason::Reason;
-use crate::source::{Credentials, DigestAnswer, DigestCredentials, DigestKind, PlainAnswer, SchemeUsed, Source};
+use crate::route::{Routed, Router};
+use crate::source::{
+    Credentials, DigestAnswer, DigestCredentials, DigestKind, PlainAnswer, SchemeUsed, Source, SourceRoute,
+};
 use crate::verify::{PoolError, Verifier};
 use rcpt::recipient_domain;
+
+/// The `Auth-User` and `Auth-Pass` nginx logs in to the backend with (`None` each: the
+/// client's own).
+type BackendLogin = (Option<Vec<u8>>, Option<Zeroizing<Vec<u8>>>);
 
 /// A verdict with what the log line needs to say about it.
 #[derive(Debug)]
@@ -39,12 +45,23 @@ pub(crate) struct Decision {
     pub scheme: Option<SchemeUsed>,
     /// The source that decided, when one did.
     pub source: Option<String>,
+    /// Where the routing rules sent the login (a backend and why, or why none), when they
+    /// were asked.
+    pub route: Option<Routed>,
 }
 
 impl Decision {
     /// A temporary failure decided outside the sources, e.g. [`Reason::Deadline`].
     pub(crate) fn temporary(reason: Reason) -> Decision {
         refuse(RefuseKind::Temporary, reason)
+    }
+
+    /// A temporary failure because the routing rules found no backend.
+    fn routed(reason: Reason, routed: Routed) -> Decision {
+        Decision {
+            route: Some(routed),
+            ..Decision::temporary(reason)
+        }
     }
 
     /// The result as logs and metrics name it: `ok`, `invalid`, `tempfail`, `banned`,
@@ -73,6 +90,8 @@ pub(crate) struct Authenticator {
     pub verifier: Verifier,
     /// Addresses whose missing or wrong `[nginx]` secret was logged already.
     pub secret_logged: connection::LoggedOnce,
+    /// The backends, their health and their names' addresses.
+    pub router: Arc<Router>,
 }
 
 impl Authenticator {
@@ -90,6 +109,14 @@ impl Authenticator {
             .or_else(|| self.tls_refusal(req, listener))
         {
             return refused;
+        }
+        // With every backend of the login's route down there is nowhere to send it: a
+        // temporary failure at once, before the policy counts or anything is hashed.
+        if req.method != AuthMethod::None
+            && let down @ Routed::AllDown(_) = self.router.choose(req.protocol, &req.user, &SourceRoute::default())
+        {
+            tracing::debug!("{down}");
+            return Decision::routed(Reason::BackendsDown, down);
         }
         let sources: Vec<usize> = match listener.and_then(|l| l.sources.as_ref()) {
             Some(positions) => positions.clone(),
@@ -175,19 +202,95 @@ impl Authenticator {
         }
     }
 
-    /// Accepts to `backend` when a source chose one, else to the protocol's `[route]`.
-    fn accept_to(
+    /// Accepts a login that `source` let pass, to the backend the routing rules choose,
+    /// with the credentials nginx logs in to it with; `cleartext` is the stored password
+    /// of a digest login, when the source keeps one. Every backend of the route down, or
+    /// no credentials nginx can use on the backend, is a temporary failure: the client's
+    /// secret was right, so this must neither read as a wrong password nor count.
+    fn accept(
         &self,
-        protocol: MailProtocol,
-        backend: Option<SocketAddr>,
-        pass: Option<Zeroizing<Vec<u8>>>,
-    ) -> Verdict {
-        let addr = backend.unwrap_or(self.config.routes.for_protocol(protocol).addr);
-        Verdict::Accept(Accept {
-            server: addr.ip(),
-            port: addr.port(),
-            pass,
-        })
+        req: &AuthRequest,
+        route: &SourceRoute,
+        cleartext: Option<Zeroizing<Vec<u8>>>,
+        scheme: Option<SchemeUsed>,
+        source: Option<String>,
+    ) -> Decision {
+        let choice = match self.router.choose(req.protocol, &req.user, route) {
+            Routed::To(choice) => choice,
+            down @ Routed::AllDown(_) => {
+                tracing::debug!("{down}");
+                return Decision::routed(Reason::BackendsDown, down);
+            }
+            Routed::Unusable(why) => {
+                tracing::warn!(
+                    source = source.as_deref().unwrap_or("-"),
+                    "cannot route the login: {why}"
+                );
+                return Decision::routed(Reason::SourceRouteUnusable, Routed::Unusable(why));
+            }
+        };
+        let Some((user, pass)) = self.backend_login(req, route, cleartext) else {
+            return Decision::temporary(Reason::NoCleartextForBackend);
+        };
+        Decision {
+            verdict: Verdict::Accept(Accept {
+                server: choice.addr.ip(),
+                port: choice.addr.port(),
+                user,
+                pass,
+            }),
+            reason: Reason::Ok,
+            scheme,
+            source,
+            route: Some(Routed::To(choice)),
+        }
+    }
+
+    /// The `Auth-User` and `Auth-Pass` nginx logs in to the backend with (`None` each: the
+    /// client's own), or `None` when nginx needs a password nobody can give it.
+    ///
+    /// A `pass=` field is sent as is. Otherwise a plain login keeps the client's password
+    /// (under the `destuser=` name, if any); a digest login sends the stored cleartext. When
+    /// there is no cleartext to send (`{CRAM-MD5}`), or a `destuser=` renames a digest
+    /// login, the `[backend]` master user logs in as `<user><sep><master>`; with a master
+    /// user, a `destuser=` plain login goes through it too, as the backend may not know the
+    /// client's password under the other name. SMTP gets backend credentials only with
+    /// `[backend] smtp_proxy_auth`: without it nginx sends the login in XCLIENT, where a
+    /// master user's name must never appear.
+    fn backend_login(
+        &self,
+        req: &AuthRequest,
+        route: &SourceRoute,
+        cleartext: Option<Zeroizing<Vec<u8>>>,
+    ) -> Option<BackendLogin> {
+        let destuser = route.destuser.as_ref().map(|d| d.as_bytes().to_vec());
+        if let Some(pass) = &route.pass {
+            return Some((destuser, Some(pass.clone())));
+        }
+        // Digest and EXTERNAL logins carry no password nginx could pass on.
+        let digest = matches!(
+            req.method,
+            AuthMethod::Apop | AuthMethod::CramMd5 | AuthMethod::External
+        );
+        let smtp_plain = req.protocol == MailProtocol::Smtp && !self.config.backend.smtp_proxy_auth;
+        let cleartext = cleartext.filter(|c| can_echo_password(c));
+        let master = self.config.backend.master.as_ref().filter(|_| !smtp_plain);
+        match (digest, &destuser, cleartext, master) {
+            (false, None, _, _) => Some((None, None)),
+            (true, None, Some(clear), _) => Some((None, Some(clear))),
+            (_, _, _, Some(master)) => {
+                let mut user = destuser.unwrap_or_else(|| req.user.clone());
+                user.extend_from_slice(master.separator.as_bytes());
+                user.extend_from_slice(master.user.as_bytes());
+                let pass = Zeroizing::new(master.password.expose().as_bytes().to_vec());
+                can_echo_user(&user).then_some((Some(user), Some(pass)))
+            }
+            // The client's password goes on under the other name.
+            (false, Some(_), _, None) => Some((destuser, None)),
+            // An MTA behind XCLIENT needs no password.
+            (true, _, clear, None) if smtp_plain => Some((destuser, clear)),
+            (true, _, _, None) => None,
+        }
     }
 
     /// A password login: the sources are asked in order and the first that accepts decides
@@ -214,13 +317,8 @@ impl Authenticator {
         let mut dummy: Option<Arc<StoredHash>> = None;
         for source in sources.iter().filter_map(|&i| self.sources.get(i)) {
             match source.check_plain(&creds, &self.verifier).await {
-                PlainAnswer::Accepted { backend, scheme } => {
-                    return Decision {
-                        verdict: self.accept_to(req.protocol, backend, None),
-                        reason: Reason::Ok,
-                        scheme,
-                        source: Some(source.name()),
-                    };
+                PlainAnswer::Accepted { route, scheme } => {
+                    return self.accept(req, &route, None, scheme, Some(source.name()));
                 }
                 PlainAnswer::Rejected { reason, scheme: s } => {
                     rejected = rejected.or(Some((reason, source.name())));
@@ -261,6 +359,7 @@ impl Authenticator {
             reason,
             scheme,
             source,
+            route: None,
         }
     }
 
@@ -285,20 +384,12 @@ impl Authenticator {
         let mut temporary = None;
         for source in sources.iter().filter_map(|&i| self.sources.get(i)) {
             match source.check_digest(&creds) {
-                DigestAnswer::Accepted { cleartext, scheme } => {
-                    let pass = cleartext.filter(|c| can_echo_password(c));
-                    if pass.is_none() && req.protocol != MailProtocol::Smtp {
-                        // nginx must log in to the backend with a password it does not have.
-                        // The client's digest was right: this is the server's shortcoming,
-                        // and must neither read as a wrong password nor count towards a ban.
-                        return Decision::temporary(Reason::NoCleartextForBackend);
-                    }
-                    return Decision {
-                        verdict: self.accept_to(req.protocol, None, pass),
-                        reason: Reason::Ok,
-                        scheme: Some(scheme),
-                        source: Some(source.name()),
-                    };
+                DigestAnswer::Accepted {
+                    cleartext,
+                    scheme,
+                    route,
+                } => {
+                    return self.accept(req, &route, cleartext, Some(scheme), Some(source.name()));
                 }
                 // Final, as for passwords: a later source must not re-enable the account.
                 DigestAnswer::Disabled { reason } => {
@@ -326,12 +417,27 @@ impl Authenticator {
         }
         let domain = req.smtp_to.as_deref().and_then(recipient_domain);
         match domain {
-            Some(d) if self.config.smtp.local_domains.contains(&d) => Decision {
-                verdict: self.accept_to(MailProtocol::Smtp, None, None),
-                reason: Reason::LocalRecipient,
-                scheme: None,
-                source: None,
-            },
+            // The recipient's domain routes, not the (stale) login's; and never an Auth-User.
+            Some(d) if self.config.smtp.local_domains.contains(&d) => {
+                match self
+                    .router
+                    .choose(MailProtocol::Smtp, format!("@{d}").as_bytes(), &SourceRoute::default())
+                {
+                    Routed::To(choice) => Decision {
+                        verdict: Verdict::Accept(Accept {
+                            server: choice.addr.ip(),
+                            port: choice.addr.port(),
+                            user: None,
+                            pass: None,
+                        }),
+                        reason: Reason::LocalRecipient,
+                        scheme: None,
+                        source: None,
+                        route: Some(Routed::To(choice)),
+                    },
+                    other => Decision::routed(Reason::BackendsDown, other),
+                }
+            }
             _ => refuse(RefuseKind::RelayDenied, Reason::RelayDenied),
         }
     }
@@ -362,5 +468,6 @@ fn refuse(kind: RefuseKind, reason: Reason) -> Decision {
         reason,
         scheme: None,
         source: None,
+        route: None,
     }
 }

@@ -300,3 +300,132 @@ async fn allow_nets_sees_the_ipv4_client_of_a_mapped_address_and_no_unix_client(
     let d = auth.decide(&plain_from("dave", "d", "unix:")).await;
     assert_eq!(d.reason, Reason::NotAllowedFromNetwork, "{d:?}");
 }
+
+/// One users file and `extra` config (routes, `[backend]`); the brute-force policy off.
+fn routed(dir: &Path, users: &str, extra: &str) -> Authenticator {
+    std::fs::write(dir.join("a"), users).unwrap();
+    let text = format!("[policy]\nenabled = false\n{extra}\n[[source]]\nkind = \"htpasswd\"\npath = \"a\"\n");
+    let config = Config::from_toml(&text, ConfigOrigin::File(dir.join("t.toml")), dir).unwrap();
+    let auth = crate::daemon::assemble(Arc::new(config));
+    crate::daemon::reload_sources(&auth, true);
+    auth
+}
+
+/// Server, port, Auth-User and Auth-Pass of an accepted login.
+fn sent(d: &Decision) -> (String, Option<String>, Option<String>) {
+    let Verdict::Accept(a) = &d.verdict else {
+        panic!("refused: {d:?}")
+    };
+    (
+        std::net::SocketAddr::new(a.server, a.port).to_string(),
+        a.user.as_ref().map(|u| String::from_utf8_lossy(u).into_owned()),
+        a.pass.as_ref().map(|p| String::from_utf8_lossy(p).into_owned()),
+    )
+}
+
+const ROUTES: &str = "[route]\nimap = \"192.0.2.1:143\"\n[route.domains.\"example.org\"]\nimap = \"192.0.2.2:143\"\n";
+const MASTER: &str = "[backend]\nmaster_user = \"proxy\"\nmaster_password = \"master-secret-0123456789\"\n";
+/// Dovecot's {CRAM-MD5} of `tanstaaftanstaaf` (`doveadm pw -s CRAM-MD5 -p tanstaaftanstaaf`).
+const CRAM_STATE: &str = "{CRAM-MD5}d06d4e1b26fccaa4b0b61801132340a354b21152711fb604ca3e035e7015116b";
+
+#[tokio::test]
+async fn users_file_fields_route_before_domains_and_protocols() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = "a@example.org:{PLAIN}pw\n\
+                 b@example.org:{PLAIN}pw:::::: proxy host=198.51.100.7 port=1143\n\
+                 c@other.net:{PLAIN}pw\n\
+                 d@example.org:{PLAIN}pw:::::: proxy_maybe destuser=dee pass=backend-pass\n\
+                 e@example.org:{PLAIN}pw:::::: host=store1\n";
+    let auth = routed(dir.path(), users, ROUTES);
+    let d = auth.decide(&plain("a@example.org", "pw")).await;
+    assert_eq!(sent(&d), ("192.0.2.2:143".into(), None, None));
+    let d = auth.decide(&plain("b@example.org", "pw")).await;
+    assert_eq!(sent(&d), ("198.51.100.7:1143".into(), None, None));
+    let Some(crate::route::Routed::To(choice)) = d.route else {
+        panic!("{d:?}")
+    };
+    assert_eq!(choice.rule, crate::route::Rule::Source);
+    let d = auth.decide(&plain("c@other.net", "pw")).await;
+    assert_eq!(sent(&d), ("192.0.2.1:143".into(), None, None));
+    // destuser= and pass=: the backend sees that name and password.
+    let d = auth.decide(&plain("d@example.org", "pw")).await;
+    assert_eq!(
+        sent(&d),
+        ("192.0.2.2:143".into(), Some("dee".into()), Some("backend-pass".into()))
+    );
+    // A host= name is never resolved per login: a temporary failure, not another backend.
+    let d = auth.decide(&plain("e@example.org", "pw")).await;
+    assert_eq!((d.result(), d.reason), ("tempfail", Reason::SourceRouteUnusable));
+    // A wrong password is still a wrong password, whatever the fields say.
+    let d = auth.decide(&plain("b@example.org", "nope")).await;
+    assert_eq!(d.reason, Reason::WrongPassword);
+}
+
+#[tokio::test]
+async fn a_master_user_logs_in_for_a_cram_md5_state_and_a_destuser() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = format!("tim:{CRAM_STATE}\nann:{{PLAIN}}pw:::::: destuser=ann2\nbob:{{PLAIN}}tanstaaftanstaaf\n");
+    let salt = format!("Auth-Salt: {CRAM_SALT}\r\n");
+    let cram = |user: &str| request("cram-md5", "imap", user, CRAM_DIGEST, &salt);
+    let auth = routed(dir.path(), &users, MASTER);
+    let secret = Some("master-secret-0123456789".to_owned());
+    assert_eq!(
+        sent(&auth.decide(&cram("tim")).await),
+        ("127.0.0.1:143".into(), Some("tim*proxy".into()), secret.clone())
+    );
+    // A stored cleartext is still sent as itself; a plain login keeps the client's password.
+    assert_eq!(
+        sent(&auth.decide(&cram("bob")).await),
+        ("127.0.0.1:143".into(), None, Some("tanstaaftanstaaf".into()))
+    );
+    assert_eq!(sent(&auth.decide(&plain("bob", "tanstaaftanstaaf")).await).1, None);
+    // A destuser= goes through the master user: the backend may not know the password
+    // under the other name.
+    assert_eq!(
+        sent(&auth.decide(&plain("ann", "pw")).await),
+        ("127.0.0.1:143".into(), Some("ann2*proxy".into()), secret)
+    );
+    // SMTP without `smtp_proxy_auth`: nginx names the login in XCLIENT, never the master.
+    let smtp = auth
+        .decide(&request("cram-md5", "smtp", "tim", CRAM_DIGEST, &salt))
+        .await;
+    assert_eq!(sent(&smtp), ("127.0.0.1:25".into(), None, None));
+    // Without a master user: today's temporary failure for IMAP, the destuser alone for plain.
+    let dir = tempfile::tempdir().unwrap();
+    let auth = routed(dir.path(), &users, "");
+    let d = auth.decide(&cram("tim")).await;
+    assert_eq!(d.reason, Reason::NoCleartextForBackend);
+    assert_eq!(sent(&auth.decide(&plain("ann", "pw")).await).1, Some("ann2".into()));
+    // With `smtp_proxy_auth`, SMTP follows the IMAP rules.
+    let dir = tempfile::tempdir().unwrap();
+    let auth = routed(dir.path(), &users, &format!("{MASTER}smtp_proxy_auth = true\n"));
+    let smtp = auth
+        .decide(&request("cram-md5", "smtp", "tim", CRAM_DIGEST, &salt))
+        .await;
+    assert_eq!(sent(&smtp).1, Some("tim*proxy".into()));
+}
+
+#[tokio::test]
+async fn all_backends_down_is_a_temporary_failure_before_any_hashing() {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = routed(
+        dir.path(),
+        &format!("bob:{BCRYPT_X}\n"),
+        "[route]\nimap = [\"192.0.2.1:143\", \"192.0.2.2:143\"]\n[route.health]\ninterval = \"5s\"\n",
+    );
+    for a in ["192.0.2.1:143", "192.0.2.2:143"] {
+        auth.router.set_health(MailProtocol::Imap, a.parse().unwrap(), false);
+    }
+    let d = auth.decide(&plain("bob", "x")).await;
+    assert_eq!(
+        (d.result(), d.reason, d.scheme),
+        ("tempfail", Reason::BackendsDown, None)
+    );
+    // Not hashed: the verification cache saw nothing.
+    let m = auth.metrics.render();
+    assert!(m.contains("mailauthd_cache_misses_total 0"), "{m}");
+    auth.router
+        .set_health(MailProtocol::Imap, "192.0.2.2:143".parse().unwrap(), true);
+    assert_eq!(sent(&auth.decide(&plain("bob", "x")).await).0, "192.0.2.2:143");
+    assert!(auth.metrics.render().contains("mailauthd_cache_misses_total 1"));
+}

@@ -75,13 +75,54 @@ impl fmt::Display for SchemeUsed {
     }
 }
 
+/// The routing facts a source gave with its answer (Dovecot passwd-file proxy fields, an
+/// upstream's routing headers): they take precedence over `[route.domains]` and `[route]`.
+#[derive(Default, Clone, PartialEq, Eq)]
+pub(crate) struct SourceRoute {
+    /// The backend host (`host=`, an upstream's server header): an IP address.
+    pub host: Option<IpAddr>,
+    /// The backend port (`port=`); with no host, the port on the backend chosen by the
+    /// other rules.
+    pub port: Option<u16>,
+    /// The name the backend sees (`destuser=`): the reply's `Auth-User`.
+    pub destuser: Option<String>,
+    /// The password the backend gets (`pass=`): the reply's `Auth-Pass`.
+    pub pass: Option<Zeroizing<Vec<u8>>>,
+    /// Why a proxy field could not be used (a `host=` name, which is never resolved per
+    /// login; a bad `port=`): the login gets a temporary failure rather than another backend.
+    pub unusable: Option<String>,
+}
+
+impl SourceRoute {
+    /// A backend named by an address (an upstream's routing headers).
+    pub(crate) fn at(addr: SocketAddr) -> SourceRoute {
+        SourceRoute {
+            host: Some(addr.ip()),
+            port: Some(addr.port()),
+            ..SourceRoute::default()
+        }
+    }
+}
+
+impl fmt::Debug for SourceRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SourceRoute")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("destuser", &self.destuser)
+            .field("pass", &self.pass.as_ref().map(|_| "<redacted>"))
+            .field("unusable", &self.unusable)
+            .finish()
+    }
+}
+
 /// What a source says about a password login.
 #[derive(Debug)]
 pub(crate) enum PlainAnswer {
     /// The password is right and the user may log in.
     Accepted {
-        /// A backend chosen by the source for this login, overriding `[route]`.
-        backend: Option<SocketAddr>,
+        /// The routing facts the source gave for this login.
+        route: SourceRoute,
         /// The scheme and cost verified.
         scheme: Option<SchemeUsed>,
     },
@@ -122,6 +163,8 @@ pub(crate) enum DigestAnswer {
         cleartext: Option<Zeroizing<Vec<u8>>>,
         /// The scheme the digest was checked against.
         scheme: SchemeUsed,
+        /// The routing facts the source gave for this login.
+        route: SourceRoute,
     },
     /// The user is known and the digest is wrong: the next source may still accept it.
     Rejected,
@@ -150,6 +193,8 @@ pub(crate) enum ExternalAnswer {
         cleartext: Option<Zeroizing<Vec<u8>>>,
         /// The user's `cert_fingerprint=`, lower-case hex without `:`.
         cert_fingerprint: Option<String>,
+        /// Where the user's logins go, when the source says (`host=`, `port=`, ...).
+        route: SourceRoute,
     },
     /// The user is known and may not log in: final, as for passwords.
     Disabled {

@@ -13,7 +13,7 @@ mod http_basic;
 
 pub(crate) use answer::{
     CheckReport, Credentials, DigestAnswer, DigestCredentials, DigestKind, ExternalAnswer, PlainAnswer, ReloadOutcome,
-    SchemeUsed, SourceStatus,
+    SchemeUsed, SourceRoute, SourceStatus,
 };
 
 use std::sync::Arc;

@@ -30,4 +30,5 @@ mod mx;
 mod pop3_smtp;
 mod reload;
 mod reverse_dns;
+mod routing;
 mod tls;

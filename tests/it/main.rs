@@ -17,5 +17,6 @@ mod passwd_file;
 mod policy;
 mod reload;
 mod reload_errors;
+mod routing;
 mod user_cmd;
 mod vectors;

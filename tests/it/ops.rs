@@ -366,6 +366,7 @@ fn json_log_lines_are_objects_with_the_decision_fields() {
     assert_eq!(accepted["client_ip"], "192.0.2.6");
     assert_eq!(accepted["result"], "ok");
     assert_eq!(accepted["user"], "bob");
+    assert_eq!(accepted["backend"], "127.0.0.1:110");
     assert!(accepted["micros"].is_u64());
 }
 

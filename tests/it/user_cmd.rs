@@ -403,3 +403,48 @@ fn a_user_added_logs_in_through_nginx_auth_basic() {
     assert_eq!(basic_get(&nginx, "alice", "new alice"), 401);
     assert_eq!(basic_get(&nginx, "bob", "bob pw"), 200);
 }
+
+#[test]
+fn add_writes_proxy_fields_passwd_keeps_them_and_list_shows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("users");
+    let add = user(
+        &[
+            "add",
+            "bob@example.org",
+            "--scheme",
+            "bcrypt-4",
+            "--password-stdin",
+            "--field",
+            "proxy",
+            "--field",
+            "host=10.0.0.2",
+            "--field",
+            "pass=backend-secret",
+        ],
+        &file,
+        "pw\n",
+    );
+    assert_eq!(code(&add), 0, "{add:?}");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.ends_with("::::::proxy host=10.0.0.2 pass=backend-secret\n"),
+        "{text}"
+    );
+    let passwd = user(
+        &["passwd", "bob@example.org", "--scheme", "bcrypt-4", "--password-stdin"],
+        &file,
+        "pw2\n",
+    );
+    assert_eq!(code(&passwd), 0);
+    let listed = String::from_utf8(user(&["list"], &file, "").stdout).unwrap();
+    assert_eq!(listed, "bob@example.org\tbcrypt-4\tproxy host=10.0.0.2 pass=<set>\n");
+    // A field that would break the line is refused before anything is written.
+    let bad = user(
+        &["add", "eve", "--password-stdin", "--field", "host=a b"],
+        &file,
+        "pw\n",
+    );
+    assert_eq!(code(&bad), 2, "{bad:?}");
+    assert!(!std::fs::read_to_string(&file).unwrap().contains("eve"));
+}

@@ -46,6 +46,14 @@ pub(crate) enum EditError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A passwd-file extra field that cannot be written (`--field`).
+    #[error("invalid field {field}: {reason}")]
+    BadField {
+        /// The field's key (a value may be a password: never shown).
+        field: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A file operation failed.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
@@ -192,8 +200,49 @@ pub(crate) fn list_users(text: &[u8]) -> Vec<UserLine> {
 
 /// `text` with `user:hash` appended. Refused if the user exists. The line ending follows the
 /// file's first line; a file that does not end in a newline gets one first.
+#[cfg(test)]
 pub(crate) fn add_user(text: &[u8], user: &str, hash: &str) -> Result<Vec<u8>, EditError> {
+    add_user_with_fields(text, user, hash, &[])
+}
+
+/// Checks a Dovecot passwd-file extra field (`key=value` or a bare `key`, e.g. `host=10.0.0.2`,
+/// `proxy`): one word, no `#` start, no control bytes.
+pub(crate) fn check_field(field: &str) -> Result<(), EditError> {
+    let key = field.split('=').next().unwrap_or("");
+    let bad = |reason| {
+        Err(EditError::BadField {
+            field: printable(key.as_bytes()),
+            reason,
+        })
+    };
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return bad("the key must be letters, digits, '_' or '-'");
+    }
+    if field.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return bad("a field cannot hold spaces or control characters");
+    }
+    Ok(())
+}
+
+/// [`add_user`] with Dovecot passwd-file extra fields after the hash
+/// (`user:hash::::::field field`), e.g. the proxy fields `host=` and `port=`.
+pub(crate) fn add_user_with_fields(
+    text: &[u8],
+    user: &str,
+    hash: &str,
+    fields: &[String],
+) -> Result<Vec<u8>, EditError> {
     check_user_name(user)?;
+    for f in fields {
+        check_field(f)?;
+    }
+    let hash = if fields.is_empty() {
+        hash.to_owned()
+    } else {
+        // uid, gid, gecos, home and shell stay empty; the extra fields are the eighth.
+        format!("{hash}::::::{}", fields.join(" "))
+    };
+    let hash = hash.as_str();
     if find_user(text, user).is_some() {
         return Err(EditError::UserExists(printable(user.as_bytes())));
     }
@@ -212,6 +261,21 @@ pub(crate) fn add_user(text: &[u8], user: &str, hash: &str) -> Result<Vec<u8>, E
     out.extend_from_slice(hash.as_bytes());
     out.extend_from_slice(newline);
     Ok(out)
+}
+
+/// The Dovecot proxy fields of a user line (`host=`, `port=`, `destuser=`, `proxy`,
+/// `proxy_maybe`; `pass=` as `pass=<set>`, never its value), for `mailauthd user list`.
+pub(crate) fn routing_fields(text: &[u8], line: &UserLine) -> Vec<String> {
+    let rest = &text[line.hash.end..line.whole.end];
+    let rest = rest.strip_prefix(b":").map(|r| r.trim_ascii_end());
+    super::table::parse_extra_fields(rest)
+        .into_iter()
+        .filter_map(|f| match f.key.as_str() {
+            "pass" => Some("pass=<set>".to_owned()),
+            "host" | "port" | "destuser" | "proxy" | "proxy_maybe" => Some(f.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// `text` with the hash of `user`'s deciding line replaced; everything after the hash on

@@ -317,7 +317,10 @@ impl HtpasswdSource {
         });
         match verified.map(|v| v.right) {
             Ok(_) if let Some(reason) = user.refusal(creds.client_ip) => PlainAnswer::Disabled { reason, scheme },
-            Ok(true) => PlainAnswer::Accepted { backend: None, scheme },
+            Ok(true) => PlainAnswer::Accepted {
+                route: user.route.clone(),
+                scheme,
+            },
             Ok(false) => PlainAnswer::Rejected {
                 reason: Reason::WrongPassword,
                 scheme,
@@ -356,6 +359,7 @@ impl HtpasswdSource {
         DigestAnswer::Accepted {
             cleartext: user.hash.cleartext().map(|c| Zeroizing::new(c.to_vec())),
             scheme: SchemeUsed::of(&user.hash),
+            route: user.route.clone(),
         }
     }
 
@@ -376,6 +380,7 @@ impl HtpasswdSource {
         ExternalAnswer::Found {
             cleartext: found.hash.cleartext().map(|c| Zeroizing::new(c.to_vec())),
             cert_fingerprint: found.cert_fingerprint(),
+            route: found.route.clone(),
         }
     }
 }

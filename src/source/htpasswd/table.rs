@@ -18,7 +18,7 @@ use super::lines::{BOM, is_blank_or_comment, raw_lines, split_user_line};
 use crate::hash::{HashError, StoredHash};
 use crate::login::printable;
 use crate::reason::Reason;
-use crate::source::answer::{LineProblem, Severity};
+use crate::source::answer::{LineProblem, Severity, SourceRoute};
 
 /// One user of a users file.
 #[derive(Debug)]
@@ -29,6 +29,9 @@ pub(crate) struct User {
     pub nologin: bool,
     /// Dovecot `allow_nets=` extra field: the user may log in only from these networks.
     pub allow_nets: Option<Vec<IpNet>>,
+    /// Dovecot's proxy fields (`host=`, `port=`, `destuser=`, `pass=`): where this user's
+    /// logins go and as whom.
+    pub route: SourceRoute,
     /// Every Dovecot extra field of the line, in order, including the ones mailauthd does
     /// not use (`quota_rule=...`, `userdb_mail=...`).
     pub extra_fields: Vec<ExtraField>,
@@ -137,11 +140,12 @@ impl UserTable {
         // immutable.
         let hash = StoredHash::parse(std::str::from_utf8(stored).ok()?).ok()?;
         let extra_fields = parse_extra_fields(rest);
-        let (nologin, allow_nets) = apply_extra_fields(&extra_fields, line_no, &mut |_, _, _| {});
+        let applied = apply_extra_fields(&extra_fields, line_no, &mut |_, _, _| {});
         Some(Arc::new(User {
             hash: Arc::new(hash),
-            nologin,
-            allow_nets,
+            nologin: applied.nologin,
+            allow_nets: applied.allow_nets,
+            route: applied.route,
             extra_fields,
         }))
     }
@@ -289,7 +293,7 @@ pub(super) fn parse_users_owned(text: Vec<u8>, path: &Path) -> (UserTable, Vec<L
 /// Splits the Dovecot passwd-file extra fields (`uid:gid:gecos:home:shell:extra`) into
 /// `key[=value]` words, when the line has them. An nginx-style comment after the hash (fewer
 /// than six more colons) has none.
-fn parse_extra_fields(rest: Option<&[u8]>) -> Vec<ExtraField> {
+pub(super) fn parse_extra_fields(rest: Option<&[u8]>) -> Vec<ExtraField> {
     // Fields 3..7 are uid, gid, gecos, home, shell; the extra fields follow the 7th colon.
     let Some(extra) = rest.and_then(|r| r.splitn(6, |&b| b == b':').nth(5)) else {
         return Vec::new();
@@ -309,19 +313,57 @@ fn parse_extra_fields(rest: Option<&[u8]>) -> Vec<ExtraField> {
         .collect()
 }
 
-/// What the extra fields change for mailauthd: `nologin` and `allow_nets`. Any other key is
-/// reported (the user still loads).
+/// What the extra fields of one line change for mailauthd.
+#[derive(Default)]
+struct Applied {
+    nologin: bool,
+    allow_nets: Option<Vec<IpNet>>,
+    route: SourceRoute,
+}
+
+/// What the extra fields change for mailauthd: `nologin`, `allow_nets` and Dovecot's proxy
+/// fields (`host=`, `port=`, `destuser=`, `pass=`; `proxy` and `proxy_maybe` are accepted:
+/// every login goes through nginx's proxy anyway). Any other key is reported (the user
+/// still loads). A proxy field that cannot be used makes the user's logins fail
+/// temporarily rather than go to another backend.
 fn apply_extra_fields(
     fields: &[ExtraField],
     line_no: usize,
     problem: &mut impl FnMut(usize, Severity, String),
-) -> (bool, Option<Vec<IpNet>>) {
-    let (mut nologin, mut allow_nets) = (false, None);
+) -> Applied {
+    let mut applied = Applied::default();
+    let Applied {
+        nologin,
+        allow_nets,
+        route,
+    } = &mut applied;
     for field in fields {
+        let value = field.value.as_deref().unwrap_or("");
+        let mut unusable = None;
         match field.key.as_str() {
-            "nologin" => nologin = true,
+            "nologin" => *nologin = true,
+            "proxy" | "proxy_maybe" => {}
             // Read where a certificate is matched (SASL EXTERNAL).
             "cert_fingerprint" => {}
+            "host" => match value.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+                Ok(ip) => route.host = Some(ip),
+                Err(_) => {
+                    unusable = Some(format!(
+                        "host={value:?} is not an IP address (a name is never resolved per login)"
+                    ));
+                }
+            },
+            "port" => match value.parse::<u16>() {
+                Ok(p) if p > 0 => route.port = Some(p),
+                _ => unusable = Some(format!("port={value:?} is not a port from 1 to 65535")),
+            },
+            "destuser" if !value.is_empty() && !value.contains(|c: char| c.is_whitespace() || c.is_control()) => {
+                route.destuser = Some(value.to_owned());
+            }
+            "destuser" => unusable = Some(format!("destuser={value:?} is empty or has spaces")),
+            "pass" if !value.is_empty() => route.pass = Some(Zeroizing::new(value.as_bytes().to_vec())),
+            // The value is a password: never repeated in a message.
+            "pass" => unusable = Some("pass= is empty".to_owned()),
             "allow_nets" => {
                 // Several allow_nets fields narrow nothing down: their lists add up, as a
                 // reader of the line would expect.
@@ -353,8 +395,16 @@ fn apply_extra_fields(
                 format!("unknown extra field {key:?} (kept, not used)"),
             ),
         }
+        if let Some(why) = unusable {
+            problem(
+                line_no,
+                Severity::Warning,
+                format!("{why}; this user's logins get a temporary failure"),
+            );
+            route.unusable.get_or_insert(why);
+        }
     }
-    (nologin, allow_nets)
+    applied
 }
 
 /// Counts scheme-and-cost labels while a file loads, keeping one hash of each.
@@ -494,6 +544,41 @@ mod tests {
                 .iter()
                 .any(|f| f.key == "nologin" && f.value.is_none())
         );
+    }
+
+    #[test]
+    fn dovecot_proxy_fields_are_routing_facts() {
+        let (table, problems) = parse(
+            "a:{PLAIN}p:::::: proxy host=192.0.2.7 port=1143 destuser=a2 pass=s3cret\n\
+             b:{PLAIN}p:::::: proxy_maybe host=[2001:db8::1]\n\
+             c:{PLAIN}p:::::: host=store.example.org\n\
+             d:{PLAIN}p:::::: port=0\n",
+        );
+        let a = table.get(b"a").unwrap();
+        assert_eq!(a.route.host, Some("192.0.2.7".parse().unwrap()));
+        assert_eq!((a.route.port, a.route.destuser.as_deref()), (Some(1143), Some("a2")));
+        assert_eq!(a.route.pass.as_deref().map(Vec::as_slice), Some(&b"s3cret"[..]));
+        assert_eq!(table.len(), 4, "{problems:?}");
+        assert_eq!(
+            table.get(b"b").unwrap().route.host,
+            Some("2001:db8::1".parse().unwrap())
+        );
+        // `proxy`, `proxy_maybe` and the fields themselves are known: only the unusable ones
+        // are warned about, with their line.
+        let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [3, 4], "{problems:?}");
+        assert!(
+            table
+                .get(b"c")
+                .unwrap()
+                .route
+                .unusable
+                .as_deref()
+                .unwrap()
+                .contains("store.example.org")
+        );
+        assert!(table.get(b"d").unwrap().route.unusable.is_some());
+        assert!(!problems.iter().any(|p| p.message.contains("s3cret")));
     }
 
     #[test]

@@ -45,7 +45,7 @@ mod canary;
 use breaker::{Admit, Breaker, BreakerState, Transition};
 use canary::{Canary, Change, Outcome, Verdict};
 
-use super::answer::{Credentials, PlainAnswer, SourceStatus};
+use super::answer::{Credentials, PlainAnswer, SourceRoute, SourceStatus};
 use crate::config::{BasicMethod, HttpBasicConfig, RouteHeaders};
 use crate::login::MailProtocol;
 use crate::metrics::Metrics;
@@ -413,12 +413,12 @@ impl HttpBasicSource {
         self.record(!matches!(upstream, Upstream::Failed(_)));
         match upstream {
             Upstream::Accepted(None) => PlainAnswer::Accepted {
-                backend: None,
+                route: SourceRoute::default(),
                 scheme: None,
             },
             Upstream::Accepted(Some(target)) => match resolve(target, deadline).await {
                 Ok(addr) => PlainAnswer::Accepted {
-                    backend: Some(addr),
+                    route: SourceRoute::at(addr),
                     scheme: None,
                 },
                 Err(reason) => {

@@ -75,9 +75,33 @@ pub fn passwd_line(name: &str, pass: &str, uid: u32, gid: u32, home: &Path) -> S
     format!("{name}:{{PLAIN}}{pass}:{uid}:{gid}::{}::\n", home.display())
 }
 
+/// What makes one Dovecot instance differ from another: its folder, the subject of the
+/// message in every mailbox (so a test sees which store a session reached), and a master
+/// user (`auth_master_user_separator = *`) that may log in as anyone.
+pub struct Store<'a> {
+    pub name: &'a str,
+    pub subject: &'a str,
+    pub master: Option<(&'a str, &'a str)>,
+}
+
 impl Dovecot {
+    /// The shared setup's Dovecot.
     pub fn start(dir: &Path, users: &[User]) -> Dovecot {
-        let dir = dir.join("dovecot");
+        Dovecot::start_store(
+            dir,
+            users,
+            &Store {
+                name: "dovecot",
+                subject: SUBJECT,
+                master: None,
+            },
+        )
+    }
+
+    /// A Dovecot of its own in `dir/<store.name>`, e.g. one of two stores behind one nginx.
+    pub fn start_store(dir: &Path, users: &[User], store: &Store<'_>) -> Dovecot {
+        let dir = dir.join(store.name);
+        let subject = store.subject;
         for sub in ["run", "state", "mail"] {
             std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
         }
@@ -90,13 +114,25 @@ impl Dovecot {
                 std::fs::create_dir_all(home.join("Maildir").join(sub)).expect("mkdir maildir");
             }
             let msg = format!(
-                "From: sender@example.test\r\nTo: {}\r\nSubject: {SUBJECT}\r\n\r\nHello {}.\r\n",
+                "From: sender@example.test\r\nTo: {}\r\nSubject: {subject}\r\n\r\nHello {}.\r\n",
                 u.name, u.name
             );
             std::fs::write(new.join("1700000000.M1P1.e2e"), msg).expect("write message");
             passwd.push_str(&passwd_line(u.name, u.pass, uid, gid, &home));
         }
         std::fs::write(dir.join("passwd"), passwd).expect("write passwd-file");
+        // The master passdb comes first; `pass = yes` then looks the user up in the
+        // ordinary passdb, so only existing users can be logged in as.
+        let master_conf = match store.master {
+            None => String::new(),
+            Some((name, pass)) => {
+                std::fs::write(dir.join("master-users"), format!("{name}:{{PLAIN}}{pass}\n")).expect("write master");
+                format!(
+                    "auth_master_user_separator = *\npassdb {{\n  driver = passwd-file\n  master = yes\n  pass = yes\n  args = {}/master-users\n}}\n",
+                    dir.display()
+                )
+            }
+        };
         if unprivileged.is_none() {
             chown_tree(&dir.join("mail"), uid, gid);
         }
@@ -117,7 +153,7 @@ impl Dovecot {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            match Dovecot::try_start(&dir, &users_conf) {
+            match Dovecot::try_start(&dir, &format!("{users_conf}{master_conf}")) {
                 Ok(dovecot) => return dovecot,
                 Err(e) if attempts < 5 && e.contains("Address already in use") => {}
                 Err(e) => panic!("{e}"),

@@ -13,11 +13,22 @@ pub struct Options {
     pub reload_interval: &'static str,
     pub wait: &'static str,
     pub max_attempts: u32,
+    /// `[route]` values: `host:port`, or a TOML list written out (`["a:1", "b:2"]`).
     pub imap: String,
     pub pop3: String,
     pub smtp: String,
-    /// Config text appended after the `[[source]]` (more sections).
+    /// More config sections, each starting with its own header (`[route.domains."..."]`,
+    /// `[route.health]`, `[backend]`, `[nginx]`, `[tls]`, ...).
     pub extra: String,
+}
+
+/// A `[route]` value: a list as written, a single backend quoted.
+fn route_value(v: &str) -> String {
+    if v.starts_with('[') {
+        v.to_owned()
+    } else {
+        format!("\"{v}\"")
+    }
 }
 
 pub struct Mailauthd {
@@ -62,9 +73,9 @@ local_domains = ["example.test"]
 enabled = false
 
 [route]
-imap = "{imap}"
-pop3 = "{pop3}"
-smtp = "{smtp}"
+imap = {imap}
+pop3 = {pop3}
+smtp = {smtp}
 
 [[source]]
 kind = "htpasswd"
@@ -73,9 +84,9 @@ path = "{users_rel}"
             reload = o.reload_interval,
             wait = o.wait,
             max = o.max_attempts,
-            imap = o.imap,
-            pop3 = o.pop3,
-            smtp = o.smtp,
+            imap = route_value(&o.imap),
+            pop3 = route_value(&o.pop3),
+            smtp = route_value(&o.smtp),
             extra = o.extra,
         );
         let config_path = dir.join("mailauthd.toml");

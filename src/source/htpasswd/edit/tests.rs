@@ -141,3 +141,20 @@ fn concurrent_edits_lose_nothing() {
     assert!(text.starts_with(b"# head\n"));
     assert_eq!(list_users(&text).len(), 80);
 }
+
+#[test]
+fn fields_are_written_after_the_passwd_file_columns_and_listed_without_a_password() {
+    let fields = ["proxy".to_owned(), "host=10.0.0.2".to_owned(), "pass=secret".to_owned()];
+    let out = add_user_with_fields(b"a:b\n", "c", "H", &fields).unwrap();
+    assert_eq!(out, b"a:b\nc:H::::::proxy host=10.0.0.2 pass=secret\n");
+    // passwd keeps them.
+    let out = set_password(&out, "c", "H2").unwrap();
+    assert_eq!(out, b"a:b\nc:H2::::::proxy host=10.0.0.2 pass=secret\n");
+    let line = find_user(&out, "c").unwrap();
+    assert_eq!(routing_fields(&out, &line), ["proxy", "host=10.0.0.2", "pass=<set>"]);
+    assert!(routing_fields(&out, &find_user(&out, "a").unwrap()).is_empty());
+    for bad in ["host=a b", "", "=x", "k\u{7}=v", "#x"] {
+        let err = add_user_with_fields(b"", "c", "H", &[bad.to_owned()]).unwrap_err();
+        assert!(matches!(err, EditError::BadField { .. }), "{bad}");
+    }
+}
