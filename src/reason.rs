@@ -83,6 +83,21 @@ pub(crate) enum Reason {
     UpstreamAcceptsAnything,
     /// A method nginx knows and mailauthd does not support yet (`xoauth2`, `oauthbearer`).
     MethodNotSupported,
+    /// The LDAP server could not be reached, or closed the connection.
+    LdapUnreachable,
+    /// The LDAP server did not answer within the source's `timeout`.
+    LdapTimeout,
+    /// Every pooled LDAP connection stayed taken for the source's `timeout`.
+    LdapBusy,
+    /// The LDAP server answered an operation with an error (busy, unavailable, no such
+    /// base, a bad filter, ...).
+    LdapError,
+    /// The LDAP service account's own bind was refused.
+    LdapServiceBind,
+    /// The LDAP search found more than one entry for a login: an ambiguous filter.
+    LdapAmbiguous,
+    /// The LDAP entry matches the source's `disabled_filter`.
+    LdapDisabled,
 }
 
 impl Reason {
@@ -126,6 +141,13 @@ impl Reason {
             UpstreamRouteUnresolvable => "upstream-route-unresolvable",
             UpstreamAcceptsAnything => "upstream-accepts-anything",
             MethodNotSupported => "method-not-supported",
+            LdapUnreachable => "ldap-unreachable",
+            LdapTimeout => "ldap-timeout",
+            LdapBusy => "ldap-busy",
+            LdapError => "ldap-error",
+            LdapServiceBind => "ldap-service-bind-failed",
+            LdapAmbiguous => "ldap-ambiguous",
+            LdapDisabled => "ldap-disabled",
         }
     }
 }

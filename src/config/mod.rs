@@ -5,8 +5,8 @@
 //! This module holds the top level (listener, timeouts, threads), the loading and the
 //! `Checker` that collects the problems; each section is validated in its own file:
 //! `sections.rs` (`[auth]`, `[smtp]`, `[admin]`, `[cache]`), `route.rs` (`[route]`),
-//! `policy.rs` (`[policy]`, `[state]`), `source.rs` (`[[source]]`) and `http_basic.rs`
-//! (`kind = "http-basic"` sources). Their public types are re-exported here.
+//! `policy.rs` (`[policy]`, `[state]`), `source.rs` (`[[source]]`), `http_basic.rs`
+//! (`kind = "http-basic"` sources) and `ldap.rs` (`kind = "ldap"` sources). Their public types are re-exported here.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -18,6 +18,7 @@ use toml::Spanned;
 
 mod exposure;
 mod http_basic;
+mod ldap;
 mod policy;
 mod route;
 mod sections;
@@ -25,6 +26,7 @@ mod source;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use ldap::{LdapConfig, LdapLookup, LdapVerify};
 pub(crate) use policy::{OnRedisError, PolicySettings, StateSettings};
 pub(crate) use route::Routes;
 pub(crate) use sections::{AdminSettings, AuthSettings, CacheSettings, SmtpSettings};
@@ -350,7 +352,7 @@ impl Config {
             .iter()
             .filter_map(|s| match s {
                 SourceConfig::Htpasswd(h) => Some(h.path.as_path()),
-                SourceConfig::HttpBasic(_) => None,
+                SourceConfig::HttpBasic(_) | SourceConfig::Ldap(_) => None,
             })
             .collect()
     }
