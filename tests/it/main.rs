@@ -9,6 +9,7 @@ mod cli;
 mod client_ip;
 mod common;
 mod http_basic;
+mod ldap;
 mod leftovers;
 mod malformed;
 mod ops;

@@ -1,0 +1,272 @@
+//! The `ldap` source against a real OpenLDAP slapd (started per test on loopback, loaded
+//! with `ldapadd`, hashes made by `slappasswd`): bind and password-attribute verification,
+//! escaping, outcomes, routing attributes, the cache, TLS with a test CA, `check-config`,
+//! and a slapd that is stopped or frozen.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::slapd::{PEOPLE, READER_DN, READER_PW, Slapd};
+use crate::common::{Daemon, bin, header, http_get, is_accepted, plain_request, wait_until};
+
+const IMAP_TEMP: &str = "[UNAVAILABLE] Temporary authentication failure, try again later";
+const FILTER: &str = "(&(objectClass=inetOrgPerson)(|(uid=%u)(mail=%u)))";
+
+/// A config with one ldap source at `url` and `extra` keys in it.
+fn config(url: &str, extra: &str) -> String {
+    format!(
+        "reload_interval = \"0s\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[source]]\nkind = \"ldap\"\nurl = \"{url}\"\nbase = \"{PEOPLE}\"\nfilter = \"{FILTER}\"\n\
+         bind_dn = \"{READER_DN}\"\nbind_password = \"{READER_PW}\"\n{extra}\n"
+    )
+}
+
+fn status(d: &Daemon, user: &[u8], pass: &str) -> String {
+    let reply = d.ask(&plain_request("imap", user, pass.as_bytes(), "192.0.2.77", 1));
+    header(&reply, "Auth-Status").unwrap_or_default()
+}
+
+/// The `reason` of the last decision line for `user`.
+fn last_reason(d: &Daemon, user: &str) -> String {
+    let needle = format!("user=\"{user}\"");
+    wait_until(Duration::from_secs(5), "the decision line", || {
+        d.log().contains(&needle)
+    });
+    let log = d.log();
+    let line = log.lines().rev().find(|l| l.contains(&needle)).unwrap_or_default();
+    line.split("reason=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn metric(d: &Daemon, name: &str) -> u64 {
+    let (_, body) = http_get(d.admin(), "/metrics");
+    body.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn bind_mode_answers_as_the_directory_does() {
+    let slapd = Slapd::start();
+    let d = Daemon::builder(&config(
+        &slapd.url(),
+        "host_attribute = \"host\"\nport_attribute = \"ipServicePort\"\ndisabled_filter = \"(employeeType=disabled)\"",
+    ))
+    .start();
+
+    // Right, by uid and by mail; routed by the entry's attributes.
+    let reply = d.login("imap", "alice", "alice-pw");
+    assert!(is_accepted(&reply), "{}", String::from_utf8_lossy(&reply));
+    assert!(d.accepted("alice@example.org", "alice-pw"));
+    let routed = d.login("imap", "bob", "bob-pw");
+    assert_eq!(header(&routed, "Auth-Server").as_deref(), Some("192.0.2.30"));
+    assert_eq!(header(&routed, "Auth-Port").as_deref(), Some("1143"));
+
+    // Wrong and unknown: refused as invalid credentials, with their own reasons.
+    assert!(d.invalid("alice", "nope"));
+    assert_eq!(last_reason(&d, "alice"), "wrong-password");
+    assert!(d.invalid("zed", "alice-pw"));
+    assert_eq!(last_reason(&d, "zed"), "unknown-user");
+    // An empty password would be an unauthenticated bind, which slapd accepts.
+    assert!(d.invalid("alice@example.org", ""));
+
+    // Injection: with alice's right password, none of these finds an entry.
+    for login in [&b"*"[..], b"al*", b"alice)(uid=*", b"alice\0", b"*)(|(uid=*", b"\\2a"] {
+        let s = status(&d, login, "alice-pw");
+        assert!(
+            s.contains("Invalid login or password"),
+            "{:?}: {s}",
+            String::from_utf8_lossy(login)
+        );
+    }
+
+    // Two entries share a mail address: refused as temporary and logged, never the first.
+    assert_eq!(status(&d, b"shared@example.org", "dup-pw"), IMAP_TEMP);
+    assert_eq!(last_reason(&d, "shared@example.org"), "ldap-ambiguous");
+    assert!(d.log().contains("more than one entry"));
+
+    // Disabled: final, even with the right password; a wrong one is still wrong.
+    assert!(d.invalid("carol", "carol-pw"));
+    assert_eq!(last_reason(&d, "carol"), "ldap-disabled");
+    assert!(d.invalid("carol", "bad"));
+    assert_eq!(last_reason(&d, "carol"), "wrong-password");
+    let (code, ready) = http_get(d.admin(), "/readyz");
+    assert_eq!(code, 200, "{ready}");
+    assert!(ready.contains("breaker=closed"), "{ready}");
+}
+
+#[test]
+fn bind_logins_are_cached_and_a_changed_password_is_taken() {
+    let slapd = Slapd::start();
+    let d = Daemon::builder(&config(&slapd.url(), "")).start();
+    assert!(d.accepted("alice", "alice-pw"));
+    let hits = metric(&d, "mailauthd_cache_hits_total");
+    for _ in 0..5 {
+        assert!(d.accepted("alice", "alice-pw"));
+    }
+    assert_eq!(metric(&d, "mailauthd_cache_hits_total"), hits + 5);
+    // The directory's answer changes: the old password stays remembered for the cache
+    // period, the new one is asked about (no negative entry held it back).
+    let new_hash = crate::common::slapd::slappasswd("{SSHA}", "alice-new");
+    slapd.ldap_tool(
+        "ldapmodify",
+        &format!("dn: uid=alice,{PEOPLE}\nchangetype: modify\nreplace: userPassword\nuserPassword: {new_hash}\n"),
+    );
+    assert!(d.accepted("alice", "alice-new"));
+    assert!(d.accepted("alice", "alice-pw"));
+    assert!(d.invalid("alice", "other"));
+}
+
+#[test]
+fn password_attribute_mode_verifies_slappasswd_hashes() {
+    let slapd = Slapd::start();
+    let d = Daemon::builder(&config(&slapd.url(), "verify = \"password-attribute\"")).start();
+    assert!(d.accepted("alice", "alice-pw"));
+    assert!(d.accepted("erin", "erin-pw"));
+    assert!(d.invalid("erin", "erin-pw "));
+    assert_eq!(last_reason(&d, "erin"), "wrong-password");
+    assert!(d.invalid("nobody", "x"));
+    assert_eq!(last_reason(&d, "nobody"), "unknown-user");
+    let log = d.log();
+    let accepted = log.lines().find(|l| l.contains("user=\"erin\"")).unwrap_or_default();
+    assert!(accepted.contains("scheme=\"sha512-crypt"), "{accepted}");
+}
+
+#[test]
+fn user_dn_binds_directly() {
+    let slapd = Slapd::start();
+    let config = format!(
+        "reload_interval = \"0s\"\n[[source]]\nkind = \"ldap\"\nurl = \"{}\"\nuser_dn = \"uid=%n,{PEOPLE}\"\n",
+        slapd.url()
+    );
+    let d = Daemon::builder(&config).start();
+    assert!(d.accepted("alice", "alice-pw"));
+    assert!(d.accepted("alice@anything", "alice-pw"));
+    assert!(d.invalid("alice", "wrong"));
+    // An escaped `,` keeps the DN in one RDN: no entry, the bind fails.
+    assert!(d.invalid("alice,ou=people", "alice-pw"));
+}
+
+#[test]
+fn a_stopped_slapd_is_a_temporary_failure_until_it_returns() {
+    let mut slapd = Slapd::start();
+    let d = Daemon::builder(&config(
+        &slapd.url(),
+        "timeout = \"1s\"\nbreaker_failures = 2\nbreaker_cooldown = \"500ms\"",
+    ))
+    .start();
+    assert!(d.accepted("alice", "alice-pw"));
+    slapd.kill();
+    for _ in 0..3 {
+        assert_eq!(status(&d, b"alice", "alice-pw"), IMAP_TEMP);
+        assert_eq!(status(&d, b"alice", "wrong"), IMAP_TEMP);
+    }
+    let (code, ready) = http_get(d.admin(), "/readyz");
+    assert_eq!(code, 503, "{ready}");
+    assert!(ready.contains("breaker=open"), "{ready}");
+    // Temporary failures are not counted: no ban, no escalating wait.
+    slapd.run();
+    wait_until(Duration::from_secs(10), "slapd to be used again", || {
+        d.accepted("alice", "alice-pw")
+    });
+    assert!(d.invalid("alice", "wrong"));
+    assert_eq!(http_get(d.admin(), "/readyz").0, 200);
+}
+
+#[test]
+fn a_frozen_slapd_costs_at_most_the_timeout() {
+    let slapd = Slapd::start();
+    let d = Daemon::builder(&config(&slapd.url(), "timeout = \"700ms\"\npool_size = 2")).start();
+    assert!(d.accepted("alice", "alice-pw"));
+    slapd.signal("STOP");
+    for user in [&b"alice"[..], b"bob", b"nobody"] {
+        let started = Instant::now();
+        assert_eq!(status(&d, user, "alice-pw"), IMAP_TEMP);
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(600), "{took:?}");
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+    }
+    assert_eq!(last_reason(&d, "nobody"), "ldap-timeout");
+    slapd.signal("CONT");
+    wait_until(Duration::from_secs(15), "slapd to answer again", || {
+        d.accepted("alice", "alice-pw")
+    });
+}
+
+#[test]
+fn starttls_and_ldaps_check_the_server_against_ca_file() {
+    let slapd = Slapd::start_tls();
+    let ca = slapd.ca_file();
+    let ca = ca.display();
+    let starttls = Daemon::builder(&config(&slapd.url(), &format!("starttls = true\nca_file = \"{ca}\""))).start();
+    assert!(starttls.accepted("alice", "alice-pw"));
+    assert!(starttls.invalid("alice", "wrong"));
+    let ldaps = Daemon::builder(&config(&slapd.ldaps_url(), &format!("ca_file = \"{ca}\""))).start();
+    assert!(ldaps.accepted("alice", "alice-pw"));
+    // Another CA: the server is not trusted, nothing is sent, the login is a temporary failure.
+    let other = tempfile::tempdir().expect("dir");
+    let other_ca = other.path().join("other.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .arg("-keyout")
+        .arg(other.path().join("other.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .args(["-days", "2", "-subj", "/CN=another CA"])
+        .output()
+        .expect("openssl");
+    assert!(out.status.success());
+    let untrusted = Daemon::builder(&config(
+        &slapd.ldaps_url(),
+        &format!("ca_file = \"{}\"", other_ca.display()),
+    ))
+    .start();
+    assert_eq!(status(&untrusted, b"alice", "alice-pw"), IMAP_TEMP);
+}
+
+#[test]
+fn check_config_binds_and_searches_once() {
+    let slapd = Slapd::start();
+    let dir = tempfile::tempdir().expect("dir");
+    let run = |body: &str| {
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, body).expect("write");
+        let out = Command::new(bin())
+            .arg("check-config")
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .expect("run");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let good = config(&slapd.url(), "");
+    let (code, out) = run(&good);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("service bind and search OK"), "{out}");
+
+    let (code, out) = run(&good.replace(READER_PW, "not-the-password"));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("refused bind_dn / bind_password"), "{out}");
+    assert!(!out.contains("not-the-password"), "{out}");
+
+    let (code, out) = run(&good.replace("ou=people,", "ou=nobody,"));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("the search failed"), "{out}");
+
+    let (code, out) = run(&good.replace(FILTER, "(objectClass=inetOrgPerson)"));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("finds entries for a made-up login"), "{out}");
+}
