@@ -423,6 +423,9 @@ impl LdapSource {
             return Ok(false);
         }
         if verifier.recall_remote(self.name.as_bytes(), dn.as_bytes(), creds.pass) {
+            // What is read next (disabled_filter, routing) is read as the service account,
+            // never as whoever bound on this connection before.
+            self.bind_service(conn).await?;
             return Ok(true);
         }
         conn.bound = BoundAs::User;
