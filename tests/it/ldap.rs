@@ -72,6 +72,10 @@ fn bind_mode_answers_as_the_directory_does() {
     assert_eq!(last_reason(&d, "alice"), "wrong-password");
     assert!(d.invalid("zed", "alice-pw"));
     assert_eq!(last_reason(&d, "zed"), "unknown-user");
+    // An unknown user costs a bind too (to a DN nobody has), as a wrong password does.
+    wait_until(Duration::from_secs(5), "the dummy bind in slapd's log", || {
+        slapd.log().contains("BIND dn=\"cn=mailauthd-nobody-")
+    });
     // An empty password would be an unauthenticated bind, which slapd accepts.
     assert!(d.invalid("alice@example.org", ""));
 
@@ -104,12 +108,16 @@ fn bind_mode_answers_as_the_directory_does() {
 fn bind_logins_are_cached_and_a_changed_password_is_taken() {
     let slapd = Slapd::start();
     let d = Daemon::builder(&config(&slapd.url(), "")).start();
+    let alice = format!("uid=alice,{PEOPLE}");
     assert!(d.accepted("alice", "alice-pw"));
     let hits = metric(&d, "mailauthd_cache_hits_total");
     for _ in 0..5 {
         assert!(d.accepted("alice", "alice-pw"));
     }
     assert_eq!(metric(&d, "mailauthd_cache_hits_total"), hits + 5);
+    // slapd's own log: one bind as alice for six logins.
+    wait_until(Duration::from_secs(5), "slapd's log", || slapd.binds_to(&alice) >= 1);
+    assert_eq!(slapd.binds_to(&alice), 1, "{}", slapd.log());
     // The directory's answer changes: the old password stays remembered for the cache
     // period, the new one is asked about (no negative entry held it back).
     let new_hash = crate::common::slapd::slappasswd("{SSHA}", "alice-new");

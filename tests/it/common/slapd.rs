@@ -67,10 +67,15 @@ impl Slapd {
         if let Some(p) = self.tls_port {
             urls.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
         }
-        let log = std::fs::File::create(self.dir.path().join("slapd.log")).expect("log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("slapd.log"))
+            .expect("log");
         let mut cmd = Command::new("slapd");
-        // `-d 0`: stay in the foreground (a daemonised slapd would escape the guard).
-        cmd.args(["-d", "0", "-f"])
+        // `-d stats`: stay in the foreground (a daemonised slapd would escape the guard) and
+        // log every operation (`BIND dn=...`), which the tests count.
+        cmd.args(["-d", "stats", "-f"])
             .arg(self.dir.path().join("slapd.conf"))
             .args(["-h", &urls])
             .stdin(Stdio::null())
@@ -103,6 +108,12 @@ impl Slapd {
     /// slapd's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("slapd.log")).unwrap_or_default()
+    }
+
+    /// How many simple binds to `dn` slapd has logged.
+    pub fn binds_to(&self, dn: &str) -> usize {
+        let needle = format!("BIND dn=\"{dn}\" method=128");
+        self.log().matches(&needle).count()
     }
 
     /// `ldap://127.0.0.1:<port>`.
