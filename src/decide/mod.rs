@@ -91,7 +91,7 @@ impl Authenticator {
         };
         let mut decision = match req.method {
             AuthMethod::Plain => self.decide_plain(req).await,
-            AuthMethod::Apop | AuthMethod::CramMd5 => self.decide_digest(req),
+            AuthMethod::Apop | AuthMethod::CramMd5 => self.decide_digest(req).await,
             AuthMethod::None => self.decide_smtp_none(req),
             AuthMethod::External => refuse(RefuseKind::InvalidCredentials, Reason::ExternalNotSupported),
             // Known methods (freenginx) that no source can check yet: the ordinary refusal, so
@@ -219,7 +219,7 @@ impl Authenticator {
     /// APOP and CRAM-MD5: the digest is checked by the sources in order, as passwords are;
     /// nginx then needs the stored cleartext as `Auth-Pass` to log in to an IMAP or POP3
     /// backend.
-    fn decide_digest(&self, req: &AuthRequest) -> Decision {
+    async fn decide_digest(&self, req: &AuthRequest) -> Decision {
         let Some(salt) = &req.salt else {
             return refuse(RefuseKind::InvalidCredentials, Reason::NoSalt);
         };
@@ -236,7 +236,7 @@ impl Authenticator {
         };
         let mut temporary = None;
         for source in self.sources.iter().filter(|s| s.serves(req.protocol)) {
-            match source.check_digest(&creds) {
+            match source.check_digest(&creds).await {
                 DigestAnswer::Accepted { cleartext, scheme } => {
                     let pass = cleartext.filter(|c| can_echo_password(c));
                     if pass.is_none() && req.protocol != MailProtocol::Smtp {

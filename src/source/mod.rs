@@ -117,13 +117,12 @@ impl Source {
     }
 
     /// Checks an APOP or CRAM-MD5 login against this source.
-    pub(crate) fn check_digest(&self, creds: &DigestCredentials<'_>) -> DigestAnswer {
+    pub(crate) async fn check_digest(&self, creds: &DigestCredentials<'_>) -> DigestAnswer {
         match self {
             Source::Htpasswd(s) => s.check_digest(creds),
             // An upstream sees only cleartext passwords: it cannot check a digest.
             Source::HttpBasic(_) => DigestAnswer::UnknownUser,
-            // Asked per login over the network, which this synchronous check cannot do.
-            Source::Ldap(_) => DigestAnswer::UnknownUser,
+            Source::Ldap(s) => s.check_digest(creds).await,
         }
     }
 }

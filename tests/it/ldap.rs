@@ -145,6 +145,41 @@ fn password_attribute_mode_verifies_slappasswd_hashes() {
     assert!(accepted.contains("scheme=\"sha512-crypt"), "{accepted}");
 }
 
+/// A digest login as nginx sends it.
+fn digest_request(method: &str, protocol: &str, user: &str, salt: &str, digest: &str) -> Vec<u8> {
+    format!(
+        "GET /auth HTTP/1.0\r\nHost: localhost\r\nAuth-Method: {method}\r\nAuth-User: {user}\r\n\
+         Auth-Pass: {digest}\r\nAuth-Salt: {salt}\r\nAuth-Protocol: {protocol}\r\nAuth-Login-Attempt: 1\r\n\
+         Client-IP: 192.0.2.77\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn password_attribute_mode_answers_apop_and_cram_md5_for_cleartext_entries() {
+    // RFC 1939 section 7 and RFC 2195 section 2 examples.
+    const APOP_SALT: &str = "<1896.697170952@dbc.mtview.ca.us>";
+    const APOP_DIGEST: &str = "c4c9334bac560ecc979e58001b3e22fb";
+    const CRAM_SALT: &str = "<1896.697170952@postoffice.reston.mci.net>";
+    const CRAM_DIGEST: &str = "b913a602c7eda7a495b4e6e7334d3890";
+    let slapd = Slapd::start();
+    let d = Daemon::builder(&config(&slapd.url(), "verify = \"password-attribute\"")).start();
+    let apop = d.ask(&digest_request("apop", "pop3", "mrose", APOP_SALT, APOP_DIGEST));
+    assert!(is_accepted(&apop), "{}", String::from_utf8_lossy(&apop));
+    assert_eq!(header(&apop, "Auth-Pass").as_deref(), Some("tanstaaf"));
+    let cram = d.ask(&digest_request("cram-md5", "imap", "tim", CRAM_SALT, CRAM_DIGEST));
+    assert!(is_accepted(&cram), "{}", String::from_utf8_lossy(&cram));
+    assert_eq!(header(&cram, "Auth-Pass").as_deref(), Some("tanstaaftanstaaf"));
+    let wrong = d.ask(&digest_request("apop", "pop3", "mrose", APOP_SALT, CRAM_DIGEST));
+    assert!(!is_accepted(&wrong), "{}", String::from_utf8_lossy(&wrong));
+    assert_eq!(last_reason(&d, "mrose"), "wrong-digest");
+
+    // Bind mode cannot check a digest: the directory never shows the password.
+    let bind = Daemon::builder(&config(&slapd.url(), "")).start();
+    let apop = bind.ask(&digest_request("apop", "pop3", "mrose", APOP_SALT, APOP_DIGEST));
+    assert!(!is_accepted(&apop), "{}", String::from_utf8_lossy(&apop));
+}
+
 #[test]
 fn user_dn_binds_directly() {
     let slapd = Slapd::start();

@@ -20,6 +20,8 @@
 //!   password-attribute logins go through it like any stored hash.
 //! - `host_attribute` / `port_attribute` name the backend of a login (an IP literal, with
 //!   the port in its own attribute or as `ip:port`); an entry without them leaves `[route]`.
+//! - APOP and CRAM-MD5 are checked in password-attribute mode against entries whose stored
+//!   secret allows it (`{PLAIN}`, `{CLEARTEXT}`; CRAM-MD5 also `{CRAM-MD5}`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -30,7 +32,9 @@ use tokio::time::Instant;
 mod escape;
 mod pool;
 
-use super::answer::{CheckReport, Credentials, PlainAnswer, SchemeUsed, SourceStatus};
+use super::answer::{
+    CheckReport, Credentials, DigestAnswer, DigestCredentials, DigestKind, PlainAnswer, SchemeUsed, SourceStatus,
+};
 use super::http_basic::breaker::{Admit, Breaker, BreakerState, Transition};
 use crate::config::{LdapConfig, LdapLookup, LdapVerify};
 use crate::hash::StoredHash;
@@ -195,6 +199,85 @@ impl LdapSource {
                 PlainAnswer::Unavailable { reason }
             }
         }
+    }
+
+    /// Checks an APOP or CRAM-MD5 login: only in password-attribute mode, against an entry
+    /// whose stored secret allows it (`{PLAIN}`, `{CLEARTEXT}`; CRAM-MD5 also `{CRAM-MD5}`).
+    pub(crate) async fn check_digest(&self, creds: &DigestCredentials<'_>) -> DigestAnswer {
+        if self.config.verify != LdapVerify::PasswordAttribute {
+            // A bind needs the password itself, which a digest login never shows.
+            return DigestAnswer::UnknownUser;
+        }
+        if self.admit() == Admit::Refuse {
+            return DigestAnswer::Unavailable {
+                reason: Reason::BreakerOpen,
+            };
+        }
+        let deadline = Instant::now() + self.config.timeout;
+        let answer = match tokio::time::timeout_at(deadline, self.digest_login(creds, deadline)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(Reason::LdapTimeout),
+        };
+        self.record(answer.is_ok());
+        answer.unwrap_or_else(|reason| DigestAnswer::Unavailable { reason })
+    }
+
+    async fn digest_login(&self, creds: &DigestCredentials<'_>, deadline: Instant) -> Step<DigestAnswer> {
+        let mut lease = self.pool.get(deadline).await?;
+        let conn = lease.conn();
+        self.bind_service(conn).await?;
+        let entry = match self.search_user(conn, creds.user).await? {
+            Found::None => {
+                lease.keep();
+                return Ok(DigestAnswer::UnknownUser);
+            }
+            Found::Many => {
+                lease.keep();
+                tracing::error!(source = %self.name, reason = Reason::LdapAmbiguous.as_str(), "the filter found more than one entry for a login; refused (make the filter match one entry per login)");
+                return Ok(DigestAnswer::Unavailable {
+                    reason: Reason::LdapAmbiguous,
+                });
+            }
+            Found::One(entry) => entry,
+        };
+        let Some(hash) = self.stored_hash(&entry) else {
+            lease.keep();
+            return Ok(DigestAnswer::UnknownUser);
+        };
+        let matches = match creds.kind {
+            DigestKind::Apop => hash.verify_apop(creds.salt, creds.response),
+            DigestKind::CramMd5 => hash.verify_cram_md5(creds.salt, creds.response),
+        };
+        if !matches {
+            lease.keep();
+            return Ok(DigestAnswer::Rejected);
+        }
+        if let Some(filter) = &self.config.disabled_filter
+            && self.matches(conn, &entry.dn, filter, creds.user).await?
+        {
+            lease.keep();
+            return Ok(DigestAnswer::Disabled {
+                reason: Reason::LdapDisabled,
+            });
+        }
+        lease.keep();
+        Ok(DigestAnswer::Accepted {
+            cleartext: hash.cleartext().map(|c| zeroize::Zeroizing::new(c.to_vec())),
+            scheme: SchemeUsed::of(&hash),
+        })
+    }
+
+    /// The entry's stored hash, parsed; `None` (logged) when it has none mailauthd can use.
+    fn stored_hash(&self, entry: &Entry) -> Option<StoredHash> {
+        let stored = attribute_bytes(&entry.attrs, &self.config.password_attribute);
+        let hash = stored
+            .first()
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|s| StoredHash::parse(s).ok());
+        if hash.is_none() {
+            tracing::warn!(source = %self.name, attribute = %self.config.password_attribute, "an entry has no password hash mailauthd can verify; treated as unknown");
+        }
+        hash
     }
 
     fn admit(&self) -> Admit {
@@ -451,13 +534,7 @@ impl LdapSource {
         creds: &Credentials<'_>,
         verifier: &Verifier,
     ) -> Step<Option<(bool, Option<SchemeUsed>)>> {
-        let stored = attribute_bytes(&entry.attrs, &self.config.password_attribute);
-        let hash = stored
-            .first()
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|s| StoredHash::parse(s).ok());
-        let Some(hash) = hash else {
-            tracing::warn!(source = %self.name, attribute = %self.config.password_attribute, "an entry has no password hash mailauthd can verify; treated as unknown");
+        let Some(hash) = self.stored_hash(entry) else {
             return Ok(None);
         };
         let hash = Arc::new(hash);

@@ -170,7 +170,8 @@ pub fn slappasswd(scheme: &str, password: &str) -> String {
 }
 
 /// The people of the test directory: alice (uid and mail), bob (routed), carol (disabled),
-/// two entries sharing one mail address, and erin whose hash is `{CRYPT}` (SHA-512).
+/// two entries sharing one mail address, erin whose hash is `{CRYPT}` (SHA-512), and the
+/// users of the APOP and CRAM-MD5 examples of RFC 1939 and RFC 2195 with cleartext secrets.
 fn directory_ldif() -> String {
     let ssha = |pw: &str| slappasswd("{SSHA}", pw);
     format!(
@@ -182,7 +183,9 @@ fn directory_ldif() -> String {
          dn: uid=carol,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: carol\ncn: Carol\nsn: C\nemployeeType: disabled\nuserPassword: {carol}\n\n\
          dn: uid=dup1,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: dup1\ncn: Dup1\nsn: D\nmail: shared@example.org\nuserPassword: {dup}\n\n\
          dn: uid=dup2,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: dup2\ncn: Dup2\nsn: D\nmail: shared@example.org\nuserPassword: {dup}\n\n\
-         dn: uid=erin,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: erin\ncn: Erin\nsn: E\nuserPassword: {erin}\n",
+         dn: uid=erin,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: erin\ncn: Erin\nsn: E\nuserPassword: {erin}\n\n\
+         dn: uid=mrose,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: mrose\ncn: M Rose\nsn: R\nuserPassword: {{PLAIN}}tanstaaf\n\n\
+         dn: uid=tim,{PEOPLE}\nobjectClass: inetOrgPerson\nuid: tim\ncn: Tim\nsn: T\nuserPassword: {{CLEARTEXT}}tanstaaftanstaaf\n",
         reader = ssha(READER_PW),
         alice = ssha("alice-pw"),
         bob = ssha("bob-pw"),
