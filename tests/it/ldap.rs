@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::slapd::{PEOPLE, READER_DN, READER_PW, Slapd};
-use crate::common::{Daemon, bin, header, http_get, is_accepted, plain_request, wait_until};
+use crate::common::{Daemon, bin, header, http_get, is_accepted, is_invalid, plain_request, wait_until};
 
 const IMAP_TEMP: &str = "[UNAVAILABLE] Temporary authentication failure, try again later";
 const FILTER: &str = "(&(objectClass=inetOrgPerson)(|(uid=%u)(mail=%u)))";
@@ -212,19 +212,30 @@ fn a_stopped_slapd_is_a_temporary_failure_until_it_returns() {
     let (code, ready) = http_get(d.admin(), "/readyz");
     assert_eq!(code, 503, "{ready}");
     assert!(ready.contains("breaker=open"), "{ready}");
-    // Temporary failures are not counted: no ban, no escalating wait.
     slapd.run();
     wait_until(Duration::from_secs(10), "slapd to be used again", || {
         d.accepted("alice", "alice-pw")
     });
-    assert!(d.invalid("alice", "wrong"));
+    // The temporary failures were not counted by the brute-force policy: the first wrong
+    // password after them gets the plain Auth-Wait, as a first failure does (two different
+    // wrong passwords counted would have escalated it, as the next one shows).
+    let wrong = d.ask(&plain_request("imap", b"alice", b"wrong", "192.0.2.77", 1));
+    assert!(is_invalid(&wrong), "{}", String::from_utf8_lossy(&wrong));
+    assert_eq!(header(&wrong, "Auth-Wait").as_deref(), Some("3"));
+    let again = d.ask(&plain_request("imap", b"alice", b"wrong-2", "192.0.2.77", 1));
+    let escalated: u32 = header(&again, "Auth-Wait").and_then(|w| w.parse().ok()).unwrap_or(0);
+    assert!(escalated > 3, "{}", String::from_utf8_lossy(&again));
     assert_eq!(http_get(d.admin(), "/readyz").0, 200);
 }
 
 #[test]
 fn a_frozen_slapd_costs_at_most_the_timeout() {
     let slapd = Slapd::start();
-    let d = Daemon::builder(&config(&slapd.url(), "timeout = \"700ms\"\npool_size = 2")).start();
+    let d = Daemon::builder(&config(
+        &slapd.url(),
+        "timeout = \"700ms\"\npool_size = 1\nbreaker_failures = 100",
+    ))
+    .start();
     assert!(d.accepted("alice", "alice-pw"));
     slapd.signal("STOP");
     for user in [&b"alice"[..], b"bob", b"nobody"] {
@@ -235,6 +246,27 @@ fn a_frozen_slapd_costs_at_most_the_timeout() {
         assert!(took < Duration::from_millis(1500), "{took:?}");
     }
     assert_eq!(last_reason(&d, "nobody"), "ldap-timeout");
+    // Two at once with one connection: one waits on the server, the other for the
+    // connection; both are answered within the timeout.
+    std::thread::scope(|scope| {
+        let logins: Vec<_> = [&b"carol"[..], b"erin"]
+            .into_iter()
+            .map(|user| {
+                let d = &d;
+                scope.spawn(move || {
+                    let started = Instant::now();
+                    (status(d, user, "pw"), started.elapsed())
+                })
+            })
+            .collect();
+        for login in logins {
+            let (status, took) = login.join().expect("login thread");
+            assert_eq!(status, IMAP_TEMP);
+            assert!(took < Duration::from_millis(1500), "{took:?}");
+        }
+    });
+    let reasons = [last_reason(&d, "carol"), last_reason(&d, "erin")];
+    assert!(reasons.contains(&"ldap-busy".to_owned()), "{reasons:?}");
     slapd.signal("CONT");
     wait_until(Duration::from_secs(15), "slapd to answer again", || {
         d.accepted("alice", "alice-pw")
