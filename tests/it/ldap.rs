@@ -246,8 +246,7 @@ fn a_frozen_slapd_costs_at_most_the_timeout() {
         assert!(took < Duration::from_millis(1500), "{took:?}");
     }
     assert_eq!(last_reason(&d, "nobody"), "ldap-timeout");
-    // Two at once with one connection: one waits on the server, the other for the
-    // connection; both are answered within the timeout.
+    // Two at once with one connection: both are answered within the timeout.
     std::thread::scope(|scope| {
         let logins: Vec<_> = [&b"carol"[..], b"erin"]
             .into_iter()
@@ -265,8 +264,12 @@ fn a_frozen_slapd_costs_at_most_the_timeout() {
             assert!(took < Duration::from_millis(1500), "{took:?}");
         }
     });
-    let reasons = [last_reason(&d, "carol"), last_reason(&d, "erin")];
-    assert!(reasons.contains(&"ldap-busy".to_owned()), "{reasons:?}");
+    // The second waits for the connection until its deadline, or gets it as the first one
+    // gives up and then waits on the server: busy or timeout, never longer.
+    for user in ["carol", "erin"] {
+        let reason = last_reason(&d, user);
+        assert!(["ldap-busy", "ldap-timeout"].contains(&reason.as_str()), "{reason}");
+    }
     slapd.signal("CONT");
     wait_until(Duration::from_secs(15), "slapd to answer again", || {
         d.accepted("alice", "alice-pw")

@@ -100,9 +100,25 @@ impl Slapd {
         self.process = None;
     }
 
-    /// Sends `signal` (`STOP`, `CONT`).
+    /// Sends `signal` (`STOP`, `CONT`). After `STOP`, waits until every thread of slapd is
+    /// stopped: kill(2) returns before a thread running on another core has stopped.
     pub fn signal(&self, signal: &str) {
-        self.process.as_ref().expect("slapd running").signal(signal);
+        let process = self.process.as_ref().expect("slapd running");
+        process.signal(signal);
+        if signal == "STOP" {
+            let tasks = format!("/proc/{}/task", process.pid());
+            super::wait_until(Duration::from_secs(5), "slapd's threads to stop", || {
+                std::fs::read_dir(&tasks).is_ok_and(|dir| {
+                    dir.flatten().all(|task| {
+                        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+                        // The state follows the parenthesised command name.
+                        stat.rsplit(')')
+                            .next()
+                            .is_some_and(|rest| rest.trim_start().starts_with(['T', 't']))
+                    })
+                })
+            });
+        }
     }
 
     /// slapd's log.
