@@ -155,6 +155,14 @@ pub(super) fn validate(
         );
     }
 
+    let plain = url.as_deref().is_some_and(|u| u.starts_with("ldap://")) && !starttls;
+    if plain && raw.ca_file.is_some() {
+        c.problem(
+            raw.ca_file.as_ref().map(Spanned::span),
+            &key("ca_file"),
+            "has no effect on a plain ldap:// connection; use ldaps:// or starttls = true".to_owned(),
+        );
+    }
     let ca_certs = raw.ca_file.as_ref().and_then(|v| {
         let path = c.base_dir.join(v.get_ref());
         match read_ca_file(&path) {
@@ -508,6 +516,29 @@ mod tests {
         );
         let l = only_source("[[source]]\nkind = \"ldap\"\nurl = \"ldaps://h:636\"\nuser_dn = \"uid=%n,dc=x\"\n");
         assert_eq!(l.lookup, LdapLookup::Dn("uid=%n,dc=x".to_owned()));
+    }
+
+    #[test]
+    fn a_ca_file_needs_tls_and_certificates() {
+        let err =
+            load("[[source]]\nkind = \"ldap\"\nurl = \"ldap://h\"\nbase = \"dc=x\"\nca_file = \"/nonexistent.pem\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("/etc/mailauthd.toml:5: source[0].ca_file: has no effect on a plain ldap://"),
+            "{err}"
+        );
+        assert!(err.contains("source[0].ca_file: /nonexistent.pem:"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = load(&format!(
+            "[[source]]\nkind = \"ldap\"\nurl = \"ldaps://h\"\nbase = \"dc=x\"\nca_file = \"{}\"\n",
+            empty.display()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("holds no PEM certificate"), "{err}");
     }
 
     #[test]
