@@ -284,8 +284,22 @@ fn starttls_and_ldaps_check_the_server_against_ca_file() {
     let starttls = Daemon::builder(&config(&slapd.url(), &format!("starttls = true\nca_file = \"{ca}\""))).start();
     assert!(starttls.accepted("alice", "alice-pw"));
     assert!(starttls.invalid("alice", "wrong"));
+    // slapd's own log: the StartTLS extended operation, then TLS on that connection.
+    let tls_established = |slapd: &Slapd| slapd.log().matches("TLS established").count();
+    wait_until(Duration::from_secs(5), "TLS in slapd's log", || {
+        tls_established(&slapd) >= 1
+    });
+    assert!(
+        slapd.log().contains("EXT oid=1.3.6.1.4.1.1466.20037"),
+        "{}",
+        slapd.log()
+    );
+    let before = tls_established(&slapd);
     let ldaps = Daemon::builder(&config(&slapd.ldaps_url(), &format!("ca_file = \"{ca}\""))).start();
     assert!(ldaps.accepted("alice", "alice-pw"));
+    wait_until(Duration::from_secs(5), "LDAPS in slapd's log", || {
+        tls_established(&slapd) > before
+    });
     // Another CA: the server is not trusted, nothing is sent, the login is a temporary failure.
     let other = tempfile::tempdir().expect("dir");
     let other_ca = other.path().join("other.pem");
