@@ -106,6 +106,21 @@ pub(crate) enum Reason {
     BackendsDown,
     /// The accepting source's routing facts cannot be used (a `host=` name, a bad `port=`).
     SourceRouteUnusable,
+    /// The LDAP server could not be reached, or closed the connection.
+    LdapUnreachable,
+    /// The LDAP server did not answer within the source's `timeout`.
+    LdapTimeout,
+    /// Every pooled LDAP connection stayed taken for the source's `timeout`.
+    LdapBusy,
+    /// The LDAP server answered an operation with an error (busy, unavailable, no such
+    /// base, a bad filter, ...).
+    LdapError,
+    /// The LDAP service account's own bind was refused.
+    LdapServiceBind,
+    /// The LDAP search found more than one entry for a login: an ambiguous filter.
+    LdapAmbiguous,
+    /// The LDAP entry matches the source's `disabled_filter`.
+    LdapDisabled,
 }
 
 impl Reason {
@@ -160,6 +175,13 @@ impl Reason {
             MethodNotAllowedOnListener => "method-not-allowed-on-listener",
             BackendsDown => "backends-down",
             SourceRouteUnusable => "source-route-unusable",
+            LdapUnreachable => "ldap-unreachable",
+            LdapTimeout => "ldap-timeout",
+            LdapBusy => "ldap-busy",
+            LdapError => "ldap-error",
+            LdapServiceBind => "ldap-service-bind-failed",
+            LdapAmbiguous => "ldap-ambiguous",
+            LdapDisabled => "ldap-disabled",
         }
     }
 }

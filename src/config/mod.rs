@@ -7,7 +7,8 @@
 //! `sections.rs` (`[auth]`, `[smtp]`, `[admin]`, `[cache]`), `route.rs` (`[route]`),
 //! `policy.rs` (`[policy]`, `[state]`), `source.rs` (`[[source]]`), `http_basic.rs`
 //! (`kind = "http-basic"` sources) and `connection.rs` (`[nginx]`, `[tls]`, `[external]`,
-//! `[client]`, `[listener.NAME]`). Their public types are re-exported here.
+//! `[client]`, `[listener.NAME]`) and `ldap.rs` (`kind = "ldap"` sources). Their public types
+//! are re-exported here.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,6 +22,7 @@ use toml::Spanned;
 mod connection;
 mod exposure;
 mod http_basic;
+mod ldap;
 mod policy;
 mod route;
 mod sections;
@@ -32,6 +34,7 @@ pub(crate) use connection::{
     CertificateUser, ExternalSettings, LISTENER_HEADER, ListenerSettings, NginxSecret, TlsSettings, TlsVersion,
     in_networks,
 };
+pub(crate) use ldap::{LdapConfig, LdapLookup, LdapVerify};
 pub(crate) use policy::{OnRedisError, PolicySettings, StateSettings};
 pub(crate) use route::{BackendSettings, HealthSettings, RouteList, Routes, Target};
 pub(crate) use sections::{AdminSettings, AuthSettings, CacheSettings, SmtpSettings};
@@ -384,7 +387,7 @@ impl Config {
             .iter()
             .filter_map(|s| match s {
                 SourceConfig::Htpasswd(h) => Some(h.path.as_path()),
-                SourceConfig::HttpBasic(_) => None,
+                SourceConfig::HttpBasic(_) | SourceConfig::Ldap(_) => None,
             })
             .collect()
     }

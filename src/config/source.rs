@@ -1,6 +1,6 @@
 //! The `[[source]]` entries: the credential sources, tried in order. One flat raw entry for
 //! every kind, checked against the fields its `kind` allows; `kind = "htpasswd"` is
-//! validated here, `kind = "http-basic"` in `http_basic.rs`.
+//! validated here, `kind = "http-basic"` in `http_basic.rs`, `kind = "ldap"` in `ldap.rs`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Checker, ConfigOrigin, DEFAULT_USERS_FILE, http_basic};
+use super::{Checker, ConfigOrigin, DEFAULT_USERS_FILE, http_basic, ldap};
 use crate::login::MailProtocol;
 
 /// One credential source (`[[source]]`).
@@ -18,6 +18,8 @@ pub(crate) enum SourceConfig {
     Htpasswd(HtpasswdConfig),
     /// A URL protected by HTTP Basic auth that checks the credentials.
     HttpBasic(Box<HttpBasicConfig>),
+    /// An LDAP directory.
+    Ldap(Box<ldap::LdapConfig>),
 }
 
 /// The HTTP method an `http-basic` source asks with.
@@ -92,6 +94,20 @@ pub(super) struct RawSource {
     pub(super) port_header: Option<Spanned<String>>,
     pub(super) breaker_failures: Option<Spanned<i64>>,
     pub(super) breaker_cooldown: Option<Spanned<String>>,
+    pub(super) starttls: Option<Spanned<bool>>,
+    pub(super) base: Option<Spanned<String>>,
+    pub(super) filter: Option<Spanned<String>>,
+    pub(super) bind_dn: Option<Spanned<String>>,
+    pub(super) bind_password: Option<Spanned<String>>,
+    pub(super) bind_password_file: Option<Spanned<String>>,
+    pub(super) user_dn: Option<Spanned<String>>,
+    pub(super) verify: Option<Spanned<String>>,
+    pub(super) pool_size: Option<Spanned<i64>>,
+    pub(super) host_attribute: Option<Spanned<String>>,
+    pub(super) port_attribute: Option<Spanned<String>>,
+    pub(super) password_attribute: Option<Spanned<String>>,
+    pub(super) disabled_filter: Option<Spanned<String>>,
+    pub(super) ca_file: Option<Spanned<String>>,
 }
 
 impl RawSource {
@@ -112,6 +128,20 @@ impl RawSource {
             ("port_header", span(&self.port_header)),
             ("breaker_failures", span(&self.breaker_failures)),
             ("breaker_cooldown", span(&self.breaker_cooldown)),
+            ("starttls", span(&self.starttls)),
+            ("base", span(&self.base)),
+            ("filter", span(&self.filter)),
+            ("bind_dn", span(&self.bind_dn)),
+            ("bind_password", span(&self.bind_password)),
+            ("bind_password_file", span(&self.bind_password_file)),
+            ("user_dn", span(&self.user_dn)),
+            ("verify", span(&self.verify)),
+            ("pool_size", span(&self.pool_size)),
+            ("host_attribute", span(&self.host_attribute)),
+            ("port_attribute", span(&self.port_attribute)),
+            ("password_attribute", span(&self.password_attribute)),
+            ("disabled_filter", span(&self.disabled_filter)),
+            ("ca_file", span(&self.ca_file)),
         ]
         .into_iter()
         .filter_map(|(name, span)| span.map(|s| (name, s)))
@@ -173,6 +203,7 @@ fn validate_source(source: &Spanned<RawSource>, index: usize, c: &mut Checker<'_
     let allowed: &[&str] = match kind {
         "htpasswd" => &["path"],
         "http-basic" => http_basic::FIELDS,
+        "ldap" => ldap::FIELDS,
         _ => &[],
     };
     if !allowed.is_empty() {
@@ -188,6 +219,7 @@ fn validate_source(source: &Spanned<RawSource>, index: usize, c: &mut Checker<'_
     }
     match kind {
         "http-basic" => http_basic::validate(raw, protocols, &key, c).map(|h| SourceConfig::HttpBasic(Box::new(h))),
+        "ldap" => ldap::validate(raw, protocols, &key, c).map(|l| SourceConfig::Ldap(Box::new(l))),
         "htpasswd" => {
             let Some(path) = &raw.path else {
                 c.problem(
@@ -204,7 +236,7 @@ fn validate_source(source: &Spanned<RawSource>, index: usize, c: &mut Checker<'_
             c.problem(
                 Some(raw.kind.span()),
                 &key("kind"),
-                format!("unknown source kind {other:?}; known: \"htpasswd\", \"http-basic\""),
+                format!("unknown source kind {other:?}; known: \"htpasswd\", \"http-basic\", \"ldap\""),
             );
             None
         }

@@ -45,7 +45,7 @@ fn the_contract_example_validates_with_paths_relative_to_the_config() {
 fn every_problem_is_reported_with_key_and_line() {
     let err = from_file_text(
         "listen = \"nowhere\"\nread_timeout = \"soon\"\n[auth]\nmax_attempts = 0\n[route]\nimap = \"127.0.0.1\"\n\
-         [[source]]\nkind = \"ldap\"\n",
+         [[source]]\nkind = \"sql\"\n",
     )
     .unwrap_err();
     let ConfigError::Invalid { problems, .. } = &err else {
@@ -58,7 +58,7 @@ fn every_problem_is_reported_with_key_and_line() {
     assert!(text.contains("/etc/mailauthd.toml:4: auth.max_attempts:"), "{text}");
     assert!(text.contains("/etc/mailauthd.toml:6: route.imap:"), "{text}");
     assert!(
-        text.contains("/etc/mailauthd.toml:8: source[0].kind: unknown source kind \"ldap\""),
+        text.contains("/etc/mailauthd.toml:8: source[0].kind: unknown source kind \"sql\""),
         "{text}"
     );
 }

@@ -144,7 +144,7 @@ impl Authenticator {
         };
         let mut decision = match req.method {
             AuthMethod::Plain => self.decide_plain(req, &sources).await,
-            AuthMethod::Apop | AuthMethod::CramMd5 => self.decide_digest(req, &sources),
+            AuthMethod::Apop | AuthMethod::CramMd5 => self.decide_digest(req, &sources).await,
             AuthMethod::None => self.decide_smtp_none(req),
             AuthMethod::External => self.decide_external(req, &sources),
             // Known methods (freenginx) that no source can check yet: the ordinary refusal, so
@@ -366,7 +366,7 @@ impl Authenticator {
     /// APOP and CRAM-MD5: the digest is checked by the sources in order, as passwords are;
     /// nginx then needs the stored cleartext as `Auth-Pass` to log in to an IMAP or POP3
     /// backend.
-    fn decide_digest(&self, req: &AuthRequest, sources: &[usize]) -> Decision {
+    async fn decide_digest(&self, req: &AuthRequest, sources: &[usize]) -> Decision {
         let Some(salt) = &req.salt else {
             return refuse(RefuseKind::InvalidCredentials, Reason::NoSalt);
         };
@@ -383,7 +383,7 @@ impl Authenticator {
         };
         let mut temporary = None;
         for source in sources.iter().filter_map(|&i| self.sources.get(i)) {
-            match source.check_digest(&creds) {
+            match source.check_digest(&creds).await {
                 DigestAnswer::Accepted {
                     cleartext,
                     scheme,

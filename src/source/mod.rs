@@ -6,10 +6,12 @@
 //! - [`htpasswd`]: a users file (nginx / Apache htpasswd, Dovecot passwd-file), its reload
 //!   and `mailauthd user`'s edits.
 //! - [`http_basic`]: a URL protected by HTTP Basic auth.
+//! - [`ldap`]: an LDAP directory.
 
 pub(crate) mod answer;
 pub(crate) mod htpasswd;
 mod http_basic;
+mod ldap;
 
 pub(crate) use answer::{
     CheckReport, Credentials, DigestAnswer, DigestCredentials, DigestKind, ExternalAnswer, PlainAnswer, ReloadOutcome,
@@ -24,6 +26,7 @@ use crate::metrics::Metrics;
 use crate::verify::Verifier;
 use htpasswd::HtpasswdSource;
 use http_basic::HttpBasicSource;
+use ldap::LdapSource;
 
 /// One configured credential source.
 #[derive(Debug)]
@@ -32,6 +35,8 @@ pub(crate) enum Source {
     Htpasswd(Box<HtpasswdSource>),
     /// A URL protected by HTTP Basic auth.
     HttpBasic(Box<HttpBasicSource>),
+    /// An LDAP directory.
+    Ldap(Box<LdapSource>),
 }
 
 impl Source {
@@ -43,6 +48,7 @@ impl Source {
             SourceConfig::HttpBasic(c) => {
                 Source::HttpBasic(Box::new(HttpBasicSource::new((**c).clone(), metrics.clone())))
             }
+            SourceConfig::Ldap(c) => Source::Ldap(Box::new(LdapSource::new((**c).clone()))),
         }
     }
 
@@ -51,6 +57,7 @@ impl Source {
         match self {
             Source::Htpasswd(s) => s.name(),
             Source::HttpBasic(s) => s.name().to_owned(),
+            Source::Ldap(s) => s.name().to_owned(),
         }
     }
 
@@ -59,6 +66,7 @@ impl Source {
         let protocols = match self {
             Source::Htpasswd(s) => s.protocols(),
             Source::HttpBasic(s) => s.protocols(),
+            Source::Ldap(s) => s.protocols(),
         };
         protocols.is_none_or(|list| list.contains(&protocol))
     }
@@ -68,6 +76,7 @@ impl Source {
         match self {
             Source::Htpasswd(s) => s.status(),
             Source::HttpBasic(s) => s.status(),
+            Source::Ldap(s) => s.status(),
         }
     }
 
@@ -80,6 +89,8 @@ impl Source {
                 s.recheck();
                 ReloadOutcome::Unchanged
             }
+            // A directory is asked per login: nothing to load.
+            Source::Ldap(_) => ReloadOutcome::Unchanged,
         }
     }
 
@@ -92,6 +103,7 @@ impl Source {
                 lines: vec![format!("{}: not contacted", s.name())],
                 errors: 0,
             },
+            Source::Ldap(s) => s.check(),
         }
     }
 
@@ -100,15 +112,17 @@ impl Source {
         match self {
             Source::Htpasswd(s) => s.check_plain(creds, verifier).await,
             Source::HttpBasic(s) => s.check_plain(creds).await,
+            Source::Ldap(s) => s.check_plain(creds, verifier).await,
         }
     }
 
     /// Checks an APOP or CRAM-MD5 login against this source.
-    pub(crate) fn check_digest(&self, creds: &DigestCredentials<'_>) -> DigestAnswer {
+    pub(crate) async fn check_digest(&self, creds: &DigestCredentials<'_>) -> DigestAnswer {
         match self {
             Source::Htpasswd(s) => s.check_digest(creds),
             // An upstream sees only cleartext passwords: it cannot check a digest.
             Source::HttpBasic(_) => DigestAnswer::UnknownUser,
+            Source::Ldap(s) => s.check_digest(creds).await,
         }
     }
 
@@ -117,8 +131,9 @@ impl Source {
     pub(crate) fn lookup_for_external(&self, user: &[u8], client_ip: Option<std::net::IpAddr>) -> ExternalAnswer {
         match self {
             Source::Htpasswd(s) => s.lookup_for_external(user, client_ip),
-            // An upstream answers only about a user and a password.
-            Source::HttpBasic(_) => ExternalAnswer::UnknownUser,
+            // An upstream answers only about a user and a password; an LDAP directory is
+            // asked with a bind, which needs the password.
+            Source::HttpBasic(_) | Source::Ldap(_) => ExternalAnswer::UnknownUser,
         }
     }
 }

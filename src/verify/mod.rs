@@ -106,4 +106,30 @@ impl Verifier {
             cached: false,
         })
     }
+
+    /// Whether a server that checks passwords itself (an LDAP bind) accepted `password` for
+    /// `user` in `scope` within the cache's TTL. Only right answers are remembered for such
+    /// checks: a wrong password goes to the server each time, so a changed password is
+    /// taken as soon as the server has it.
+    pub(crate) fn recall_remote(&self, scope: &[u8], user: &[u8], password: &[u8]) -> bool {
+        let Some(cache) = &self.cache else { return false };
+        let hit = cache.lookup(&self.keyer.key(scope, user, password, &REMOTE_FINGERPRINT)) == Lookup::Right;
+        if hit {
+            self.metrics.cache_hit();
+        } else {
+            self.metrics.cache_miss();
+        }
+        hit
+    }
+
+    /// Remembers that the server accepted `password` for `user` in `scope`.
+    pub(crate) fn remember_remote(&self, scope: &[u8], user: &[u8], password: &[u8]) {
+        if let Some(cache) = &self.cache {
+            cache.remember(self.keyer.key(scope, user, password, &REMOTE_FINGERPRINT), true);
+        }
+    }
 }
+
+/// The stored-hash fingerprint of a login the server verified: no SHA-256 of a real hash
+/// is all zeros, so such keys never meet a stored hash's.
+const REMOTE_FINGERPRINT: [u8; 32] = [0; 32];

@@ -10,6 +10,7 @@ mod client_ip;
 mod common;
 mod connection;
 mod http_basic;
+mod ldap;
 mod leftovers;
 mod malformed;
 mod ops;

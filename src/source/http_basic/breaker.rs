@@ -25,7 +25,7 @@ pub(crate) enum BreakerState {
 
 /// What the breaker lets a login do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Admit {
+pub(in crate::source) enum Admit {
     /// Ask the upstream.
     Ask,
     /// Ask the upstream as the probe of a half-open breaker.
@@ -36,7 +36,7 @@ pub(super) enum Admit {
 
 /// A change of the breaker's state, to be logged once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Transition {
+pub(in crate::source) enum Transition {
     /// Closed → open after this many failures in a row.
     Opened(u32),
     /// The probe failed: open for another cooldown.
@@ -48,7 +48,7 @@ pub(super) enum Transition {
 /// Counts failed questions in a row and decides whether to ask. Time is an input, so the
 /// state machine is tested without waiting.
 #[derive(Debug)]
-pub(super) struct Breaker {
+pub(in crate::source) struct Breaker {
     threshold: u32,
     cooldown: Duration,
     probe_timeout: Duration,
@@ -60,7 +60,7 @@ impl Breaker {
     /// A closed breaker that opens after `threshold` failures in a row for `cooldown`. A
     /// probe that has not reported back after `probe_timeout` is given up and another
     /// login may probe.
-    pub(super) fn new(threshold: u32, cooldown: Duration, probe_timeout: Duration) -> Breaker {
+    pub(in crate::source) fn new(threshold: u32, cooldown: Duration, probe_timeout: Duration) -> Breaker {
         Breaker {
             threshold: threshold.max(1),
             cooldown,
@@ -71,12 +71,12 @@ impl Breaker {
     }
 
     /// The current state.
-    pub(super) fn state(&self) -> BreakerState {
+    pub(in crate::source) fn state(&self) -> BreakerState {
         self.state
     }
 
     /// Whether a login at `now` may ask the upstream.
-    pub(super) fn admit(&mut self, now: Instant) -> Admit {
+    pub(in crate::source) fn admit(&mut self, now: Instant) -> Admit {
         match self.state {
             BreakerState::Closed => Admit::Ask,
             BreakerState::Open { until } if now < until => Admit::Refuse,
@@ -91,7 +91,7 @@ impl Breaker {
     }
 
     /// Records the outcome of a question; returns the state change, if any.
-    pub(super) fn record(&mut self, answered: bool, now: Instant) -> Option<Transition> {
+    pub(in crate::source) fn record(&mut self, answered: bool, now: Instant) -> Option<Transition> {
         if answered {
             self.failures = 0;
             if self.state == BreakerState::Closed {

@@ -39,7 +39,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
-mod breaker;
+pub(super) mod breaker;
 mod canary;
 
 use breaker::{Admit, Breaker, BreakerState, Transition};

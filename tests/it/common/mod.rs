@@ -16,6 +16,7 @@ mod nginx;
 mod ports;
 mod process;
 mod redis;
+pub mod slapd;
 #[path = "../../shared/spawn.rs"]
 pub mod spawn;
 mod wire;
