@@ -28,25 +28,28 @@
 //!   header `[route]` applies; a server without a port, a bad port or an unresolvable name
 //!   is a temporary failure (never a reply nginx would reject).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::Engine;
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 pub(super) mod breaker;
 mod canary;
+mod response;
+mod transport;
 
 use breaker::{Admit, Breaker, BreakerState, Transition};
 use canary::{Canary, Change, Outcome, Verdict};
+use response::{Upstream, basic_authorization, map_response};
+use transport::{closed_before_answer, describe, resolve, transport_reason};
 
 use super::answer::{Credentials, PlainAnswer, SourceRoute, SourceStatus};
-use crate::config::{BasicMethod, HttpBasicConfig, RouteHeaders};
+use crate::config::{BasicMethod, HttpBasicConfig};
 use crate::login::MailProtocol;
 use crate::metrics::Metrics;
 use crate::reason::Reason;
@@ -61,108 +64,6 @@ const MAX_DRAINED_BODY: usize = 64 * 1024;
 /// Idle pooled connections are closed before nginx's default `keepalive_timeout` (75 s)
 /// would close them under a request.
 const POOL_IDLE: Duration = Duration::from_secs(50);
-
-/// What the upstream's answer means, before any routing lookup.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Upstream {
-    /// 2xx, with the backend the response named (if routing is on and it named one).
-    Accepted(Option<RouteTarget>),
-    /// 401 or 403.
-    Rejected,
-    /// The upstream answered, but not with a usable answer; the reason is for the log line.
-    Failed(Reason),
-    /// The upstream accepted and named a backend that cannot be used.
-    BadRoute(Reason),
-}
-
-/// A backend named by the upstream.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum RouteTarget {
-    /// An IP literal: used as is.
-    Addr(SocketAddr),
-    /// A host name, resolved per login.
-    Host(String, u16),
-}
-
-/// Maps a status and headers to an answer (no I/O).
-pub(super) fn map_response(status: StatusCode, headers: &HeaderMap, route: Option<&RouteHeaders>) -> Upstream {
-    if status.is_success() {
-        let Some(route) = route else {
-            return Upstream::Accepted(None);
-        };
-        // No server header: `[route]` applies, whatever the port header says (nginx drops a
-        // header whose value is empty, so a `map` that names servers for some users only
-        // leaves the port alone for the others).
-        return match (headers.get(&route.server), headers.get(&route.port)) {
-            (None, _) => Upstream::Accepted(None),
-            (Some(server), Some(port)) => match parse_route(server.as_bytes(), port.as_bytes()) {
-                Ok(target) => Upstream::Accepted(Some(target)),
-                Err(reason) => Upstream::BadRoute(reason),
-            },
-            (Some(_), None) => Upstream::BadRoute(Reason::UpstreamRouteIncomplete),
-        };
-    }
-    match status.as_u16() {
-        401 | 403 => Upstream::Rejected,
-        300..=399 => Upstream::Failed(Reason::UpstreamRedirect),
-        400..=499 => Upstream::Failed(Reason::Upstream4xx),
-        500..=599 => Upstream::Failed(Reason::Upstream5xx),
-        _ => Upstream::Failed(Reason::UpstreamBadStatus),
-    }
-}
-
-/// Reads a backend from the routing headers' values: an IPv4 or IPv6 literal (brackets
-/// allowed) or a host name, and a port from 1 to 65535.
-pub(super) fn parse_route(server: &[u8], port: &[u8]) -> Result<RouteTarget, Reason> {
-    let port = std::str::from_utf8(port)
-        .ok()
-        .map(str::trim)
-        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|p| p.parse::<u16>().ok())
-        .filter(|p| *p > 0)
-        .ok_or(Reason::UpstreamRouteBadPort)?;
-    let server = std::str::from_utf8(server)
-        .map(str::trim)
-        .map_err(|_| Reason::UpstreamRouteBadServer)?;
-    let bare = server
-        .strip_prefix('[')
-        .and_then(|s| s.strip_suffix(']'))
-        .unwrap_or(server);
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return Ok(RouteTarget::Addr(SocketAddr::new(ip, port)));
-    }
-    let is_host_name = !bare.is_empty()
-        && bare.len() <= 253
-        && bare.split('.').all(|label| {
-            !label.is_empty() && label.len() <= 63 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    if is_host_name {
-        Ok(RouteTarget::Host(bare.to_ascii_lowercase(), port))
-    } else {
-        Err(Reason::UpstreamRouteBadServer)
-    }
-}
-
-/// The `Authorization` header for a login: `Basic base64(user ":" pass)` over the decoded
-/// bytes. `None` when the user name holds a `:`, which Basic auth cannot express.
-pub(super) fn basic_authorization(user: &[u8], pass: &[u8]) -> Option<HeaderValue> {
-    if user.contains(&b':') {
-        return None;
-    }
-    let mut joined = Zeroizing::new(Vec::with_capacity(user.len() + 1 + pass.len()));
-    joined.extend_from_slice(user);
-    joined.push(b':');
-    joined.extend_from_slice(pass);
-    let encoded = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&joined[..]));
-    let mut value = Zeroizing::new(Vec::with_capacity(6 + encoded.len()));
-    value.extend_from_slice(b"Basic ");
-    value.extend_from_slice(encoded.as_bytes());
-    // Base64 output is always a valid header value. The header's own copy cannot be
-    // zeroized; it is marked sensitive so that it is never printed.
-    let mut header = HeaderValue::from_bytes(&value).ok()?;
-    header.set_sensitive(true);
-    Some(header)
-}
 
 /// A URL protected by HTTP Basic auth, with its in-flight bound and breaker.
 #[derive(Debug)]
@@ -582,77 +483,6 @@ impl Asker {
             }
         }
         Ok(upstream)
-    }
-}
-
-/// Whether a question failed because its connection was closed before any response head
-/// arrived: hyper's "connection closed before message completed", a reset or a broken pipe
-/// while sending, or a request its connection dropped. A timeout, a refused connection, or
-/// anything after a status line was read is never such a failure.
-fn closed_before_answer(e: &reqwest::Error) -> bool {
-    if !e.is_request() || e.is_timeout() || e.is_connect() {
-        return false;
-    }
-    let mut cause = std::error::Error::source(e);
-    while let Some(err) = cause {
-        if let Some(h) = err.downcast_ref::<hyper::Error>()
-            && (h.is_incomplete_message() || h.is_canceled() || h.is_closed())
-        {
-            return true;
-        }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            )
-        {
-            return true;
-        }
-        cause = err.source();
-    }
-    false
-}
-
-/// A transport error for the log: its causes, and never the URL, whose query string may
-/// hold a key.
-fn describe(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(err) = cause {
-        text.push_str(": ");
-        text.push_str(&err.to_string());
-        cause = err.source();
-    }
-    text
-}
-
-/// A stable reason for a transport failure.
-fn transport_reason(e: &reqwest::Error) -> Reason {
-    if e.is_timeout() {
-        Reason::UpstreamTimeout
-    } else if e.is_connect() {
-        Reason::UpstreamUnreachable
-    } else {
-        Reason::UpstreamError
-    }
-}
-
-/// Turns a routing target into an address; a host name is resolved before `deadline`.
-async fn resolve(target: RouteTarget, deadline: Instant) -> Result<SocketAddr, Reason> {
-    match target {
-        RouteTarget::Addr(addr) => Ok(addr),
-        RouteTarget::Host(host, port) => {
-            // nginx accepts only IP literals in Auth-Server, so the name is resolved here.
-            let lookup = tokio::net::lookup_host((host.as_str(), port));
-            match tokio::time::timeout_at(deadline.max(Instant::now() + Duration::from_millis(500)), lookup).await {
-                Ok(Ok(mut addrs)) => addrs.next().ok_or(Reason::UpstreamRouteUnresolvable),
-                Ok(Err(_)) | Err(_) => Err(Reason::UpstreamRouteUnresolvable),
-            }
-        }
     }
 }
 

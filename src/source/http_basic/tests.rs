@@ -1,10 +1,16 @@
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::response::{RouteTarget, parse_route};
 use super::*;
 use crate::config::BasicMethod;
+use crate::config::RouteHeaders;
 use crate::reason::Reason;
+use base64::Engine;
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
 use reqwest::header::HeaderName;
+use std::net::SocketAddr;
 use upstream::{ALICE, Act, BOB, OK, REFUSED, Upstream as TestUpstream};
 
 fn route() -> RouteHeaders {
