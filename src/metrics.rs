@@ -47,6 +47,12 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    mode: &'static str,
+    primary: String,
+}
+
 type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
 
 /// Seconds, from 100 µs (a `{PLAIN}` login) to 10 s (a queue of argon2 hashes).
@@ -76,6 +82,9 @@ pub(crate) struct Metrics {
     last_reload: Gauge<f64, AtomicU64>,
     source_broken_lines: Family<SourceLabels, Gauge>,
     upstream_resends: Family<SourceLabels, Counter>,
+    state: Family<StateLabels, Gauge>,
+    state_failovers: Gauge,
+    state_subscribed: Gauge,
 }
 
 impl Default for Metrics {
@@ -169,6 +178,24 @@ impl Metrics {
             "Questions sent again on a fresh connection because the upstream closed a kept-alive one before answering",
             upstream_resends.clone(),
         );
+        let state = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "state",
+            "The shared policy state: its mode and the server in use, 1 while Redis answers, else 0",
+            state.clone(),
+        );
+        let state_failovers = Gauge::default();
+        registry.register(
+            "state_failovers_seen",
+            "Changes of Redis primary seen since the start",
+            state_failovers.clone(),
+        );
+        let state_subscribed = Gauge::default();
+        registry.register(
+            "state_bans_subscribed",
+            "1 while subscribed to the bans every instance publishes, else 0",
+            state_subscribed.clone(),
+        );
         registry.register(
             "build",
             "The running version",
@@ -189,7 +216,31 @@ impl Metrics {
             last_reload,
             source_broken_lines,
             upstream_resends,
+            state,
+            state_failovers,
+            state_subscribed,
         }
+    }
+
+    /// The shared policy state as `/metrics` shows it (set before each rendering).
+    pub(crate) fn shared_state(
+        &self,
+        mode: &'static str,
+        primary: &str,
+        reachable: bool,
+        failovers: u64,
+        subscribed: bool,
+    ) {
+        // One series: the one of the primary in use now.
+        self.state.clear();
+        self.state
+            .get_or_create(&StateLabels {
+                mode,
+                primary: primary.to_owned(),
+            })
+            .set(i64::from(reachable));
+        self.state_failovers.set(i64::try_from(failovers).unwrap_or(i64::MAX));
+        self.state_subscribed.set(i64::from(subscribed));
     }
 
     /// Records one answered request and how long its decision took.
