@@ -453,6 +453,14 @@ impl Policy {
             Some(shared) => match shared.lookup(&subject, now).await {
                 Ok(l) => {
                     self.write_back();
+                    // Kept too: refused from here while Redis cannot be reached.
+                    for (scope, until) in SCOPES.iter().zip(l.bans) {
+                        if let Some(until) = until
+                            && heard[scope.index()].is_none()
+                        {
+                            self.heard.insert(subject.key(*scope), until);
+                        }
+                    }
                     l
                 }
                 Err(_) if self.on_error == OnRedisError::Local => self.local.lookup(&subject, now),

@@ -568,24 +568,22 @@ impl RedisStore {
     pub(crate) async fn succeed(&self, subject: &Subject, memory_ms: u64, now: u64) -> Result<(), PolicyError> {
         // Not atomic: the keys are of different subjects (different Cluster slots), and
         // each command stands alone.
-        let mut pipe = ::redis::pipe();
-        pipe.del(self.key('f', &subject.key(Scope::Pair)))
-            .ignore()
-            .cmd("SET")
-            .arg(self.key('s', &subject.key(Scope::Net)))
-            .arg(now)
-            .arg("PX")
-            .arg(memory_ms)
-            .ignore()
-            .cmd("SET")
-            .arg(self.key('s', &subject.key(Scope::Pair)))
-            .arg(now)
-            .arg("PX")
-            .arg(memory_ms)
-            .ignore();
-        self.run(self.timeout, |mut conn| async move {
-            pipe.query_async::<()>(&mut conn).await
-        })
+        let mut forget = ::redis::cmd("DEL");
+        forget.arg(self.key('f', &subject.key(Scope::Pair)));
+        let mut cmds = vec![forget];
+        for scope in [Scope::Net, Scope::Pair] {
+            let mut remember = ::redis::cmd("SET");
+            remember
+                .arg(self.key('s', &subject.key(scope)))
+                .arg(now)
+                .arg("PX")
+                .arg(memory_ms);
+            cmds.push(remember);
+        }
+        self.run(
+            self.timeout,
+            |conn| async move { each::<()>(&conn, cmds).await.map(drop) },
+        )
         .await
     }
 
@@ -683,11 +681,15 @@ impl RedisStore {
             if subjects.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut pipe = ::redis::pipe();
-            for subject in &subjects {
-                pipe.pttl(format!("{prefix}:{{{subject}}}:b"));
-            }
-            let ttls: Vec<i64> = pipe.query_async(&mut conn).await?;
+            let cmds = subjects
+                .iter()
+                .map(|subject| {
+                    let mut pttl = ::redis::cmd("PTTL");
+                    pttl.arg(format!("{prefix}:{{{subject}}}:b"));
+                    pttl
+                })
+                .collect();
+            let ttls: Vec<i64> = each(&conn, cmds).await?;
             Ok(subjects.into_iter().zip(ttls).collect())
         })
         .await
@@ -727,13 +729,19 @@ impl RedisStore {
         let subjects: Vec<String> = doomed.iter().map(|(s, _)| s.clone()).collect();
         let lifted = subjects.clone();
         self.run(ADMIN_TIMEOUT, |mut conn| async move {
-            let mut pipe = ::redis::pipe();
-            for (ban, window) in &keys {
-                // One key a command: they live in different Cluster slots.
-                pipe.del(ban).ignore().del(window).ignore();
-            }
-            pipe.cmd("ZREM").arg(&index).arg(&subjects).ignore();
-            pipe.query_async::<()>(&mut conn).await?;
+            // One subject a command: they live in different Cluster slots.
+            let mut cmds: Vec<Cmd> = keys
+                .iter()
+                .map(|(ban, window)| {
+                    let mut del = ::redis::cmd("DEL");
+                    del.arg(ban).arg(window);
+                    del
+                })
+                .collect();
+            let mut zrem = ::redis::cmd("ZREM");
+            zrem.arg(&index).arg(&subjects);
+            cmds.push(zrem);
+            each::<()>(&conn, cmds).await?;
             for subject in &subjects {
                 let event = BanEvent::Lifted {
                     subject: subject.clone(),
@@ -881,6 +889,16 @@ async fn announce(
         .arg(event.encode())
         .query_async::<()>(&mut conn)
         .await
+}
+
+/// Sends `cmds` at once, each on its own (a pipeline must stay within one Cluster slot),
+/// and collects the answers in order.
+async fn each<T: ::redis::FromRedisValue>(conn: &Conn, cmds: Vec<Cmd>) -> RedisResult<Vec<T>> {
+    futures_util::future::try_join_all(cmds.into_iter().map(|cmd| {
+        let mut conn = conn.clone();
+        async move { cmd.query_async::<T>(&mut conn).await }
+    }))
+    .await
 }
 
 /// `host:port` as a TCP address (validated by the config).
