@@ -57,11 +57,17 @@ impl Redis {
     /// A sentinel watching `primary` as `mymaster` with a quorum of 2; short timeouts so
     /// that a failover takes a few seconds.
     pub fn sentinel(primary: &Redis) -> Redis {
+        Redis::sentinel_with(primary, 2, "")
+    }
+
+    /// A sentinel watching `primary` as `mymaster` with `quorum`, `extra` lines appended to
+    /// its config (`requirepass`, `sentinel auth-pass`).
+    pub fn sentinel_with(primary: &Redis, quorum: u32, extra: &str) -> Redis {
         let conf = format!(
-            "sentinel monitor mymaster 127.0.0.1 {} 2\n\
+            "sentinel monitor mymaster 127.0.0.1 {} {quorum}\n\
              sentinel down-after-milliseconds mymaster 500\n\
              sentinel failover-timeout mymaster 2000\n\
-             sentinel parallel-syncs mymaster 1\n",
+             sentinel parallel-syncs mymaster 1\n{extra}",
             primary.port
         );
         let mut last_error = String::new();
@@ -122,7 +128,9 @@ impl Redis {
             if let Some(status) = redis.process.exited() {
                 return Err(format!("redis-server exited with {status}: {}", redis.log()));
             }
-            if redis.command("PING").contains("PONG") {
+            // A server with a password answers, but refuses PING without it.
+            let answer = redis.command("PING");
+            if answer.contains("PONG") || answer.contains("NOAUTH") {
                 return Ok(redis);
             }
             if Instant::now() > end {

@@ -279,3 +279,37 @@ fn guesses_spread_over_three_instances_ban_the_network_as_one_instance_would() {
     }
     assert_eq!(redis.command("EXISTS mailauthd:{n:192.0.2.60/32}:b").trim(), ":1");
 }
+
+#[test]
+fn passwords_for_the_sentinels_and_the_primary_are_sent_and_never_logged() {
+    let primary = Redis::start_with(&["--requirepass", "primary-pass-0123"]);
+    let sentinel = Redis::sentinel_with(
+        &primary,
+        1,
+        "sentinel auth-pass mymaster primary-pass-0123\nrequirepass sentinel-pass-0123\n",
+    );
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::write(dir.path().join("redis.pass"), "primary-pass-0123\n").expect("the password file");
+    let config = |redis_pass: &str| {
+        format!(
+            "{POLICY}[state]\nsentinels = [\"127.0.0.1:{}\"]\nsentinel_master = \"mymaster\"\n\
+             redis_password_file = \"{}\"\nsentinel_password = \"{redis_pass}\"\non_redis_error = \"tempfail\"\n",
+            sentinel.port,
+            dir.path().join("redis.pass").display(),
+        )
+    };
+    let right = start(&config("sentinel-pass-0123"));
+    // "tempfail": an OK proves the policy reached Redis through the sentinel.
+    assert_eq!(status(&right.login_from("alice", "alice-secret", "192.0.2.70")), "OK");
+    assert!(readyz(&right).contains("reachable=yes"), "{}", readyz(&right));
+
+    let wrong = start(&config("not-the-sentinel-pass"));
+    assert_eq!(
+        status(&wrong.login_from("alice", "alice-secret", "192.0.2.70")),
+        "[UNAVAILABLE] Temporary authentication failure, try again later"
+    );
+    for d in [&right, &wrong] {
+        let log = d.log();
+        assert!(!log.contains("pass-0123"), "{log}");
+    }
+}
