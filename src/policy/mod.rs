@@ -344,6 +344,8 @@ impl Policy {
                 }
             }
             redis::BanEvent::Lifted { subject } => heard.invalidate(&subject),
+            // Bans still in force are heard again from Redis's answers.
+            redis::BanEvent::Missed => heard.invalidate_all(),
         }));
     }
 

@@ -23,6 +23,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use ::redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use ::redis::cluster_async::ClusterConnection;
@@ -151,6 +154,9 @@ pub(crate) enum BanEvent {
         /// The scope key.
         subject: String,
     },
+    /// Subscribed again after the subscription was lost: events may have been missed (a
+    /// ban lifted meanwhile), so what was heard before is to be forgotten.
+    Missed,
 }
 
 impl BanEvent {
@@ -158,6 +164,8 @@ impl BanEvent {
         match self {
             BanEvent::Banned { subject, until } => format!("ban {until} {subject}"),
             BanEvent::Lifted { subject } => format!("lift {subject}"),
+            // Never sent: each instance makes it up for itself.
+            BanEvent::Missed => String::new(),
         }
     }
 
@@ -234,126 +242,22 @@ enum Failure {
     Redis(RedisError),
 }
 
-/// Policy state in Redis.
-pub(crate) struct RedisStore {
-    mode: Mode,
+/// A connection being made, awaited by every operation that needs it meanwhile.
+type Pending = Shared<BoxFuture<'static, Result<Conn, String>>>;
+
+/// Makes connections, in a task of their own: an operation that gives up after
+/// `redis_timeout` does not cancel the connection under way, so a slow handshake (asking the
+/// sentinels, then the primary) still completes for the operations after it.
+struct Connector {
     backend: Backend,
-    conn: tokio::sync::Mutex<Option<Conn>>,
+    /// The bound on one connection attempt.
+    timeout: Duration,
+    /// The server in use, once connected (the primary for Sentinel).
     primary: Mutex<Option<String>>,
     failovers: AtomicU64,
-    listening: AtomicU8,
-    script: Script,
-    prefix: String,
-    timeout: Duration,
-    on_error: OnRedisError,
-    health: AtomicU8,
-    /// The last operation got an error answer (logged once per run of them).
-    erring: AtomicBool,
-    retry_at: Mutex<Option<Instant>>,
-    /// Bans made in this process while Redis was unreachable, to write when it is back.
-    unwritten: Mutex<Vec<(String, u64)>>,
-    has_unwritten: AtomicBool,
 }
 
-impl RedisStore {
-    /// A store for the shared state `state` describes (validated by the config), or `None`
-    /// without one; nothing is connected yet.
-    pub(crate) fn new(state: &StateSettings) -> Option<RedisStore> {
-        let password = state.redis_password.as_ref().map(|p| p.expose().to_owned());
-        let (mode, backend) = if let Some(url) = &state.redis {
-            (Mode::Single, Backend::Single(Client::open(url.expose()).ok()))
-        } else if !state.sentinels.is_empty() {
-            let addrs = state.sentinels.iter().filter_map(|n| tcp_addr(n));
-            let mut builder =
-                SentinelClientBuilder::new(addrs, &state.sentinel_master, SentinelServerType::Master).ok();
-            if let Some(p) = &password {
-                builder = builder.map(|b| b.set_client_to_redis_password(p));
-            }
-            if let Some(p) = &state.sentinel_password {
-                builder = builder.map(|b| b.set_client_to_sentinel_password(p.expose()));
-            }
-            let client = builder.and_then(|b| b.build().ok());
-            (Mode::Sentinel, Backend::Sentinel(client.map(tokio::sync::Mutex::new)))
-        } else if !state.cluster.is_empty() {
-            let mut settings = RedisConnectionInfo::default();
-            if let Some(p) = &password {
-                settings = settings.set_password(p);
-            }
-            let nodes: Vec<::redis::ConnectionInfo> = state
-                .cluster
-                .iter()
-                .filter_map(|n| tcp_addr(n)?.into_connection_info().ok())
-                .map(|info| info.set_redis_settings(settings.clone()))
-                .collect();
-            let mut builder = ClusterClientBuilder::new(nodes.clone())
-                .connection_timeout(state.redis_timeout)
-                .response_timeout(state.redis_timeout)
-                .retries(1);
-            if let Some(p) = &password {
-                builder = builder.password(p);
-            }
-            (
-                Mode::Cluster,
-                Backend::Cluster {
-                    client: builder.build().ok(),
-                    nodes,
-                },
-            )
-        } else {
-            return None;
-        };
-        Some(RedisStore {
-            mode,
-            backend,
-            conn: tokio::sync::Mutex::new(None),
-            primary: Mutex::new(None),
-            failovers: AtomicU64::new(0),
-            listening: AtomicU8::new(0),
-            script: Script::new(FAIL_SCRIPT),
-            prefix: state.key_prefix.clone(),
-            timeout: state.redis_timeout,
-            on_error: state.on_redis_error,
-            health: AtomicU8::new(UNKNOWN),
-            erring: AtomicBool::new(false),
-            retry_at: Mutex::new(None),
-            unwritten: Mutex::new(Vec::new()),
-            has_unwritten: AtomicBool::new(false),
-        })
-    }
-
-    /// The key of `kind` (`f`, `b`, `s`) for one scope's subject key.
-    fn key(&self, kind: char, subject: &str) -> String {
-        format!("{}:{{{subject}}}:{kind}", self.prefix)
-    }
-
-    fn index_key(&self) -> String {
-        format!("{}:bans", self.prefix)
-    }
-
-    /// The Pub/Sub channel of ban events.
-    fn channel(&self) -> String {
-        format!("{}:ban-events", self.prefix)
-    }
-
-    /// What `/readyz` and `/metrics` show.
-    pub(crate) fn status(&self) -> StoreStatus {
-        StoreStatus {
-            mode: self.mode,
-            primary: self.primary.lock().ok().and_then(|p| p.clone()),
-            reachable: match self.health.load(Ordering::SeqCst) {
-                UP => Some(true),
-                DOWN => Some(false),
-                _ => None,
-            },
-            failovers: self.failovers.load(Ordering::SeqCst),
-            listening: match self.listening.load(Ordering::SeqCst) {
-                1 => Listening::Subscribed,
-                2 => Listening::Lost,
-                _ => Listening::Starting,
-            },
-        }
-    }
-
+impl Connector {
     /// Remembers the server in use; a different one than before is a failover, logged once.
     fn note_primary(&self, addr: String) {
         let Ok(mut slot) = self.primary.lock() else { return };
@@ -368,11 +272,8 @@ impl RedisStore {
         *slot = Some(addr);
     }
 
-    async fn connection(&self) -> Result<Conn, String> {
-        let mut slot = self.conn.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            return Ok(conn.clone());
-        }
+    /// Connects to the server in use (asking the sentinels for it).
+    async fn connect(self: Arc<Self>) -> Result<Conn, String> {
         let conn = match &self.backend {
             Backend::Single(client) => {
                 let client = client.clone().ok_or("the redis url cannot be used")?;
@@ -419,8 +320,165 @@ impl RedisStore {
                 Conn::Cluster(conn)
             }
         };
-        *slot = Some(conn.clone());
         Ok(conn)
+    }
+}
+
+/// Policy state in Redis.
+pub(crate) struct RedisStore {
+    mode: Mode,
+    connector: Arc<Connector>,
+    conn: Mutex<Option<Conn>>,
+    connecting: Mutex<Option<Pending>>,
+    listening: AtomicU8,
+    script: Script,
+    prefix: String,
+    timeout: Duration,
+    on_error: OnRedisError,
+    health: AtomicU8,
+    /// The last operation got an error answer (logged once per run of them).
+    erring: AtomicBool,
+    retry_at: Mutex<Option<Instant>>,
+    /// Bans made in this process while Redis was unreachable, to write when it is back.
+    unwritten: Mutex<Vec<(String, u64)>>,
+    has_unwritten: AtomicBool,
+}
+
+impl RedisStore {
+    /// A store for the shared state `state` describes (validated by the config), or `None`
+    /// without one; nothing is connected yet.
+    pub(crate) fn new(state: &StateSettings) -> Option<RedisStore> {
+        let password = state.redis_password.as_ref().map(|p| p.expose().to_owned());
+        let (mode, backend) = if let Some(url) = &state.redis {
+            (Mode::Single, Backend::Single(Client::open(url.expose()).ok()))
+        } else if !state.sentinels.is_empty() {
+            let addrs = state.sentinels.iter().filter_map(|n| tcp_addr(n));
+            let mut builder =
+                SentinelClientBuilder::new(addrs, &state.sentinel_master, SentinelServerType::Master).ok();
+            if let Some(p) = &password {
+                builder = builder.map(|b| b.set_client_to_redis_password(p));
+            }
+            if let Some(p) = &state.sentinel_password {
+                builder = builder.map(|b| b.set_client_to_sentinel_password(p.expose()));
+            }
+            let client = builder.and_then(|b| b.build().ok());
+            (Mode::Sentinel, Backend::Sentinel(client.map(tokio::sync::Mutex::new)))
+        } else if !state.cluster.is_empty() {
+            let mut settings = RedisConnectionInfo::default();
+            if let Some(p) = &password {
+                settings = settings.set_password(p);
+            }
+            let nodes: Vec<::redis::ConnectionInfo> = state
+                .cluster
+                .iter()
+                .filter_map(|n| tcp_addr(n)?.into_connection_info().ok())
+                .map(|info| info.set_redis_settings(settings.clone()))
+                .collect();
+            // Each operation is bounded by `redis_timeout` on its own (see `run`).
+            let mut builder = ClusterClientBuilder::new(nodes.clone())
+                .connection_timeout(connect_timeout(state.redis_timeout))
+                .response_timeout(connect_timeout(state.redis_timeout))
+                .retries(1);
+            if let Some(p) = &password {
+                builder = builder.password(p);
+            }
+            (
+                Mode::Cluster,
+                Backend::Cluster {
+                    client: builder.build().ok(),
+                    nodes,
+                },
+            )
+        } else {
+            return None;
+        };
+        Some(RedisStore {
+            mode,
+            connector: Arc::new(Connector {
+                backend,
+                timeout: connect_timeout(state.redis_timeout),
+                primary: Mutex::new(None),
+                failovers: AtomicU64::new(0),
+            }),
+            conn: Mutex::new(None),
+            connecting: Mutex::new(None),
+            listening: AtomicU8::new(0),
+            script: Script::new(FAIL_SCRIPT),
+            prefix: state.key_prefix.clone(),
+            timeout: state.redis_timeout,
+            on_error: state.on_redis_error,
+            health: AtomicU8::new(UNKNOWN),
+            erring: AtomicBool::new(false),
+            retry_at: Mutex::new(None),
+            unwritten: Mutex::new(Vec::new()),
+            has_unwritten: AtomicBool::new(false),
+        })
+    }
+
+    /// The key of `kind` (`f`, `b`, `s`) for one scope's subject key.
+    fn key(&self, kind: char, subject: &str) -> String {
+        format!("{}:{{{subject}}}:{kind}", self.prefix)
+    }
+
+    fn index_key(&self) -> String {
+        format!("{}:bans", self.prefix)
+    }
+
+    /// The Pub/Sub channel of ban events.
+    fn channel(&self) -> String {
+        format!("{}:ban-events", self.prefix)
+    }
+
+    /// What `/readyz` and `/metrics` show.
+    pub(crate) fn status(&self) -> StoreStatus {
+        StoreStatus {
+            mode: self.mode,
+            primary: self.connector.primary.lock().ok().and_then(|p| p.clone()),
+            reachable: match self.health.load(Ordering::SeqCst) {
+                UP => Some(true),
+                DOWN => Some(false),
+                _ => None,
+            },
+            failovers: self.connector.failovers.load(Ordering::SeqCst),
+            listening: match self.listening.load(Ordering::SeqCst) {
+                1 => Listening::Subscribed,
+                2 => Listening::Lost,
+                _ => Listening::Starting,
+            },
+        }
+    }
+
+    /// The connection in use, or the one being made (started here when none is).
+    async fn connection(&self) -> Result<Conn, String> {
+        let pending = {
+            if let Some(conn) = self.conn.lock().map_err(|_| "connection lock poisoned")?.as_ref() {
+                return Ok(conn.clone());
+            }
+            let mut connecting = self.connecting.lock().map_err(|_| "connection lock poisoned")?;
+            connecting
+                .get_or_insert_with(|| {
+                    let connector = self.connector.clone();
+                    let task = tokio::spawn(async move {
+                        let bound = connector.timeout;
+                        tokio::time::timeout(bound, connector.connect())
+                            .await
+                            .unwrap_or_else(|_| Err(format!("no connection within {}ms", bound.as_millis())))
+                    });
+                    async move { task.await.unwrap_or_else(|e| Err(e.to_string())) }
+                        .boxed()
+                        .shared()
+                })
+                .clone()
+        };
+        let result = pending.await;
+        if let Ok(mut connecting) = self.connecting.lock() {
+            // Made (or failed) once: the next caller uses it, or makes a new one.
+            *connecting = None;
+        }
+        if let (Ok(conn), Ok(mut slot)) = (&result, self.conn.lock()) {
+            *slot = Some(conn.clone());
+        }
+        result
     }
 
     /// Runs `op` on a connection within `timeout`, keeping track of Redis's health.
@@ -464,7 +522,9 @@ impl RedisStore {
             Err(reason) => {
                 // A fresh connection next time (to the primary the sentinels name then):
                 // the old one may be wedged on a dead socket or a demoted server.
-                *self.conn.lock().await = None;
+                if let Ok(mut slot) = self.conn.lock() {
+                    *slot = None;
+                }
                 if let Ok(mut retry_at) = self.retry_at.lock() {
                     *retry_at = Some(Instant::now() + RETRY_AFTER);
                 }
@@ -786,7 +846,9 @@ impl RedisStore {
                 None => None,
             };
             if let (Some(mut pubsub), Some((_, addr))) = (subscribed, target) {
-                self.listening.store(1, Ordering::SeqCst);
+                if self.listening.swap(1, Ordering::SeqCst) == 2 {
+                    heard(BanEvent::Missed);
+                }
                 tracing::info!(target: "mailauthd::policy", "listening for bans on {addr}");
                 logged_lost = false;
                 let mut messages = pubsub.on_message();
@@ -806,7 +868,7 @@ impl RedisStore {
                         _ = tick.tick() => {
                             // A failover moved the primary (or the command connection found
                             // the old one gone): subscribe where the bans are published now.
-                            let current = self.primary.lock().ok().and_then(|p| p.clone());
+                            let current = self.connector.primary.lock().ok().and_then(|p| p.clone());
                             let down = self.health.load(Ordering::SeqCst) == DOWN;
                             if self.mode == Mode::Sentinel && (down || current.is_some_and(|c| c != addr)) {
                                 break;
@@ -826,7 +888,7 @@ impl RedisStore {
     /// The server to subscribe on, with its address: the one server, the primary the
     /// sentinels name, or the first Cluster node that answers.
     async fn subscription_target(&self) -> Option<(Client, String)> {
-        match &self.backend {
+        match &self.connector.backend {
             Backend::Single(client) => client.clone().map(|c| {
                 let addr = c.get_connection_info().addr().to_string();
                 (c, addr)
@@ -862,6 +924,12 @@ impl RedisStore {
             }
         }
     }
+}
+
+/// The bound on one connection attempt: a handshake takes several round trips (more with
+/// Sentinel), so it gets more than one operation's `redis_timeout`.
+fn connect_timeout(op_timeout: Duration) -> Duration {
+    (op_timeout * 4).max(Duration::from_secs(2))
 }
 
 /// Indexes the ban of `subject` and publishes it; with `keep_later`, a later expiry already

@@ -48,7 +48,7 @@ fn a_sentinel_failover_keeps_bans_and_never_answers_a_right_password_as_wrong() 
     }
     let list: Vec<String> = sentinels.iter().map(|s| format!("\"127.0.0.1:{}\"", s.port)).collect();
     let config = format!(
-        "{POLICY}[state]\nsentinels = [{}]\nsentinel_master = \"mymaster\"\nredis_timeout = \"200ms\"\n",
+        "{POLICY}[state]\nsentinels = [{}]\nsentinel_master = \"mymaster\"\nredis_timeout = \"1s\"\n",
         list.join(", ")
     );
     let one = Arc::new(start(&config));
@@ -88,7 +88,7 @@ fn a_sentinel_failover_keeps_bans_and_never_answers_a_right_password_as_wrong() 
     // A ban the other instance only heard of (it never asked Redis about this network)...
     ban_network(&one, "192.0.2.21");
     std::thread::sleep(Duration::from_millis(300));
-    // ...still refuses at once while the primary hangs: no Redis round trip (200 ms) first.
+    // ...still refuses at once while the primary hangs: no wait for Redis (1 s) first.
     primary.signal("STOP");
     let asked = Instant::now();
     assert_eq!(
@@ -96,7 +96,7 @@ fn a_sentinel_failover_keeps_bans_and_never_answers_a_right_password_as_wrong() 
         BANNED_IMAP
     );
     let took = asked.elapsed();
-    assert!(took < Duration::from_millis(150), "refused in {took:?}");
+    assert!(took < Duration::from_millis(500), "refused in {took:?}");
 
     // The primary dies; the sentinels promote the replica; both instances follow.
     primary.signal("KILL");
@@ -167,7 +167,12 @@ fn a_sentinel_failover_keeps_bans_and_never_answers_a_right_password_as_wrong() 
 #[test]
 fn a_ban_on_a_redis_cluster_reaches_the_other_instance_and_is_listed_and_lifted() {
     let cluster = Cluster::start();
-    let config = format!("{POLICY}[state]\ncluster = {}\n", cluster.toml_nodes());
+    // A generous timeout: an operation given up on a loaded machine would be counted in the
+    // process instead, and this test is about what reaches the Cluster.
+    let config = format!(
+        "{POLICY}[state]\ncluster = {}\nredis_timeout = \"2s\"\n",
+        cluster.toml_nodes()
+    );
     let one = start(&config);
     let two = start(&config);
     for d in [&one, &two] {
@@ -256,7 +261,7 @@ fn guesses_spread_over_three_instances_ban_the_network_as_one_instance_would() {
     let redis = Redis::start();
     let config = format!(
         "[policy]\nnet_failures = 9\nhmac_key = \"shared-key-for-the-whole-deployment\"\n\
-         [state]\nredis = \"{}\"\non_redis_error = \"tempfail\"\n",
+         [state]\nredis = \"{}\"\non_redis_error = \"tempfail\"\nredis_timeout = \"2s\"\n",
         redis.url()
     );
     let instances: Vec<Daemon> = (0..3).map(|_| start(&config)).collect();
@@ -299,8 +304,11 @@ fn passwords_for_the_sentinels_and_the_primary_are_sent_and_never_logged() {
         )
     };
     let right = start(&config("sentinel-pass-0123"));
-    // "tempfail": an OK proves the policy reached Redis through the sentinel.
-    assert_eq!(status(&right.login_from("alice", "alice-secret", "192.0.2.70")), "OK");
+    // "tempfail": an OK proves the policy reached Redis through the sentinel (the first
+    // login may come before the connection is made, on a loaded machine).
+    wait_until(Duration::from_secs(10), "a login through the sentinel", || {
+        status(&right.login_from("alice", "alice-secret", "192.0.2.70")) == "OK"
+    });
     assert!(readyz(&right).contains("reachable=yes"), "{}", readyz(&right));
 
     let wrong = start(&config("not-the-sentinel-pass"));
