@@ -137,6 +137,18 @@ fn a_sentinel_failover_keeps_bans_and_never_answers_a_right_password_as_wrong() 
         readyz(&one).contains("bans_subscription=subscribed")
     });
 
+    // Listed and lifted through the new primary, the lifting heard by the other instance.
+    let out = two.bans_cli(&["list"]);
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    for net in ["192.0.2.20/32", "192.0.2.21/32", "192.0.2.22/32"] {
+        assert!(listed.contains(&format!("net net={net} user=- ttl=")), "{out:?}");
+    }
+    let out = two.bans_cli(&["clear", "--ip", "192.0.2.22"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "cleared 1 ban(s)\n", "{out:?}");
+    wait_until(Duration::from_secs(5), "the lifting to be heard", || {
+        status(&one.login_from("alice", "alice-secret", "192.0.2.22")) == "OK"
+    });
+
     stop.store(true, Ordering::SeqCst);
     steady.join().expect("the steady logins");
     let answers = answers.lock().unwrap();
