@@ -333,3 +333,36 @@ fn passwords_for_the_sentinels_and_the_primary_are_sent_and_never_logged() {
         assert!(!log.contains("pass-0123"), "{log}");
     }
 }
+
+#[test]
+fn concurrent_guesses_over_three_instances_overshoot_only_by_those_in_flight() {
+    let redis = Redis::start();
+    let config = format!(
+        "[policy]\nnet_failures = 9\nhmac_key = \"shared-key-for-the-whole-deployment\"\n\
+         [state]\nredis = \"{}\"\non_redis_error = \"tempfail\"\nredis_timeout = \"2s\"\n",
+        redis.url()
+    );
+    let instances: Vec<Arc<Daemon>> = (0..3).map(|_| Arc::new(start(&config))).collect();
+    // 24 distinct guesses at once, 8 through each instance, from one network.
+    let guesses: Vec<_> = (0..24)
+        .map(|i| {
+            let d = instances[i % 3].clone();
+            std::thread::spawn(move || status(&d.login_from(&format!("user{i}"), "guess", "192.0.2.80")))
+        })
+        .collect();
+    let answers: Vec<String> = guesses.into_iter().map(|g| g.join().expect("a guess")).collect();
+    let checked = answers.iter().filter(|a| *a == INVALID_IMAP).count();
+    let refused = answers.iter().filter(|a| *a == BANNED_IMAP).count();
+    eprintln!("24 concurrent guesses, limit 9: {checked} checked, {refused} refused as banned");
+    assert_eq!(checked + refused, 24, "{answers:?}");
+    // The limit is reached whatever the spread; past it, only guesses already in flight
+    // when the ban was written are still checked.
+    assert!(checked >= 9, "{answers:?}");
+    assert_eq!(redis.command("EXISTS mailauthd:{n:192.0.2.80/32}:b").trim(), ":1");
+    for d in &instances {
+        assert_eq!(
+            status(&d.login_from("alice", "alice-secret", "192.0.2.80")),
+            BANNED_IMAP
+        );
+    }
+}
