@@ -464,4 +464,19 @@ mod tests {
         assert!(text.contains(r#"mailauthd_build_info{version=""#));
         assert!(text.ends_with("# EOF\n"));
     }
+
+    #[test]
+    fn the_shared_state_shows_only_the_primary_in_use() {
+        let m = Metrics::new();
+        m.shared_state("sentinel", "127.0.0.1:6379", true, 0, true);
+        m.shared_state("sentinel", "127.0.0.1:6380", false, 1, false);
+        let text = m.render();
+        assert_eq!(
+            sample(&text, r#"mailauthd_state{mode="sentinel",primary="127.0.0.1:6380"}"#),
+            Some("0")
+        );
+        assert!(!text.contains("127.0.0.1:6379"), "{text}");
+        assert_eq!(sample(&text, "mailauthd_state_failovers_seen"), Some("1"));
+        assert_eq!(sample(&text, "mailauthd_state_bans_subscribed"), Some("0"));
+    }
 }
