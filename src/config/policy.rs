@@ -74,6 +74,9 @@ pub(crate) struct StateSettings {
     pub redis_password: Option<crate::secret::Secret>,
     /// Password for the sentinels themselves.
     pub sentinel_password: Option<crate::secret::Secret>,
+    /// CA certificates (PEM) that a `rediss://` server's certificate must chain to
+    /// (`None`: the system's roots).
+    pub ca: Option<Vec<u8>>,
 }
 
 /// `[policy]` as written.
@@ -114,6 +117,7 @@ pub(super) struct RawState {
     redis_password_file: Option<Spanned<String>>,
     sentinel_password: Option<Spanned<String>>,
     sentinel_password_file: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
 }
 
 /// Validates `[policy]`; problems go to `c`, defaults stand in for bad values.
@@ -287,6 +291,36 @@ pub(super) fn validate_state(raw: &RawState, c: &mut Checker<'_>) -> StateSettin
         "state.sentinel_password",
         c,
     );
+    let ca = raw.ca_file.as_ref().and_then(|f| {
+        if !redis.as_ref().is_some_and(|url| url.starts_with("rediss://")) {
+            c.problem(
+                Some(f.span()),
+                "state.ca_file",
+                "applies to a rediss:// server URL only".to_owned(),
+            );
+            return None;
+        }
+        let path = c.base_dir.join(f.get_ref());
+        match std::fs::read(&path) {
+            Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
+            Ok(_) => {
+                c.problem(
+                    Some(f.span()),
+                    "state.ca_file",
+                    format!("{} holds no PEM certificate", path.display()),
+                );
+                None
+            }
+            Err(e) => {
+                c.problem(
+                    Some(f.span()),
+                    "state.ca_file",
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    });
     StateSettings {
         redis: redis.map(crate::secret::Secret::new),
         on_redis_error,
@@ -297,6 +331,7 @@ pub(super) fn validate_state(raw: &RawState, c: &mut Checker<'_>) -> StateSettin
         cluster,
         redis_password,
         sentinel_password,
+        ca,
     }
 }
 

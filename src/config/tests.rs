@@ -212,4 +212,16 @@ fn sentinel_and_cluster_settings_are_read_and_checked() {
         assert!(err.contains(expected), "{expected} missing in {err}");
     }
     assert!(!err.contains("pw-one"), "{err}");
+
+    let err = from_file_text("[state]\nredis = \"redis://127.0.0.1/0\"\nca_file = \"ca.pem\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/etc/mailauthd.toml:3: state.ca_file: applies to a rediss:// server URL only"),
+        "{err}"
+    );
+    let err = from_file_text("[state]\nredis = \"rediss://127.0.0.1/0\"\nca_file = \"/nonexistent/ca.pem\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("state.ca_file: cannot read /nonexistent/ca.pem"), "{err}");
 }

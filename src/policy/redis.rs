@@ -350,7 +350,17 @@ impl RedisStore {
     pub(crate) fn new(state: &StateSettings) -> Option<RedisStore> {
         let password = state.redis_password.as_ref().map(|p| p.expose().to_owned());
         let (mode, backend) = if let Some(url) = &state.redis {
-            (Mode::Single, Backend::Single(Client::open(url.expose()).ok()))
+            let client = match &state.ca {
+                Some(ca) => Client::build_with_tls(
+                    url.expose(),
+                    ::redis::TlsCertificates {
+                        client_tls: None,
+                        root_cert: Some(ca.clone()),
+                    },
+                ),
+                None => Client::open(url.expose()),
+            };
+            (Mode::Single, Backend::Single(client.ok()))
         } else if !state.sentinels.is_empty() {
             let addrs = state.sentinels.iter().filter_map(|n| tcp_addr(n));
             let mut builder =

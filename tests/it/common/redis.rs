@@ -45,6 +45,43 @@ impl Redis {
         Redis::try_start(port, None, &[]).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// redis-server speaking TLS only, with the certificate and key in `certs`
+    /// (`server.pem`, `server.key`), listening once its port accepts connections (the inline
+    /// [`Redis::command`] does not speak TLS).
+    pub fn start_tls(certs: &std::path::Path) -> Redis {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let port = free_port();
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--save", "", "--appendonly", "no", "--port", "0", "--tls-port"])
+            .arg(port.to_string())
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--set-proc-title",
+                "no",
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(certs.join("server.pem"))
+            .arg("--tls-key-file")
+            .arg(certs.join("server.key"))
+            .arg("--dir")
+            .arg(dir.path())
+            .arg("--logfile")
+            .arg(dir.path().join("redis.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let process = Running::start("redis-server (Debian package redis-server)", cmd);
+        let mut redis = Redis { process, port, dir };
+        wait_until(READY_DEADLINE, "redis-server to listen with TLS", || {
+            assert!(redis.process.exited().is_none(), "redis-server exited: {}", redis.log());
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        redis
+    }
+
     /// A replica of `primary`, once it has synchronised.
     pub fn replica_of(primary: &Redis) -> Redis {
         let replica = Redis::start_with(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);

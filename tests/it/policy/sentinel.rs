@@ -366,3 +366,92 @@ fn concurrent_guesses_over_three_instances_overshoot_only_by_those_in_flight() {
         );
     }
 }
+
+/// Runs openssl (the reference tool) with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let out = crate::common::spawn::spawn(cmd)
+        .expect("openssl (Debian package openssl)")
+        .wait_with_output()
+        .expect("openssl to finish");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+#[test]
+fn a_rediss_server_is_used_when_its_certificate_chains_to_ca_file() {
+    let certs = tempfile::tempdir().expect("a temp dir");
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ca = [
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-ca",
+        ],
+    ]
+    .concat();
+    openssl(certs.path(), &ca);
+    let csr = [
+        &["req"][..],
+        &ec,
+        &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+    ]
+    .concat();
+    openssl(certs.path(), &csr);
+    std::fs::write(certs.path().join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    openssl(
+        certs.path(),
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let redis = Redis::start_tls(certs.path());
+    let config = |ca: &str| {
+        format!(
+            "{POLICY}[state]\nredis = \"rediss://127.0.0.1:{}/0\"\n{ca}on_redis_error = \"tempfail\"\nredis_timeout = \"2s\"\n",
+            redis.port
+        )
+    };
+    let trusted = start(&config(&format!(
+        "ca_file = \"{}\"\n",
+        certs.path().join("ca.pem").display()
+    )));
+    // "tempfail": an OK proves the policy reached Redis over TLS.
+    assert_eq!(status(&trusted.login_from("alice", "alice-secret", "192.0.2.90")), "OK");
+    ban_network(&trusted, "192.0.2.91");
+    assert_eq!(
+        status(&trusted.login_from("alice", "alice-secret", "192.0.2.91")),
+        BANNED_IMAP
+    );
+    // Without the CA the server's certificate is not trusted: nothing is decided.
+    let untrusted = start(&config(""));
+    assert_eq!(
+        status(&untrusted.login_from("alice", "alice-secret", "192.0.2.90")),
+        "[UNAVAILABLE] Temporary authentication failure, try again later"
+    );
+}
