@@ -77,6 +77,8 @@ pub(crate) struct StateSettings {
     /// CA certificates (PEM) that a `rediss://` server's certificate must chain to
     /// (`None`: the system's roots).
     pub ca: Option<Vec<u8>>,
+    /// Whether the sentinels, their primary and Cluster nodes are spoken to over TLS.
+    pub tls: bool,
 }
 
 /// `[policy]` as written.
@@ -118,6 +120,7 @@ pub(super) struct RawState {
     sentinel_password: Option<Spanned<String>>,
     sentinel_password_file: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
+    tls: Option<bool>,
 }
 
 /// Validates `[policy]`; problems go to `c`, defaults stand in for bad values.
@@ -292,11 +295,11 @@ pub(super) fn validate_state(raw: &RawState, c: &mut Checker<'_>) -> StateSettin
         c,
     );
     let ca = raw.ca_file.as_ref().and_then(|f| {
-        if !redis.as_ref().is_some_and(|url| url.starts_with("rediss://")) {
+        if !redis.as_ref().is_some_and(|url| url.starts_with("rediss://")) && raw.tls != Some(true) {
             c.problem(
                 Some(f.span()),
                 "state.ca_file",
-                "applies to a rediss:// server URL only".to_owned(),
+                "applies to a rediss:// server URL, or with tls = true".to_owned(),
             );
             return None;
         }
@@ -332,6 +335,7 @@ pub(super) fn validate_state(raw: &RawState, c: &mut Checker<'_>) -> StateSettin
         redis_password,
         sentinel_password,
         ca,
+        tls: raw.tls.unwrap_or(false) && (!raw.sentinels.is_empty() || !raw.cluster.is_empty()),
     }
 }
 

@@ -217,11 +217,18 @@ fn sentinel_and_cluster_settings_are_read_and_checked() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("/etc/mailauthd.toml:3: state.ca_file: applies to a rediss:// server URL only"),
+        err.contains("/etc/mailauthd.toml:3: state.ca_file: applies to a rediss:// server URL, or with tls = true"),
         "{err}"
     );
     let err = from_file_text("[state]\nredis = \"rediss://127.0.0.1/0\"\nca_file = \"/nonexistent/ca.pem\"\n")
         .unwrap_err()
         .to_string();
     assert!(err.contains("state.ca_file: cannot read /nonexistent/ca.pem"), "{err}");
+    // With tls = true, ca_file serves the sentinels and Cluster nodes.
+    let err =
+        from_file_text("[state]\ncluster = [\"127.0.0.1:7000\"]\ntls = true\nca_file = \"/nonexistent/ca.pem\"\n")
+            .unwrap_err()
+            .to_string();
+    assert!(!err.contains("applies to"), "{err}");
+    assert!(err.contains("state.ca_file: cannot read"), "{err}");
 }

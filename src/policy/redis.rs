@@ -192,6 +192,8 @@ enum Backend {
         client: Option<ClusterClient>,
         /// Each seed node, for the subscription (any node of a Cluster hears every PUBLISH).
         nodes: Vec<::redis::ConnectionInfo>,
+        /// With TLS, what the nodes' certificates are checked against.
+        certs: Option<::redis::TlsCertificates>,
     },
 }
 
@@ -306,7 +308,7 @@ impl Connector {
                 self.note_primary(addr);
                 Conn::Direct(conn)
             }
-            Backend::Cluster { client, nodes } => {
+            Backend::Cluster { client, nodes, .. } => {
                 let client = client.as_ref().ok_or("the cluster settings cannot be used")?;
                 let config = ClusterConfig::new()
                     .set_connection_timeout(self.timeout)
@@ -349,6 +351,10 @@ impl RedisStore {
     /// without one; nothing is connected yet.
     pub(crate) fn new(state: &StateSettings) -> Option<RedisStore> {
         let password = state.redis_password.as_ref().map(|p| p.expose().to_owned());
+        let certs = || ::redis::TlsCertificates {
+            client_tls: None,
+            root_cert: state.ca.clone(),
+        };
         let (mode, backend) = if let Some(url) = &state.redis {
             let client = match &state.ca {
                 Some(ca) => Client::build_with_tls(
@@ -362,9 +368,21 @@ impl RedisStore {
             };
             (Mode::Single, Backend::Single(client.ok()))
         } else if !state.sentinels.is_empty() {
-            let addrs = state.sentinels.iter().filter_map(|n| tcp_addr(n));
+            let addrs = state.sentinels.iter().filter_map(|n| node_addr(n, state.tls));
             let mut builder =
                 SentinelClientBuilder::new(addrs, &state.sentinel_master, SentinelServerType::Master).ok();
+            if state.tls {
+                builder = builder.map(|b| {
+                    b.set_client_to_redis_tls_mode(::redis::TlsMode::Secure)
+                        .set_client_to_sentinel_tls_mode(::redis::TlsMode::Secure)
+                });
+                if state.ca.is_some() {
+                    builder = builder.map(|b| {
+                        b.set_client_to_redis_certificates(certs())
+                            .set_client_to_sentinel_certificates(certs())
+                    });
+                }
+            }
             if let Some(p) = &password {
                 builder = builder.map(|b| b.set_client_to_redis_password(p));
             }
@@ -381,7 +399,7 @@ impl RedisStore {
             let nodes: Vec<::redis::ConnectionInfo> = state
                 .cluster
                 .iter()
-                .filter_map(|n| tcp_addr(n)?.into_connection_info().ok())
+                .filter_map(|n| node_addr(n, state.tls)?.into_connection_info().ok())
                 .map(|info| info.set_redis_settings(settings.clone()))
                 .collect();
             // Each operation is bounded by `redis_timeout` on its own (see `run`).
@@ -392,11 +410,16 @@ impl RedisStore {
             if let Some(p) = &password {
                 builder = builder.password(p);
             }
+            if state.tls {
+                builder = builder.tls(::redis::TlsMode::Secure).certs(certs());
+            }
+            let tls_certs = state.tls.then(certs);
             (
                 Mode::Cluster,
                 Backend::Cluster {
                     client: builder.build().ok(),
                     nodes,
+                    certs: tls_certs,
                 },
             )
         } else {
@@ -916,11 +939,13 @@ impl RedisStore {
                 let addr = client.get_connection_info().addr().to_string();
                 Some((client, addr))
             }
-            Backend::Cluster { nodes, .. } => {
+            Backend::Cluster { nodes, certs, .. } => {
                 for node in nodes {
-                    let Ok(client) = Client::open(node.clone()) else {
-                        continue;
+                    let client = match certs {
+                        Some(certs) => Client::build_with_tls(node.clone(), certs.clone()),
+                        None => Client::open(node.clone()),
                     };
+                    let Ok(client) = client else { continue };
                     let ok = tokio::time::timeout(self.timeout, async {
                         let mut conn = client.get_multiplexed_async_connection().await?;
                         ::redis::cmd("PING").query_async::<()>(&mut conn).await
@@ -979,11 +1004,21 @@ async fn each<T: ::redis::FromRedisValue>(conn: &Conn, cmds: Vec<Cmd>) -> RedisR
     .await
 }
 
-/// `host:port` as a TCP address (validated by the config).
-fn tcp_addr(node: &str) -> Option<ConnectionAddr> {
+/// `host:port` as a TCP address (validated by the config), over TLS with `tls`.
+fn node_addr(node: &str, tls: bool) -> Option<ConnectionAddr> {
     let (host, port) = node.rsplit_once(':')?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Some(ConnectionAddr::Tcp(host.to_owned(), port.parse().ok()?))
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let port = port.parse().ok()?;
+    Some(if tls {
+        ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure: false,
+            tls_params: None,
+        }
+    } else {
+        ConnectionAddr::Tcp(host, port)
+    })
 }
 
 /// Whether `e` says Redis cannot be reached (or the connection is unusable), as opposed to

@@ -49,10 +49,38 @@ impl Redis {
     /// (`server.pem`, `server.key`), listening once its port accepts connections (the inline
     /// [`Redis::command`] does not speak TLS).
     pub fn start_tls(certs: &std::path::Path) -> Redis {
+        Redis::launch_tls(certs, None, &[])
+    }
+
+    /// A sentinel speaking TLS only, watching `primary` (TLS only too) as `mymaster` with a
+    /// quorum of 1; it checks the primary's certificate against `certs/ca.pem`.
+    pub fn sentinel_tls(primary: &Redis, certs: &std::path::Path) -> Redis {
+        let conf = format!(
+            "sentinel monitor mymaster 127.0.0.1 {} 1\ntls-replication yes\ntls-ca-cert-file {}\n",
+            primary.port,
+            certs.join("ca.pem").display()
+        );
+        Redis::launch_tls(certs, Some(&conf), &[])
+    }
+
+    fn launch_tls(certs: &std::path::Path, sentinel_conf: Option<&str>, extra: &[&str]) -> Redis {
         let dir = tempfile::tempdir().expect("a temp dir");
         let port = free_port();
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--save", "", "--appendonly", "no", "--port", "0", "--tls-port"])
+        let mut cmd = match sentinel_conf {
+            Some(conf) => {
+                let path = dir.path().join("sentinel.conf");
+                std::fs::write(&path, conf).expect("sentinel config");
+                let mut cmd = Command::new("redis-sentinel");
+                cmd.arg(path);
+                cmd
+            }
+            None => {
+                let mut cmd = Command::new("redis-server");
+                cmd.args(["--save", "", "--appendonly", "no"]);
+                cmd
+            }
+        };
+        cmd.args(["--port", "0", "--tls-port"])
             .arg(port.to_string())
             .args([
                 "--bind",
@@ -70,6 +98,7 @@ impl Redis {
             .arg(dir.path())
             .arg("--logfile")
             .arg(dir.path().join("redis.log"))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -243,6 +272,43 @@ impl Cluster {
                 node.command("CLUSTER INFO").contains("cluster_state:ok")
             });
         }
+        Cluster { nodes }
+    }
+
+    /// The same over TLS only (the cluster bus too), with the certificates in `certs`.
+    pub fn start_tls(certs: &std::path::Path) -> Cluster {
+        let ca = certs.join("ca.pem");
+        let ca = ca.to_str().expect("a UTF-8 path");
+        let nodes: Vec<Redis> = (0..3)
+            .map(|_| {
+                Redis::launch_tls(
+                    certs,
+                    None,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--tls-cluster",
+                        "yes",
+                        "--tls-ca-cert-file",
+                        ca,
+                    ],
+                )
+            })
+            .collect();
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["--tls", "--cacert", ca, "--cluster", "create"]);
+        for node in &nodes {
+            cmd.arg(format!("127.0.0.1:{}", node.port));
+        }
+        cmd.args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let mut create = Running::start("redis-cli (Debian package redis-tools)", cmd);
+        let status = create
+            .wait_exit(READY_DEADLINE)
+            .expect("redis-cli --cluster create to finish");
+        assert!(status.success(), "redis-cli --tls --cluster create: {status}");
         Cluster { nodes }
     }
 

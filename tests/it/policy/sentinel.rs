@@ -382,9 +382,9 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
     assert!(out.status.success(), "openssl {args:?}: {out:?}");
 }
 
-#[test]
-fn a_rediss_server_is_used_when_its_certificate_chains_to_ca_file() {
-    let certs = tempfile::tempdir().expect("a temp dir");
+/// A CA (`ca.pem`) and a server certificate for 127.0.0.1 signed by it (`server.pem`,
+/// `server.key`) in `dir`, made with openssl.
+fn make_certs(dir: &std::path::Path) {
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     let ca = [
         &["req", "-x509"][..],
@@ -401,17 +401,17 @@ fn a_rediss_server_is_used_when_its_certificate_chains_to_ca_file() {
         ],
     ]
     .concat();
-    openssl(certs.path(), &ca);
+    openssl(dir, &ca);
     let csr = [
         &["req"][..],
         &ec,
         &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
     ]
     .concat();
-    openssl(certs.path(), &csr);
-    std::fs::write(certs.path().join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+    openssl(dir, &csr);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
     openssl(
-        certs.path(),
+        dir,
         &[
             "x509",
             "-req",
@@ -430,6 +430,12 @@ fn a_rediss_server_is_used_when_its_certificate_chains_to_ca_file() {
             "ext.cnf",
         ],
     );
+}
+
+#[test]
+fn a_rediss_server_is_used_when_its_certificate_chains_to_ca_file() {
+    let certs = tempfile::tempdir().expect("a temp dir");
+    make_certs(certs.path());
     let redis = Redis::start_tls(certs.path());
     let config = |ca: &str| {
         format!(
@@ -453,5 +459,71 @@ fn a_rediss_server_is_used_when_its_certificate_chains_to_ca_file() {
     assert_eq!(
         status(&untrusted.login_from("alice", "alice-secret", "192.0.2.90")),
         "[UNAVAILABLE] Temporary authentication failure, try again later"
+    );
+}
+
+#[test]
+fn sentinels_and_their_primary_are_used_over_tls_with_tls_and_ca_file() {
+    let certs = tempfile::tempdir().expect("a temp dir");
+    make_certs(certs.path());
+    let primary = Redis::start_tls(certs.path());
+    let sentinel = Redis::sentinel_tls(&primary, certs.path());
+    let config = |ca: &str| {
+        format!(
+            "{POLICY}[state]\nsentinels = [\"127.0.0.1:{}\"]\nsentinel_master = \"mymaster\"\ntls = true\n{ca}\
+             on_redis_error = \"tempfail\"\nredis_timeout = \"2s\"\n",
+            sentinel.port
+        )
+    };
+    let trusted = start(&config(&format!(
+        "ca_file = \"{}\"\n",
+        certs.path().join("ca.pem").display()
+    )));
+    // "tempfail": an OK proves the policy reached the primary the sentinel named, over TLS.
+    wait_until(Duration::from_secs(10), "a login through the TLS sentinel", || {
+        status(&trusted.login_from("alice", "alice-secret", "192.0.2.95")) == "OK"
+    });
+    assert!(
+        readyz(&trusted).contains(&format!("primary=127.0.0.1:{} ", primary.port)),
+        "{}",
+        readyz(&trusted)
+    );
+    ban_network(&trusted, "192.0.2.96");
+    assert_eq!(
+        status(&trusted.login_from("alice", "alice-secret", "192.0.2.96")),
+        BANNED_IMAP
+    );
+    let untrusted = start(&config(""));
+    assert_eq!(
+        status(&untrusted.login_from("alice", "alice-secret", "192.0.2.95")),
+        "[UNAVAILABLE] Temporary authentication failure, try again later"
+    );
+}
+
+#[test]
+fn a_redis_cluster_is_used_over_tls_with_tls_and_ca_file() {
+    let certs = tempfile::tempdir().expect("a temp dir");
+    make_certs(certs.path());
+    let cluster = Cluster::start_tls(certs.path());
+    let config = format!(
+        "{POLICY}[state]\ncluster = {}\ntls = true\nca_file = \"{}\"\non_redis_error = \"tempfail\"\nredis_timeout = \"2s\"\n",
+        cluster.toml_nodes(),
+        certs.path().join("ca.pem").display()
+    );
+    let one = start(&config);
+    let two = start(&config);
+    // "tempfail": an OK proves the policy reached the Cluster over TLS.
+    for d in [&one, &two] {
+        wait_until(Duration::from_secs(15), "a login through the TLS cluster", || {
+            status(&d.login_from("alice", "alice-secret", "192.0.2.97")) == "OK"
+        });
+        wait_until(READY_DEADLINE, "the subscription over TLS", || {
+            readyz(d).contains("bans_subscription=subscribed")
+        });
+    }
+    ban_network(&one, "192.0.2.98");
+    assert_eq!(
+        status(&two.login_from("alice", "alice-secret", "192.0.2.98")),
+        BANNED_IMAP
     );
 }
