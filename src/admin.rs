@@ -92,6 +92,21 @@ fn readiness(auth: &Authenticator) -> Response<Body> {
         body.push_str(&line);
         body.push('\n');
     }
+    if let Some(state) = auth.policy.state_status() {
+        // Not a readiness condition: `on_redis_error` says what happens without Redis.
+        let reachable = match state.reachable {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "not yet tried",
+        };
+        body.push_str(&format!(
+            "state mode={} primary={} reachable={reachable} failovers={} bans_subscription={}\n",
+            state.mode.as_str(),
+            state.primary.as_deref().unwrap_or("-"),
+            state.failovers,
+            state.listening.as_str(),
+        ));
+    }
     text(status, body)
 }
 
@@ -100,6 +115,15 @@ async fn handle(state: Arc<AdminState>, req: Request<Incoming>) -> Result<Respon
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => readiness(&state.auth),
         (&Method::GET, "/metrics") => {
+            if let Some(s) = state.auth.policy.state_status() {
+                state.auth.metrics.shared_state(
+                    s.mode.as_str(),
+                    s.primary.as_deref().unwrap_or(""),
+                    s.reachable == Some(true),
+                    s.failovers,
+                    s.listening == crate::policy::redis::Listening::Subscribed,
+                );
+            }
             let mut resp = text(StatusCode::OK, state.auth.metrics.render());
             resp.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,

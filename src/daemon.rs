@@ -171,6 +171,7 @@ pub(crate) async fn serve(config: Config) -> Result<(), DaemonError> {
     }
     let config = Arc::new(config);
     let auth = Arc::new(assemble(config.clone()));
+    auth.policy.listen();
     // Sources are read before the first request; a slow disk must not block the runtime.
     let initial = auth.clone();
     let _ = tokio::task::spawn_blocking(move || reload_sources(&initial, true)).await;

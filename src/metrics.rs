@@ -54,6 +54,13 @@ struct BackendLabels {
     backend: String,
 }
 
+/// Labels of `mailauthd_state`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    mode: &'static str,
+    primary: String,
+}
+
 type HistogramFamily<S> = Family<S, Histogram, fn() -> Histogram>;
 
 /// Seconds, from 100 µs (a `{PLAIN}` login) to 10 s (a queue of argon2 hashes).
@@ -86,6 +93,9 @@ pub(crate) struct Metrics {
     upstream_resends: Family<SourceLabels, Counter>,
     bad_secret: Counter,
     backend_up: Family<BackendLabels, Gauge>,
+    state: Family<StateLabels, Gauge>,
+    state_failovers: Gauge,
+    state_subscribed: Gauge,
 }
 
 impl Default for Metrics {
@@ -197,6 +207,24 @@ impl Metrics {
             "Whether the last health check of each backend passed (1) or failed (0)",
             backend_up.clone(),
         );
+        let state = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "state",
+            "The shared policy state: its mode and the server in use, 1 while Redis answers, else 0",
+            state.clone(),
+        );
+        let state_failovers = Gauge::default();
+        registry.register(
+            "state_failovers_seen",
+            "Changes of Redis primary seen since the start",
+            state_failovers.clone(),
+        );
+        let state_subscribed = Gauge::default();
+        registry.register(
+            "state_bans_subscribed",
+            "1 while subscribed to the bans every instance publishes, else 0",
+            state_subscribed.clone(),
+        );
         registry.register(
             "build",
             "The running version",
@@ -220,7 +248,31 @@ impl Metrics {
             upstream_resends,
             bad_secret,
             backend_up,
+            state,
+            state_failovers,
+            state_subscribed,
         }
+    }
+
+    /// The shared policy state as `/metrics` shows it (set before each rendering).
+    pub(crate) fn shared_state(
+        &self,
+        mode: &'static str,
+        primary: &str,
+        reachable: bool,
+        failovers: u64,
+        subscribed: bool,
+    ) {
+        // One series: the one of the primary in use now.
+        self.state.clear();
+        self.state
+            .get_or_create(&StateLabels {
+                mode,
+                primary: primary.to_owned(),
+            })
+            .set(i64::from(reachable));
+        self.state_failovers.set(i64::try_from(failovers).unwrap_or(i64::MAX));
+        self.state_subscribed.set(i64::from(subscribed));
     }
 
     /// Records one answered request and how long its decision took.
@@ -463,5 +515,20 @@ mod tests {
         );
         assert!(text.contains(r#"mailauthd_build_info{version=""#));
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn the_shared_state_shows_only_the_primary_in_use() {
+        let m = Metrics::new();
+        m.shared_state("sentinel", "127.0.0.1:6379", true, 0, true);
+        m.shared_state("sentinel", "127.0.0.1:6380", false, 1, false);
+        let text = m.render();
+        assert_eq!(
+            sample(&text, r#"mailauthd_state{mode="sentinel",primary="127.0.0.1:6380"}"#),
+            Some("0")
+        );
+        assert!(!text.contains("127.0.0.1:6379"), "{text}");
+        assert_eq!(sample(&text, "mailauthd_state_failovers_seen"), Some("1"));
+        assert_eq!(sample(&text, "mailauthd_state_bans_subscribed"), Some("0"));
     }
 }

@@ -483,7 +483,16 @@ async fn bench(opts: Options) {
     let markdown = report::markdown(&context, &rows, million.as_ref());
     println!("{markdown}");
     if let Some(out) = &bench.opts.out {
-        std::fs::write(out, &markdown).expect("write report");
+        // The shared-state section (`bench/state`) is written by another run: kept as it is.
+        let old = std::fs::read_to_string(out).unwrap_or_default();
+        let kept = match (
+            old.find("<!-- state-bench:begin -->"),
+            old.find("<!-- state-bench:end -->"),
+        ) {
+            (Some(b), Some(e)) if e > b => format!("\n{}\n", &old[b..e + "<!-- state-bench:end -->".len()]),
+            _ => String::new(),
+        };
+        std::fs::write(out, format!("{markdown}{kept}")).expect("write report");
     }
     if let Some(svg) = &bench.opts.svg {
         std::fs::write(svg, report::svg(&rows)).expect("write chart");

@@ -64,6 +64,21 @@ pub(crate) struct StateSettings {
     pub redis_timeout: Duration,
     /// Prefix of every Redis key.
     pub key_prefix: String,
+    /// Sentinel addresses (`host:port`): the primary is asked of them (empty: no Sentinel).
+    pub sentinels: Vec<String>,
+    /// The name the sentinels monitor the primary under.
+    pub sentinel_master: String,
+    /// Redis Cluster seed nodes (`host:port`; empty: no Cluster).
+    pub cluster: Vec<String>,
+    /// Password for the Redis servers (Sentinel's primary, every Cluster node).
+    pub redis_password: Option<crate::secret::Secret>,
+    /// Password for the sentinels themselves.
+    pub sentinel_password: Option<crate::secret::Secret>,
+    /// CA certificates (PEM) that a `rediss://` server's certificate must chain to
+    /// (`None`: the system's roots).
+    pub ca: Option<Vec<u8>>,
+    /// Whether the sentinels, their primary and Cluster nodes are spoken to over TLS.
+    pub tls: bool,
 }
 
 /// `[policy]` as written.
@@ -95,6 +110,17 @@ pub(super) struct RawState {
     on_redis_error: Option<Spanned<String>>,
     redis_timeout: Option<Spanned<String>>,
     key_prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    sentinels: Vec<Spanned<String>>,
+    sentinel_master: Option<Spanned<String>>,
+    #[serde(default)]
+    cluster: Vec<Spanned<String>>,
+    redis_password: Option<Spanned<String>>,
+    redis_password_file: Option<Spanned<String>>,
+    sentinel_password: Option<Spanned<String>>,
+    sentinel_password_file: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
+    tls: Option<bool>,
 }
 
 /// Validates `[policy]`; problems go to `c`, defaults stand in for bad values.
@@ -213,22 +239,156 @@ pub(super) fn validate_state(raw: &RawState, c: &mut Checker<'_>) -> StateSettin
     }
     let key_prefix = match &raw.key_prefix {
         None => "mailauthd".to_owned(),
-        Some(p) if !p.get_ref().is_empty() && p.get_ref().chars().all(|ch| ch.is_ascii_graphic()) => {
+        // No braces: they would make a Redis Cluster hash tag of the prefix.
+        Some(p)
+            if !p.get_ref().is_empty()
+                && p.get_ref()
+                    .chars()
+                    .all(|ch| ch.is_ascii_graphic() && ch != '{' && ch != '}') =>
+        {
             p.get_ref().clone()
         }
         Some(p) => {
             c.problem(
                 Some(p.span()),
                 "state.key_prefix",
-                "use printable ASCII without spaces, e.g. \"mailauthd\"".to_owned(),
+                "use printable ASCII without spaces or braces, e.g. \"mailauthd\"".to_owned(),
             );
             "mailauthd".to_owned()
         }
     };
+    let sentinels = node_list(&raw.sentinels, "state.sentinels", c);
+    let cluster = node_list(&raw.cluster, "state.cluster", c);
+    let modes = [raw.redis.is_some(), !raw.sentinels.is_empty(), !raw.cluster.is_empty()];
+    if modes.iter().filter(|m| **m).count() > 1 {
+        let span = raw.sentinels.first().or(raw.cluster.first()).map(Spanned::span);
+        c.problem(span, "state", "set only one of redis, sentinels and cluster".to_owned());
+    }
+    let sentinel_master = match &raw.sentinel_master {
+        Some(m) if !m.get_ref().is_empty() && m.get_ref().chars().all(|ch| ch.is_ascii_graphic()) => {
+            m.get_ref().clone()
+        }
+        Some(m) => {
+            c.problem(
+                Some(m.span()),
+                "state.sentinel_master",
+                "use the name the sentinels monitor, e.g. \"mymaster\"".to_owned(),
+            );
+            String::new()
+        }
+        None => {
+            if !sentinels.is_empty() {
+                c.problem(
+                    raw.sentinels.first().map(Spanned::span),
+                    "state.sentinel_master",
+                    "sentinels need sentinel_master, the name they monitor the primary under".to_owned(),
+                );
+            }
+            String::new()
+        }
+    };
+    let redis_password = password(&raw.redis_password, &raw.redis_password_file, "state.redis_password", c);
+    let sentinel_password = password(
+        &raw.sentinel_password,
+        &raw.sentinel_password_file,
+        "state.sentinel_password",
+        c,
+    );
+    let ca = raw.ca_file.as_ref().and_then(|f| {
+        if !redis.as_ref().is_some_and(|url| url.starts_with("rediss://")) && raw.tls != Some(true) {
+            c.problem(
+                Some(f.span()),
+                "state.ca_file",
+                "applies to a rediss:// server URL, or with tls = true".to_owned(),
+            );
+            return None;
+        }
+        let path = c.base_dir.join(f.get_ref());
+        match std::fs::read(&path) {
+            Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
+            Ok(_) => {
+                c.problem(
+                    Some(f.span()),
+                    "state.ca_file",
+                    format!("{} holds no PEM certificate", path.display()),
+                );
+                None
+            }
+            Err(e) => {
+                c.problem(
+                    Some(f.span()),
+                    "state.ca_file",
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        }
+    });
     StateSettings {
         redis: redis.map(crate::secret::Secret::new),
         on_redis_error,
         redis_timeout,
         key_prefix,
+        sentinels,
+        sentinel_master,
+        cluster,
+        redis_password,
+        sentinel_password,
+        ca,
+        tls: raw.tls.unwrap_or(false) && (!raw.sentinels.is_empty() || !raw.cluster.is_empty()),
+    }
+}
+
+/// `host:port` entries of `key`, each checked.
+fn node_list(raw: &[Spanned<String>], key: &str, c: &mut Checker<'_>) -> Vec<String> {
+    let mut out = Vec::new();
+    for node in raw {
+        let text = node.get_ref().trim();
+        let ok = text
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        if ok {
+            out.push(text.to_owned());
+        } else {
+            c.problem(
+                Some(node.span()),
+                key,
+                format!("{text:?} is not host:port; write e.g. \"127.0.0.1:26379\""),
+            );
+        }
+    }
+    out
+}
+
+/// A password given inline (`key`) or in a file (`key_file`, its first line); never both.
+fn password(
+    inline: &Option<Spanned<String>>,
+    file: &Option<Spanned<String>>,
+    key: &str,
+    c: &mut Checker<'_>,
+) -> Option<crate::secret::Secret> {
+    match (inline, file) {
+        (Some(p), Some(_)) => {
+            c.problem(Some(p.span()), key, format!("set {key} or {key}_file, not both"));
+            None
+        }
+        (Some(p), None) => Some(crate::secret::Secret::new(p.get_ref().clone())),
+        (None, Some(f)) => {
+            let path = c.base_dir.join(f.get_ref());
+            match std::fs::read_to_string(&path) {
+                Ok(text) => Some(crate::secret::Secret::new(
+                    text.lines().next().unwrap_or_default().to_owned(),
+                )),
+                Err(e) => {
+                    c.problem(
+                        Some(f.span()),
+                        &format!("{key}_file"),
+                        format!("cannot read {}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        }
+        (None, None) => None,
     }
 }

@@ -216,3 +216,63 @@ fn routing_problems_name_their_keys() {
     }
     assert!(!err.contains("short\""), "the password is never repeated: {err}");
 }
+
+#[test]
+fn sentinel_and_cluster_settings_are_read_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("redis.pass"), "from-a-file\nignored\n").unwrap();
+    let c = Config::from_toml(
+        "[state]\nsentinels = [\"127.0.0.1:26379\", \"[::1]:26380\"]\nsentinel_master = \"mymaster\"\n\
+         redis_password_file = \"redis.pass\"\nsentinel_password = \"sentinel-secret\"\n\
+         [[source]]\nkind = \"htpasswd\"\npath = \"u\"\n",
+        ConfigOrigin::File(dir.path().join("m.toml")),
+        dir.path(),
+    )
+    .unwrap();
+    assert_eq!(c.state.sentinels, ["127.0.0.1:26379", "[::1]:26380"]);
+    assert_eq!(c.state.sentinel_master, "mymaster");
+    assert_eq!(c.state.redis_password.as_ref().map(|p| p.expose()), Some("from-a-file"));
+    assert_eq!(
+        c.state.sentinel_password.as_ref().map(|p| p.expose()),
+        Some("sentinel-secret")
+    );
+    assert!(!format!("{c:?}").contains("sentinel-secret"));
+
+    let err = from_file_text(
+        "[state]\nredis = \"redis://127.0.0.1/0\"\nsentinels = [\"127.0.0.1:26379\", \"nowhere\"]\n\
+         cluster = [\"127.0.0.1:0\"]\nkey_prefix = \"a{b}\"\n\
+         redis_password = \"pw-one\"\nredis_password_file = \"/nonexistent\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    for expected in [
+        "/etc/mailauthd.toml:3: state.sentinels: \"nowhere\" is not host:port",
+        "/etc/mailauthd.toml:4: state.cluster: \"127.0.0.1:0\" is not host:port",
+        "state: set only one of redis, sentinels and cluster",
+        "state.sentinel_master: sentinels need sentinel_master",
+        "/etc/mailauthd.toml:5: state.key_prefix:",
+        "/etc/mailauthd.toml:6: state.redis_password: set state.redis_password or state.redis_password_file, not both",
+    ] {
+        assert!(err.contains(expected), "{expected} missing in {err}");
+    }
+    assert!(!err.contains("pw-one"), "{err}");
+
+    let err = from_file_text("[state]\nredis = \"redis://127.0.0.1/0\"\nca_file = \"ca.pem\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("/etc/mailauthd.toml:3: state.ca_file: applies to a rediss:// server URL, or with tls = true"),
+        "{err}"
+    );
+    let err = from_file_text("[state]\nredis = \"rediss://127.0.0.1/0\"\nca_file = \"/nonexistent/ca.pem\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("state.ca_file: cannot read /nonexistent/ca.pem"), "{err}");
+    // With tls = true, ca_file serves the sentinels and Cluster nodes.
+    let err =
+        from_file_text("[state]\ncluster = [\"127.0.0.1:7000\"]\ntls = true\nca_file = \"/nonexistent/ca.pem\"\n")
+            .unwrap_err()
+            .to_string();
+    assert!(!err.contains("applies to"), "{err}");
+    assert!(err.contains("state.ca_file: cannot read"), "{err}");
+}

@@ -286,7 +286,11 @@ pub(crate) struct Policy {
     key: Vec<u8>,
     clock: Arc<dyn Clock>,
     local: local::LocalStore,
-    shared: Option<redis::RedisStore>,
+    shared: Option<Arc<redis::RedisStore>>,
+    /// Bans heard of (published by any instance, this one included), by scope key, with
+    /// their expiry: a banned client is refused without asking Redis, and still refused
+    /// while Redis is unreachable.
+    heard: moka::sync::Cache<String, u64>,
     on_error: OnRedisError,
 }
 
@@ -309,17 +313,63 @@ impl Policy {
             Some(k) => k.expose().as_bytes().to_vec(),
             None => rand::random::<[u8; 32]>().to_vec(),
         };
-        let shared = state
-            .redis
-            .as_ref()
-            .map(|url| redis::RedisStore::new(url.expose(), state));
+        let shared = redis::RedisStore::new(state).map(Arc::new);
         Policy {
             settings: settings.clone(),
             key,
             clock,
             local: local::LocalStore::new(settings),
             shared,
+            heard: moka::sync::Cache::builder()
+                .max_capacity(settings.max_entries)
+                .time_to_live(settings.ban)
+                .build(),
             on_error: state.on_redis_error,
+        }
+    }
+
+    /// Starts listening for bans published by every instance (with shared state only; in
+    /// a Tokio runtime).
+    pub(crate) fn listen(&self) {
+        let Some(shared) = self.shared.clone() else { return };
+        let heard = self.heard.clone();
+        let clock = self.clock.clone();
+        tokio::spawn(shared.listen(move |event| match event {
+            redis::BanEvent::Banned { subject, until } => {
+                if until > clock.unix_ms() {
+                    let later = heard.get(&subject).is_none_or(|known| known < until);
+                    if later {
+                        heard.insert(subject, until);
+                    }
+                }
+            }
+            redis::BanEvent::Lifted { subject } => heard.invalidate(&subject),
+            // Bans still in force are heard again from Redis's answers.
+            redis::BanEvent::Missed => heard.invalidate_all(),
+        }));
+    }
+
+    /// The shared state's mode, primary, failovers and subscription (`None`: no Redis).
+    pub(crate) fn state_status(&self) -> Option<redis::StoreStatus> {
+        self.shared.as_ref().map(|s| s.status())
+    }
+
+    /// The bans heard of for `subject`, per scope in [`SCOPES`] order, still in force.
+    fn heard_bans(&self, subject: &Subject, now: u64) -> [Option<u64>; 3] {
+        SCOPES.map(|scope| self.heard.get(&subject.key(scope)).filter(|until| *until > now))
+    }
+
+    /// Once Redis answers again, the bans made in this process meanwhile are written to it
+    /// (in the background: no login waits for them).
+    fn write_back(&self) {
+        if let Some(shared) = &self.shared
+            && shared.has_unwritten()
+        {
+            let shared = shared.clone();
+            let now = self.clock.unix_ms();
+            tokio::spawn(async move {
+                let _ = shared.write_unwritten(now).await;
+            });
         }
     }
 
@@ -396,14 +446,38 @@ impl Policy {
             user: user_key(user),
         };
         let now = self.clock.unix_ms();
-        let lookup = match &self.shared {
+        let heard = self.heard_bans(&subject, now);
+        if net_counted && heard[Scope::Net.index()].is_some() {
+            // Heard of: refused without a Redis round trip, reachable or not.
+            return Check::Banned(Scope::Net, None);
+        }
+        let mut lookup = match &self.shared {
             Some(shared) => match shared.lookup(&subject, now).await {
-                Ok(l) => l,
+                Ok(l) => {
+                    self.write_back();
+                    // Kept too: refused from here while Redis cannot be reached.
+                    for (scope, until) in SCOPES.iter().zip(l.bans) {
+                        if let Some(until) = until
+                            && heard[scope.index()].is_none()
+                        {
+                            self.heard.insert(subject.key(*scope), until);
+                        }
+                    }
+                    l
+                }
                 Err(_) if self.on_error == OnRedisError::Local => self.local.lookup(&subject, now),
+                // A ban heard of still refuses; anything else waits for Redis.
+                Err(_) if heard.iter().any(Option::is_some) => Lookup {
+                    bans: heard,
+                    ..Lookup::default()
+                },
                 Err(_) => return Check::Unavailable,
             },
             None => self.local.lookup(&subject, now),
         };
+        for (ban, heard) in lookup.bans.iter_mut().zip(heard) {
+            *ban = (*ban).max(heard);
+        }
         let live = |scope: Scope| lookup.bans[scope.index()].is_some_and(|until| until > now);
         if net_counted && live(Scope::Net) {
             // Nothing wider to count for: the whole network is refused already.
@@ -434,10 +508,25 @@ impl Policy {
         let now = self.clock.unix_ms();
         let tag = self.tag(&gate.subject, secret);
         let limits = self.gate_limits(gate);
+        let until = now.saturating_add(limits.ban_ms);
         let recorded = match &self.shared {
             Some(shared) => match shared.fail(&gate.subject, &tag, &limits, now).await {
-                Ok(r) => r,
-                Err(_) if self.on_error == OnRedisError::Local => self.local.fail(&gate.subject, &tag, &limits, now),
+                Ok(r) => {
+                    if let Some(scope) = r.banned {
+                        // Heard at once here; the others hear it on the channel.
+                        self.heard.insert(gate.subject.key(scope), until);
+                    }
+                    self.write_back();
+                    r
+                }
+                Err(_) if self.on_error == OnRedisError::Local => {
+                    let r = self.local.fail(&gate.subject, &tag, &limits, now);
+                    if let Some(scope) = r.banned {
+                        // Written to Redis when it is back, so that every instance has it.
+                        shared.keep_unwritten(gate.subject.key(scope), until);
+                    }
+                    r
+                }
                 Err(_) => return None,
             },
             None => self.local.fail(&gate.subject, &tag, &limits, now),
@@ -466,7 +555,7 @@ impl Policy {
     pub(crate) async fn bans(&self) -> Result<Vec<BanEntry>, PolicyError> {
         let now = self.clock.unix_ms();
         match &self.shared {
-            Some(shared) => match shared.bans().await {
+            Some(shared) => match shared.bans(now).await {
                 Ok(bans) => Ok(bans),
                 // Only an unreachable Redis falls back: an error it answered is reported.
                 Err(PolicyError::Redis(_)) if self.on_error == OnRedisError::Local => Ok(self.local.bans(now)),
@@ -481,8 +570,21 @@ impl Policy {
     pub(crate) async fn clear(&self, filter: &BanFilter) -> Result<usize, PolicyError> {
         let now = self.clock.unix_ms();
         let mut cleared = self.local.clear(filter, now);
+        // The bans heard of go too (the other instances hear of the lifting on the channel).
+        let heard: Vec<String> = self
+            .heard
+            .iter()
+            .filter(|(key, _)| BanEntry::from_key(key, Duration::ZERO).is_some_and(|b| filter.matches(&b)))
+            .map(|(key, _)| (*key).clone())
+            .collect();
+        for key in heard {
+            self.heard.invalidate(&key);
+        }
         if let Some(shared) = &self.shared {
-            cleared += shared.clear(filter).await?;
+            for subject in shared.clear(filter, now).await? {
+                self.heard.invalidate(&subject);
+                cleared += 1;
+            }
         }
         Ok(cleared)
     }

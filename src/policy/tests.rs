@@ -362,3 +362,30 @@ async fn a_unix_socket_client_is_counted_per_user_and_pair_but_not_per_network()
     assert!(matches!(check("carol").await, Check::Allowed(_)));
     assert!(p.local().bans(T0).iter().all(|b| b.scope != Scope::Net));
 }
+
+#[tokio::test]
+async fn bans_heard_of_refuse_while_redis_is_unreachable_even_in_tempfail_mode() {
+    // Nothing listens on port 1: every Redis operation fails at once.
+    let (p, clock) = policy_with(
+        "[state]\nsentinels = [\"127.0.0.1:1\"]\nsentinel_master = \"mymaster\"\non_redis_error = \"tempfail\"\n",
+    );
+    let now = clock.unix_ms();
+    p.heard.insert("n:192.0.2.1/32".to_owned(), now + 60_000);
+    p.heard.insert("p:192.0.2.2/32|alice".to_owned(), now + 60_000);
+    assert!(matches!(
+        p.check(ip("192.0.2.1"), b"bob").await,
+        Check::Banned(Scope::Net, None)
+    ));
+    assert!(matches!(
+        p.check(ip("192.0.2.2"), b"alice").await,
+        Check::Banned(Scope::Pair, Some(_))
+    ));
+    // Not heard of: nothing to decide on without Redis.
+    assert!(matches!(p.check(ip("192.0.2.2"), b"bob").await, Check::Unavailable));
+    // A ban that ended no longer refuses.
+    clock.advance(Duration::from_secs(61));
+    assert!(matches!(p.check(ip("192.0.2.1"), b"bob").await, Check::Unavailable));
+    // A lifting heard of forgets it.
+    p.heard.invalidate("p:192.0.2.2/32|alice");
+    assert!(matches!(p.check(ip("192.0.2.2"), b"alice").await, Check::Unavailable));
+}

@@ -24,7 +24,7 @@ mod wire;
 pub use daemon::Daemon;
 pub use nginx::Nginx;
 pub use ports::{ClosedPort, free_port};
-pub use redis::Redis;
+pub use redis::{Cluster, Redis};
 pub use wire::{apop_request, ask, bcrypt4, header, http_get, is_accepted, is_invalid, nginx_escape, plain_request};
 
 use std::path::PathBuf;

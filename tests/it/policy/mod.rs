@@ -3,6 +3,7 @@
 
 mod daemon;
 mod redis;
+mod sentinel;
 
 use crate::common::Daemon;
 

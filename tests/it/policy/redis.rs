@@ -42,7 +42,7 @@ fn failures_spread_over_two_instances_trigger_one_ban_seen_by_both() {
     assert_eq!(status(&one.login_from("alice", "alice-secret", ip)), BANNED_IMAP);
     assert_eq!(status(&two.login_from("alice", "alice-secret", ip)), BANNED_IMAP);
 
-    let ttl = redis.command("PTTL mailauthd:b:n:192.0.2.50/32");
+    let ttl = redis.command("PTTL mailauthd:{n:192.0.2.50/32}:b");
     let ttl: i64 = ttl.trim_start_matches(':').trim().parse().expect("a ttl");
     assert!(ttl > 0 && ttl <= 15 * 60 * 1000, "the ban key expires by itself: {ttl}");
 
@@ -105,7 +105,7 @@ fn redis_going_away_falls_back_as_configured_and_is_used_again_when_it_returns()
     });
     assert!(strict.log().contains("redis is reachable again"));
     // Back on Redis: the local instance's failures are in the shared counters again.
-    assert_eq!(redis.command("EXISTS mailauthd:f:u:carol").trim(), ":1");
+    assert_eq!(redis.command("EXISTS mailauthd:{u:carol}:f").trim(), ":1");
 }
 
 #[test]
@@ -127,7 +127,7 @@ fn a_hanging_redis_costs_at_most_the_timeout_and_is_used_again_when_it_answers()
         d.login_from("dave", "guess", "192.0.2.71");
         d.log().contains("redis is reachable again")
     });
-    assert_eq!(redis.command("EXISTS mailauthd:f:u:dave").trim(), ":1");
+    assert_eq!(redis.command("EXISTS mailauthd:{u:dave}:f").trim(), ":1");
 }
 
 #[test]
@@ -139,8 +139,8 @@ fn fifty_guesses_at_one_user_ban_the_address_for_every_user_in_redis() {
         redis.url()
     ));
     guessing_one_user_bans_the_address_for_every_user(&d, "192.0.2.92", "198.51.100.92");
-    assert_eq!(redis.command("EXISTS mailauthd:b:n:192.0.2.92/32").trim(), ":1");
-    assert_eq!(redis.command("EXISTS mailauthd:b:p:192.0.2.92/32|alice").trim(), ":1");
+    assert_eq!(redis.command("EXISTS mailauthd:{n:192.0.2.92/32}:b").trim(), ":1");
+    assert_eq!(redis.command("EXISTS mailauthd:{p:192.0.2.92/32|alice}:b").trim(), ":1");
 }
 
 #[test]
@@ -177,7 +177,7 @@ fn listing_and_clearing_no_bans_answers_200_and_leaves_redis_in_use() {
 
     // An error reply (a failure window that is not a sorted set: WRONGTYPE) fails that one
     // operation; it is logged, and Redis stays in use for the next login.
-    assert_eq!(redis.command("SET mailauthd:f:u:carol not-a-window").trim(), "+OK");
+    assert_eq!(redis.command("SET mailauthd:{u:carol}:f not-a-window").trim(), "+OK");
     assert_eq!(
         status(&d.login_from("carol", "guess", "192.0.2.97")),
         "[AUTHENTICATIONFAILED] Invalid login or password"
