@@ -183,7 +183,7 @@ pub(crate) async fn serve(config: Config) -> Result<(), DaemonError> {
     let health = tokio::spawn(route::health::run(auth.router.clone(), auth.metrics.clone()));
     let names = tokio::spawn(route::dns::run(
         auth.router.clone(),
-        Arc::new(route::dns::SystemResolver),
+        Arc::new(route::dns::DnsResolver::new(&config.routes.nameservers)),
     ));
 
     let listener = bind(&config.listen).await?;

@@ -36,6 +36,7 @@ pub(crate) use connection::{
 };
 pub(crate) use ldap::{LdapConfig, LdapLookup, LdapVerify};
 pub(crate) use policy::{OnRedisError, PolicySettings, StateSettings};
+pub(crate) use route::lookup;
 pub(crate) use route::{BackendSettings, HealthSettings, RouteList, Routes, Target};
 pub(crate) use sections::{AdminSettings, AuthSettings, CacheSettings, SmtpSettings};
 pub(crate) use source::{BasicMethod, HtpasswdConfig, HttpBasicConfig, RouteHeaders, SourceConfig};

@@ -4,7 +4,7 @@
 //! does not resolve; the daemon re-resolves names while it runs (`crate::route`).
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -89,6 +89,9 @@ pub(crate) struct Routes {
     pub domains: BTreeMap<String, DomainRoutes>,
     /// Health checks and name re-resolution.
     pub health: HealthSettings,
+    /// `[route.health] nameservers`: the DNS servers backend names are asked of (empty: the
+    /// system's, from `/etc/resolv.conf`).
+    pub nameservers: Vec<SocketAddr>,
 }
 
 impl Routes {
@@ -153,6 +156,7 @@ struct RawHealth {
     interval: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     dns_refresh: Option<Spanned<String>>,
+    nameservers: Option<Spanned<Vec<String>>>,
 }
 
 /// `[backend]`: what nginx logs in to a backend with.
@@ -178,6 +182,7 @@ pub(super) struct RawBackend {
 /// Validates `[route]`; a missing protocol gets its port on 127.0.0.1.
 pub(super) fn validate_route(raw: Option<Spanned<RawRoute>>, c: &mut Checker<'_>) -> Routes {
     let route = raw.map(Spanned::into_inner).unwrap_or_default();
+    let nameservers = validate_nameservers(&route.health, c);
     let mut domains = BTreeMap::new();
     for (name, domain) in &route.domains {
         let key = name.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -192,7 +197,7 @@ pub(super) fn validate_route(raw: Option<Spanned<RawRoute>>, c: &mut Checker<'_>
         let d = domain.get_ref();
         let list = |c: &mut Checker<'_>, v: &Option<Spanned<OneOrMany>>, p: &str| {
             v.as_ref()
-                .map(|v| route_list(c, Some(v), &format!("route.domains.{name:?}.{p}"), ""))
+                .map(|v| route_list(c, Some(v), &format!("route.domains.{name:?}.{p}"), "", &nameservers))
         };
         let routes = DomainRoutes {
             imap: list(c, &d.imap, "imap"),
@@ -215,12 +220,46 @@ pub(super) fn validate_route(raw: Option<Spanned<RawRoute>>, c: &mut Checker<'_>
         }
     }
     Routes {
-        imap: route_list(c, route.imap.as_ref(), "route.imap", "127.0.0.1:143"),
-        pop3: route_list(c, route.pop3.as_ref(), "route.pop3", "127.0.0.1:110"),
-        smtp: route_list(c, route.smtp.as_ref(), "route.smtp", "127.0.0.1:25"),
+        imap: route_list(c, route.imap.as_ref(), "route.imap", "127.0.0.1:143", &nameservers),
+        pop3: route_list(c, route.pop3.as_ref(), "route.pop3", "127.0.0.1:110", &nameservers),
+        smtp: route_list(c, route.smtp.as_ref(), "route.smtp", "127.0.0.1:25", &nameservers),
         domains,
         health: validate_health(&route.health, c),
+        nameservers,
     }
+}
+
+/// `nameservers`: `ip` or `ip:port` (port 53 when left out), at least one when given.
+fn validate_nameservers(raw: &RawHealth, c: &mut Checker<'_>) -> Vec<SocketAddr> {
+    let Some(list) = &raw.nameservers else {
+        return Vec::new();
+    };
+    let key = "route.health.nameservers";
+    if list.get_ref().is_empty() {
+        c.problem(
+            Some(list.span()),
+            key,
+            "an empty list; leave the key out to use /etc/resolv.conf".to_owned(),
+        );
+    }
+    let mut servers = Vec::new();
+    for spec in list.get_ref() {
+        let parsed = spec
+            .parse::<SocketAddr>()
+            .ok()
+            .or_else(|| spec.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)));
+        match parsed {
+            Some(a) if a.port() != 0 => servers.push(a),
+            _ => c.problem(
+                Some(list.span()),
+                key,
+                format!(
+                    "{spec:?} is not an IP address with an optional port, e.g. \"192.0.2.53\" or \"127.0.0.1:5353\""
+                ),
+            ),
+        }
+    }
+    servers
 }
 
 fn validate_health(raw: &RawHealth, c: &mut Checker<'_>) -> HealthSettings {
@@ -249,7 +288,13 @@ fn validate_health(raw: &RawHealth, c: &mut Checker<'_>) -> HealthSettings {
 }
 
 /// One rule's backends; on a problem, a placeholder address stands in so validation goes on.
-fn route_list(c: &mut Checker<'_>, value: Option<&Spanned<OneOrMany>>, key: &str, default: &str) -> RouteList {
+fn route_list(
+    c: &mut Checker<'_>,
+    value: Option<&Spanned<OneOrMany>>,
+    key: &str,
+    default: &str,
+    nameservers: &[SocketAddr],
+) -> RouteList {
     let (specs, span) = match value {
         Some(v) => match v.get_ref() {
             OneOrMany::One(s) => (vec![s.clone()], Some(v.span())),
@@ -263,7 +308,7 @@ fn route_list(c: &mut Checker<'_>, value: Option<&Spanned<OneOrMany>>, key: &str
     let placeholder = SocketAddr::from(([127, 0, 0, 1], 1));
     let mut targets: Vec<Target> = Vec::new();
     for spec in &specs {
-        match resolve_target(spec) {
+        match resolve_target(spec, nameservers) {
             Ok(t) if targets.iter().any(|o| o.spec == t.spec) => {
                 c.problem(span.clone(), key, format!("{spec:?} is listed twice"));
             }
@@ -279,7 +324,7 @@ fn route_list(c: &mut Checker<'_>, value: Option<&Spanned<OneOrMany>>, key: &str
 }
 
 /// Splits `host:port` (or `[v6]:port`) and resolves it; IP literals pass through.
-fn resolve_target(spec: &str) -> Result<Target, String> {
+fn resolve_target(spec: &str, nameservers: &[SocketAddr]) -> Result<Target, String> {
     if let Ok(addr) = spec.parse::<SocketAddr>() {
         if addr.port() == 0 {
             return Err(format!("{spec:?}: port 0 is not a valid backend port"));
@@ -300,24 +345,92 @@ fn resolve_target(spec: &str) -> Result<Target, String> {
         _ => return Err(format!("{spec:?}: {port:?} is not a port from 1 to 65535")),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    match (host, port).to_socket_addrs() {
-        Ok(addrs) => {
-            let mut addrs: Vec<SocketAddr> = addrs.collect();
-            addrs.sort();
-            addrs.dedup();
-            if addrs.is_empty() {
-                return Err(format!("{spec:?}: host {host:?} has no address"));
-            }
-            Ok(Target {
-                spec: spec.to_owned(),
-                host: host.to_owned(),
-                port,
-                literal: false,
-                addrs,
-            })
-        }
+    match lookup(host, port, nameservers) {
+        Ok((addrs, _)) if addrs.is_empty() => Err(format!("{spec:?}: host {host:?} has no address")),
+        Ok((addrs, _)) => Ok(Target {
+            spec: spec.to_owned(),
+            host: host.to_owned(),
+            port,
+            literal: false,
+            addrs,
+        }),
         Err(e) => Err(format!("{spec:?}: cannot resolve host {host:?} ({e})")),
     }
+}
+
+/// How long one DNS question may take before it counts as unanswered.
+const DNS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Resolves `host` to its A and AAAA addresses on `port`, sorted, without repeats, with how
+/// long the answer may be used when the resolver tells it. The DNS is asked through
+/// hickory-resolver (`/etc/hosts` first, then `nameservers`, or `/etc/resolv.conf`'s when
+/// empty); with the system's servers, a name DNS cannot answer is asked of `getaddrinfo`
+/// too (nsswitch sources beyond files and DNS), which tells no TTL. Blocking: the lookup
+/// runs on a thread and runtime of its own, so it is safe in and out of the daemon's runtime.
+pub(crate) fn lookup(
+    host: &str,
+    port: u16,
+    nameservers: &[SocketAddr],
+) -> Result<(Vec<SocketAddr>, Option<Duration>), String> {
+    let found = std::thread::scope(|s| {
+        s.spawn(|| dns_lookup(host, port, nameservers))
+            .join()
+            .unwrap_or_else(|_| Err("the resolver thread failed".to_owned()))
+    });
+    let (mut addrs, ttl) = match found {
+        Ok((addrs, ttl)) => (addrs, Some(ttl)),
+        Err(e) if !nameservers.is_empty() => return Err(e),
+        Err(e) => match (host, port).to_socket_addrs() {
+            Ok(addrs) => (addrs.collect(), None),
+            Err(system) => return Err(format!("{e}; getaddrinfo: {system}")),
+        },
+    };
+    addrs.sort();
+    addrs.dedup();
+    Ok((addrs, ttl))
+}
+
+/// One hickory-resolver lookup on a current-thread runtime; no cache outlives it, so every
+/// call asks the servers (or `/etc/hosts`) afresh.
+fn dns_lookup(host: &str, port: u16, nameservers: &[SocketAddr]) -> Result<(Vec<SocketAddr>, Duration), String> {
+    use hickory_resolver::TokioResolver;
+    use hickory_resolver::config::{ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolverConfig};
+    use hickory_resolver::net::runtime::TokioRuntimeProvider;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the resolver: {e}"))?;
+    runtime.block_on(async {
+        let mut builder = if nameservers.is_empty() {
+            TokioResolver::builder_tokio().map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?
+        } else {
+            let servers = nameservers
+                .iter()
+                .map(|a| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = a.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = a.port();
+                    NameServerConfig::new(a.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(servers),
+                TokioRuntimeProvider::default(),
+            )
+        };
+        let options = builder.options_mut();
+        options.timeout = DNS_TIMEOUT;
+        options.attempts = 1;
+        options.ip_strategy = LookupIpStrategy::Ipv4AndIpv6;
+        let resolver = builder.build().map_err(|e| e.to_string())?;
+        let answer = resolver.lookup_ip(host).await.map_err(|e| e.to_string())?;
+        let ttl = answer
+            .valid_until()
+            .saturating_duration_since(std::time::Instant::now());
+        Ok((answer.iter().map(|ip| SocketAddr::new(ip, port)).collect(), ttl))
+    })
 }
 
 /// Validates `[backend]`.

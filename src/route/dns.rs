@@ -1,10 +1,10 @@
 //! Re-resolution of backend names: every A/AAAA address of a name is a backend. A name is
-//! resolved again when its TTL runs out (at most `[route.health] dns_refresh`, at least
-//! 1 s); the system resolver does not tell TTLs, so with it every name is resolved every
+//! resolved again when the TTL of its answer runs out (at most `[route.health] dns_refresh`,
+//! at least 1 s); an answer that tells no TTL (a name only `getaddrinfo` knows) is used for
 //! `dns_refresh`. A name that stops resolving keeps its last addresses and says so (log,
 //! `/readyz`). Resolution runs on a task of its own, never in a login.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,14 +25,26 @@ pub(crate) trait Resolve: Send + Sync {
     fn resolve(&self, host: &str, port: u16) -> Result<Resolved, String>;
 }
 
-/// The system resolver (`getaddrinfo`: `/etc/hosts`, then DNS), which tells no TTL.
+/// The DNS resolver ([`crate::config::lookup`]): `/etc/hosts`, then the configured
+/// nameservers (or the system's), and it tells each answer's TTL.
 #[derive(Debug)]
-pub(crate) struct SystemResolver;
+pub(crate) struct DnsResolver {
+    nameservers: Vec<SocketAddr>,
+}
 
-impl Resolve for SystemResolver {
+impl DnsResolver {
+    /// A resolver asking `nameservers` (empty: those of `/etc/resolv.conf`).
+    pub(crate) fn new(nameservers: &[SocketAddr]) -> DnsResolver {
+        DnsResolver {
+            nameservers: nameservers.to_vec(),
+        }
+    }
+}
+
+impl Resolve for DnsResolver {
     fn resolve(&self, host: &str, port: u16) -> Result<Resolved, String> {
-        let addrs = (host, port).to_socket_addrs().map_err(|e| e.to_string())?.collect();
-        Ok(Resolved { addrs, ttl: None })
+        let (addrs, ttl) = crate::config::lookup(host, port, &self.nameservers)?;
+        Ok(Resolved { addrs, ttl })
     }
 }
 
