@@ -19,5 +19,6 @@ mod policy;
 mod reload;
 mod reload_errors;
 mod routing;
+mod routing_dns;
 mod user_cmd;
 mod vectors;
