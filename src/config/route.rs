@@ -499,3 +499,23 @@ fn validate_master(raw: &RawBackend, c: &mut Checker<'_>) -> Option<MasterUser> 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_file_names_resolve_as_getaddrinfo_resolves_them_and_tell_a_ttl() {
+        // The reference is the system's own resolver (glibc reading /etc/hosts).
+        let mut system: Vec<SocketAddr> = ("localhost", 25).to_socket_addrs().unwrap().collect();
+        system.sort();
+        system.dedup();
+        let (addrs, ttl) = lookup("localhost", 25, &[]).unwrap();
+        let v4 = |list: &[SocketAddr]| list.iter().filter(|a| a.is_ipv4()).copied().collect::<Vec<_>>();
+        assert_eq!(v4(&addrs), v4(&system));
+        assert!(
+            ttl.is_some(),
+            "an answer from /etc/hosts comes through hickory, with a TTL"
+        );
+    }
+}
