@@ -129,17 +129,16 @@ async fn read_header_block(
     buf: &mut Vec<u8>,
     deadline: tokio::time::Instant,
 ) -> Result<usize, ReadEnd> {
-    // Zeroed on drop: it held the password.
-    let mut chunk = zeroize::Zeroizing::new([0u8; 4096]);
+    // Straight into `buf`'s spare room: a buffer held in the connection's future would be
+    // copied with it on every spawn.
     let mut resume = 0;
     loop {
-        let n = match tokio::time::timeout_at(deadline, stream.read(chunk.as_mut_slice())).await {
+        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
             Err(_) => return Err(ReadEnd::TimedOut(buf.len())),
             Ok(Err(_)) => return Err(ReadEnd::Failed),
             Ok(Ok(0)) => return Err(ReadEnd::Closed(buf.len())),
-            Ok(Ok(n)) => n,
-        };
-        buf.extend_from_slice(&chunk[..n]);
+            Ok(Ok(_)) => {}
+        }
         if let Some(len) = auth_http::find_header_end(buf, &mut resume) {
             return Ok(len);
         }
@@ -155,9 +154,12 @@ async fn serve_connection(mut stream: Box<dyn Stream>, peer: String, auth: &Auth
     // Room for a whole ordinary request, so the buffer holding the password is not
     // reallocated (which would leave an unzeroed copy behind).
     let mut buf = Vec::with_capacity(8192);
+    // Whether the request was read to its end (nothing unread left in the socket).
+    let mut read_whole = false;
     let reply = match read_header_block(stream.as_mut(), &mut buf, deadline).await {
         Ok(len) => match auth_http::parse_request(&buf[..len]) {
             Ok(mut req) => {
+                read_whole = buf.len() == len;
                 use_real_client(&auth.config, &mut req);
                 // The decision shares the request's deadline: a login stuck behind a full
                 // pool or a slow upstream gets a temporary failure instead of no answer.
@@ -182,11 +184,17 @@ async fn serve_connection(mut stream: Box<dyn Stream>, peer: String, auth: &Auth
     };
     // Zero the request bytes: they held the password.
     zeroize::Zeroize::zeroize(&mut buf);
+    // With the whole request read, dropping the stream closes it with a FIN: no separate
+    // shutdown(2) per login. Otherwise unread bytes would make that close a reset, so the
+    // FIN goes first. nginx closes as soon as it has the header block; a reset after that is
+    // normal.
     let write = async {
         stream.write_all(&reply).await?;
-        stream.shutdown().await
+        if !read_whole {
+            stream.shutdown().await?;
+        }
+        Ok::<(), io::Error>(())
     };
-    // nginx closes as soon as it has the header block; a reset after that is normal.
     let _ = tokio::time::timeout(read_timeout, write).await;
 }
 

@@ -4,7 +4,7 @@
 //!
 //! Options: `--rounds N` (3), `--secs S` per run (3), `--concurrency C` (16),
 //! `--million` / `--no-million` (1M-user file load test, on by default), `--mailauthd PATH`,
-//! `--out FILE.md`, `--svg FILE.svg`, `--only TEXT` (scenarios whose label contains TEXT).
+//! `--out FILE.md`, `--svg FILE.svg`, `--only TEXT` (scenarios whose label contains TEXT; `=LABEL`: that scenario alone).
 
 #![allow(
     unreachable_pub,
@@ -419,7 +419,10 @@ async fn bench(opts: Options) {
                 .opts
                 .only
                 .as_ref()
-                .is_none_or(|only| s.label().contains(only.as_str()))
+                .is_none_or(|only| match only.strip_prefix('=') {
+                    Some(exact) => s.label() == exact,
+                    None => s.label().contains(only.as_str()),
+                })
         };
         for scenario in Scenario::ALL.into_iter().filter(chosen) {
             for (server, port) in ports {

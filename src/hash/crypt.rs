@@ -27,8 +27,12 @@ pub(super) enum Crypt {
     Des { salt: String },
     /// `$5$` (`sha512 == false`) or `$6$`.
     Sha { sha512: bool, rounds: u32, salt: Vec<u8> },
-    /// bcrypt with its cost and raw 16-byte salt.
-    Bcrypt { cost: u32, salt: [u8; 16] },
+    /// bcrypt with its variant, cost and raw 16-byte salt.
+    Bcrypt {
+        variant: super::bcrypt::Variant,
+        cost: u32,
+        salt: [u8; 16],
+    },
     /// yescrypt `$y$`; `text` is the encoded parameter field, e.g. `j9T`.
     Yescrypt {
         params: yescrypt::Params,
@@ -93,7 +97,7 @@ impl Crypt {
     }
 
     /// Parses what follows `$2a$`/`$2b$`/`$2y$`: `NN$` + 22 salt + 31 digest chars.
-    pub(super) fn parse_bcrypt(rest: &str) -> Parsed {
+    pub(super) fn parse_bcrypt(variant: super::bcrypt::Variant, rest: &str) -> Parsed {
         let (cost, rest) = rest.split_once('$').ok_or("missing '$' after the cost")?;
         let cost: u32 = match cost.len() {
             2 => cost.parse().map_err(|_| "cost is not a number")?,
@@ -115,7 +119,7 @@ impl Crypt {
         let bad = |_| "bad bcrypt base64".to_owned();
         bcrypt::BASE_64.decode_slice(&rest[..22], &mut salt).map_err(bad)?;
         bcrypt::BASE_64.decode_slice(&rest[22..], &mut digest).map_err(bad)?;
-        Ok((Crypt::Bcrypt { cost, salt }, digest.to_vec()))
+        Ok((Crypt::Bcrypt { variant, cost, salt }, digest.to_vec()))
     }
 
     /// Parses what follows `$y$`: `params$salt$digest`.
@@ -194,14 +198,7 @@ impl Crypt {
                     encode_sha(&sha_crypt::sha256_crypt(pw, salt, params), 30, 21)
                 }
             }
-            Crypt::Bcrypt { cost, salt } => {
-                // bcrypt hashes the password as a C string: NUL-terminated,
-                // truncated to 72 bytes (the terminator is lost past 71).
-                let mut buf = zeroize::Zeroizing::new([0u8; 72]);
-                let n = pw.len().min(72);
-                buf[..n].copy_from_slice(&pw[..n]);
-                bcrypt::bcrypt(*cost, *salt, &buf[..(n + 1).min(72)])[..23].to_vec()
-            }
+            Crypt::Bcrypt { variant, cost, salt } => super::bcrypt::bcrypt(*variant, *cost, salt, pw).to_vec(),
             Crypt::Yescrypt { params, salt, .. } => {
                 let mut out = [0u8; 32];
                 match yescrypt::yescrypt(pw, salt, params, &mut out) {

@@ -20,6 +20,7 @@
 //! password) and the schemes Dovecot 2.3.14 removed are refused with the
 //! reason.
 
+mod bcrypt;
 mod cram;
 mod crypt;
 mod digest;
@@ -582,7 +583,8 @@ fn parse_crypt(s: &str) -> Result<(Algo, Vec<u8>), HashError> {
         }
         "5" => crypt(Crypt::parse_sha(false, rest), "sha256-crypt"),
         "6" => crypt(Crypt::parse_sha(true, rest), "sha512-crypt"),
-        "2a" | "2b" | "2y" => crypt(Crypt::parse_bcrypt(rest), "bcrypt"),
+        "2a" => crypt(Crypt::parse_bcrypt(bcrypt::Variant::A, rest), "bcrypt"),
+        "2b" | "2y" => crypt(Crypt::parse_bcrypt(bcrypt::Variant::B, rest), "bcrypt"),
         "y" => crypt(Crypt::parse_yescrypt(rest), "yescrypt"),
         "7" => crypt(Crypt::parse_scrypt(rest), "scrypt"),
         "argon2id" => phc(Phc::parse_argon2(true, rest), "argon2id"),

@@ -107,9 +107,24 @@ impl LocalStore {
 
     /// Forgets the pair's failures and remembers the success of the network and the pair.
     pub(crate) fn succeed(&self, subject: &Subject, now: u64) {
-        self.windows.invalidate(&subject.key(Scope::Pair));
-        self.successes.insert(subject.key(Scope::Net), now);
-        self.successes.insert(subject.key(Scope::Pair), now);
+        let pair = subject.key(Scope::Pair);
+        // Most logins have no failures to forget, and a cache read costs far less than a
+        // removal or an insert (each one a write through moka's queues).
+        if self.windows.contains_key(&pair) {
+            self.windows.invalidate(&pair);
+        }
+        // A success remembered less than 1 % of the memory ago (at most 1 s) is not
+        // refreshed: an IMAP client reconnecting in a loop would otherwise write twice per login.
+        let refresh_ms = (self.success_ms / 100).min(1000);
+        for key in [subject.key(Scope::Net), pair] {
+            if self
+                .successes
+                .get(&key)
+                .is_none_or(|at| now.saturating_sub(at) >= refresh_ms)
+            {
+                self.successes.insert(key, now);
+            }
+        }
     }
 
     /// The bans in force at `now`.
