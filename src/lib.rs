@@ -28,6 +28,8 @@ mod hash;
 mod login;
 mod metrics;
 mod nginx_config;
+#[cfg(any(test, fuzzing))]
+mod nginx_reply;
 mod policy;
 mod reason;
 mod secret;
