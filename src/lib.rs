@@ -15,7 +15,7 @@
 //! ```
 //!
 //! `daemon` builds these parts and runs them for `mailauthd serve`; `cli` is the command
-//! line, the only public module.
+//! line, the only public module (fuzz builds add `fuzz`, the fuzz targets' entry points).
 
 mod admin;
 mod auth_http;
@@ -24,6 +24,8 @@ mod clock;
 mod config;
 mod daemon;
 mod decide;
+#[cfg(fuzzing)]
+pub mod fuzz;
 mod hash;
 mod login;
 mod metrics;

@@ -1,7 +1,7 @@
 //! The `[route]` section: the backend mail server for each protocol, resolved to an IP
 //! address when the config is loaded.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
 use serde::Deserialize;
 use toml::Spanned;
@@ -94,10 +94,23 @@ fn resolve_backend(spec: &str) -> Result<SocketAddr, String> {
         _ => return Err(format!("{spec:?}: {port:?} is not a port from 1 to 65535")),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    match (host, port).to_socket_addrs() {
+    match lookup(host, port) {
         Ok(mut addrs) => addrs
             .next()
             .ok_or_else(|| format!("{spec:?}: host {host:?} has no address")),
         Err(e) => Err(format!("{spec:?}: cannot resolve host {host:?} ({e})")),
     }
+}
+
+/// Asks the system resolver for a host name's addresses.
+#[cfg(not(fuzzing))]
+fn lookup(host: &str, port: u16) -> std::io::Result<std::vec::IntoIter<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    (host, port).to_socket_addrs()
+}
+
+/// Fuzz builds never ask the resolver: the fuzzer's host names must not leave the machine.
+#[cfg(fuzzing)]
+fn lookup(_host: &str, _port: u16) -> std::io::Result<std::vec::IntoIter<SocketAddr>> {
+    Err(std::io::Error::other("not resolved in fuzz builds"))
 }
