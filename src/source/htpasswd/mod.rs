@@ -16,6 +16,8 @@
 //! - `edit.rs`: `mailauthd user`'s atomic, locked edits of a file.
 
 pub(crate) mod edit;
+#[cfg(test)]
+mod edit_props;
 mod index;
 mod lines;
 mod reload;
