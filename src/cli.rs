@@ -15,9 +15,12 @@ mod user;
 
 use crate::config::Config;
 
+/// `mailauthd --version`: the crate version and the commit it was built from (build.rs).
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("MAILAUTHD_COMMIT"), ")");
+
 /// mailauthd: the auth_http server for nginx's mail proxy.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version = VERSION, about, long_about = None)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MAILAUTHD_LOG_FORMAT")]

@@ -15,7 +15,7 @@
 //! ```
 //!
 //! `daemon` builds these parts and runs them for `mailauthd serve`; `cli` is the command
-//! line, the only public module.
+//! line, the only public module (fuzz builds add `fuzz`, the fuzz targets' entry points).
 
 mod admin;
 mod auth_http;
@@ -24,10 +24,14 @@ mod clock;
 mod config;
 mod daemon;
 mod decide;
+#[cfg(fuzzing)]
+pub mod fuzz;
 mod hash;
 mod login;
 mod metrics;
 mod nginx_config;
+#[cfg(any(test, fuzzing))]
+mod nginx_reply;
 mod policy;
 mod reason;
 mod route;

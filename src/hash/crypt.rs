@@ -147,7 +147,7 @@ impl Crypt {
         let num = |s: &str| decode64_u32(s.as_bytes());
         let log_n = num(&head[..1]);
         let (r, p) = (num(&head[1..6]), num(&head[6..11]));
-        check_scrypt_memory(log_n, r)?;
+        check_scrypt_cost(log_n, r, p)?;
         let params = scrypt::Params::new(log_n as u8, r, p).map_err(|_| "invalid scrypt parameters")?;
         if digest.len() != 43 || !is_crypt64(digest) {
             return Err("digest is not 43 crypt base64 characters".into());
@@ -217,10 +217,17 @@ impl Crypt {
     }
 }
 
-/// Refuses scrypt parameters needing more than [`MAX_MEMORY`] (128·r·N bytes).
-pub(super) fn check_scrypt_memory(log_n: u32, r: u32) -> Result<(), String> {
-    if log_n == 0 || log_n >= 40 || (128u64 * u64::from(r)) << log_n > MAX_MEMORY {
-        return Err("scrypt parameters need more than 1 GiB or are invalid".into());
+/// Refuses scrypt parameters needing more than [`MAX_MEMORY`] (128·r·(N + p) bytes: the
+/// table and the p blocks) or more mixing than 4 × [`MAX_MEMORY`] bytes (128·r·N·p). Checked
+/// here in full width: the scrypt crate multiplies r·p in `u32`, which a line of a users file
+/// must not overflow (a panic, or a wrapped check and a huge allocation).
+pub(super) fn check_scrypt_cost(log_n: u32, r: u32, p: u32) -> Result<(), String> {
+    if log_n == 0 || log_n >= 40 {
+        return Err("scrypt N is not a power of two from 2 to 2^39".into());
+    }
+    let (n, r, p) = (1u128 << log_n, u128::from(r), u128::from(p));
+    if 128 * r * (n + p) > u128::from(MAX_MEMORY) || 128 * r * n * p > 4 * u128::from(MAX_MEMORY) {
+        return Err("scrypt parameters need more than 1 GiB or seconds per login".into());
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 
-use super::crypt::{MAX_MEMORY, check_scrypt_memory};
+use super::crypt::{MAX_MEMORY, check_scrypt_cost};
 use super::digest::B64;
 
 /// The most PBKDF2 rounds accepted (600000, the current PHC advice for SHA-256, takes
@@ -130,7 +130,7 @@ impl Phc {
         let (Some(ln), Some(r), Some(p)) = (ln, r, p) else {
             return Err("scrypt needs ln, r and p".into());
         };
-        check_scrypt_memory(ln, r)?;
+        check_scrypt_cost(ln, r, p)?;
         let digest = b64(digest, "digest")?;
         let params = scrypt::Params::new_with_output_len(ln as u8, r, p, digest.len())
             .map_err(|_| "invalid scrypt parameters")?;

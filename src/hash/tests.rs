@@ -495,3 +495,32 @@ fn verify_time() {
         println!("| {} | `{prefix}` | {label} | {us:.1} µs |", h.cost_label());
     }
 }
+
+/// Found by the `stored_hash` fuzz target (FUZZING.md): `$7$` with r = 32 and
+/// p = 528220161 made the scrypt crate's `r * p` (in u32) overflow: a panic with overflow
+/// checks, a wrapped check and an allocation of 128·r·p bytes without. Both forms of scrypt
+/// hash are refused as malformed before the crate sees them, with r·p in full width.
+#[test]
+fn scrypt_parameters_that_overflow_or_would_stall_a_login_are_refused() {
+    let refused = |stored: &str| {
+        let e = StoredHash::parse(stored).err();
+        assert!(
+            matches!(e, Some(HashError::Malformed { scheme: "scrypt", .. })),
+            "{stored}: {e:?}"
+        );
+    };
+    let digest43 = "SQpFzZft5LrgDPWt3a1VZ/tbsEzAGQF6JPKcN69U7ac";
+    // The fuzzer's input, as found (log2 N = 14, r = 32, p = 528220161).
+    refused(&format!(
+        "$7$CU..../..TTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTTT..SQpFzZft5LrgDPWt3a1VZ/${digest43}"
+    ));
+    // r·p = 2^32: wraps to 0 in u32.
+    let digest = "TyrpjT6gNJMxHEm6tiLxgt9DCT5Dxk2rHkOb5ZeUlNI";
+    refused(&format!("$scrypt$ln=1,r=65536,p=65536$c2FsdHNhbHQ${digest}"));
+    // Within the crate's bound, but p blocks of 128·r bytes each: 64 GiB.
+    refused(&format!("$scrypt$ln=1,r=1,p=536870911$c2FsdHNhbHQ${digest}"));
+    // 512 MiB of table, mixed 4096 times: hours per login.
+    refused(&format!("$scrypt$ln=22,r=1,p=4096$c2FsdHNhbHQ${digest}"));
+    // passlib's default cost (ln=16, r=8, p=1) still parses.
+    assert!(StoredHash::parse(&format!("$scrypt$ln=16,r=8,p=1$c2FsdHNhbHQ${digest}")).is_ok());
+}

@@ -137,3 +137,67 @@ impl Source {
         }
     }
 }
+
+/// For the fuzz targets: an http-basic upstream's answer (a status and `Name: value` lines)
+/// mapped with and without routing headers; panics when the mapping breaks its contract
+/// (2xx accepts, 401/403 reject, everything else is a temporary failure; a named backend
+/// is a usable address).
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_http_basic_answer(status: u16, lines: &[u8]) {
+    use http_basic::{RouteTarget, Upstream, map_response, parse_route};
+    use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+    let Ok(status) = reqwest::StatusCode::from_u16(status) else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    let mut values = Vec::new();
+    for line in lines.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let value = line[colon + 1..].trim_ascii();
+        values.push(value);
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(&line[..colon]), HeaderValue::from_bytes(value)) {
+            headers.append(name, value);
+        }
+    }
+    let route = crate::config::RouteHeaders {
+        server: HeaderName::from_static("x-mail-server"),
+        port: HeaderName::from_static("x-mail-port"),
+    };
+    let check_target = |target: &RouteTarget| match target {
+        RouteTarget::Addr(addr) => assert_ne!(addr.port(), 0, "port 0 routed"),
+        RouteTarget::Host(name, port) => {
+            assert_ne!(*port, 0, "port 0 routed");
+            assert!(!name.is_empty() && name.len() <= 253, "host name {name:?}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'),
+                "host name {name:?}"
+            );
+        }
+    };
+    let plain = map_response(status, &headers, None);
+    let routed = map_response(status, &headers, Some(&route));
+    match status.as_u16() {
+        200..=299 => {
+            assert_eq!(plain, Upstream::Accepted(None));
+            match &routed {
+                Upstream::Accepted(Some(target)) => check_target(target),
+                Upstream::Accepted(None) | Upstream::BadRoute(_) => {}
+                other => panic!("2xx mapped to {other:?}"),
+            }
+        }
+        401 | 403 => assert_eq!((&plain, &routed), (&Upstream::Rejected, &Upstream::Rejected)),
+        _ => {
+            assert!(matches!(plain, Upstream::Failed(_)), "{status} mapped to {plain:?}");
+            assert_eq!(plain, routed);
+        }
+    }
+    if let [server, port, ..] = values[..] {
+        if let Ok(target) = parse_route(server, port) {
+            check_target(&target);
+        }
+    }
+}

@@ -84,6 +84,29 @@ fn check_config_warns_about_a_byte_order_mark_and_loads_the_first_user() {
 }
 
 #[test]
+fn version_names_the_crate_version_and_the_commit() {
+    let (code, out, err) = mailauthd(&["--version"], b"");
+    assert_eq!(code, 0, "{err}");
+    // The commit as git names it; a source tree without git builds as "unknown".
+    let git = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let commit = std::env::var("MAILAUTHD_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or(git)
+        .unwrap_or_else(|| "unknown".to_owned());
+    assert_eq!(
+        out,
+        format!("mailauthd {} (commit {commit})\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
 fn the_example_config_is_valid_and_its_users_log_in() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/mailauthd.toml");
     let (code, out, err) = mailauthd(&["check-config", "--config", config], b"");

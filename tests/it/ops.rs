@@ -443,8 +443,10 @@ fn systemd_analyze_verifies_the_unit() {
     // verify checks that ExecStart exists: point it at the binary under test.
     let path = dir.path().join("mailauthd.service");
     std::fs::write(&path, unit.replace("/usr/bin/mailauthd", bin())).unwrap();
+    // `Documentation=man:mailauthd(1)` names a page only the package installs (and
+    // scripts/test-package verifies the installed unit with it).
     let out = Command::new("systemd-analyze")
-        .arg("verify")
+        .args(["verify", "--man=no"])
         .arg(&path)
         .output()
         .expect("run systemd-analyze");

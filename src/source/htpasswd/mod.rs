@@ -16,6 +16,8 @@
 //! - `edit.rs`: `mailauthd user`'s atomic, locked edits of a file.
 
 pub(crate) mod edit;
+#[cfg(test)]
+mod edit_props;
 mod index;
 mod lines;
 mod reload;
@@ -383,4 +385,23 @@ impl HtpasswdSource {
             route: found.route.clone(),
         }
     }
+}
+
+/// For the fuzz targets: loads `text` as a users file and looks each of `names` up. Returns
+/// the number of users loaded, each name's hash (`None`: not in the table) and the problems.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_lookup(
+    text: &[u8],
+    names: &[Vec<u8>],
+) -> (
+    usize,
+    Vec<Option<Arc<crate::hash::StoredHash>>>,
+    Vec<super::answer::LineProblem>,
+) {
+    let (table, problems) = parse_users_owned(text.to_vec(), Path::new("fuzz.htpasswd"));
+    let hashes = names
+        .iter()
+        .map(|n| table.get(n).map(|u| Arc::clone(&u.hash)))
+        .collect();
+    (table.len(), hashes, problems)
 }

@@ -183,6 +183,8 @@ pub(super) fn parse_users_owned(text: Vec<u8>, path: &Path) -> (UserTable, Vec<L
     let mut index = NameIndex::with_capacity(lines);
     let mut labels = DummyCandidates::default();
     let mut problems = Vec::new();
+    // Names whose first line was skipped, with that line's number.
+    let mut skipped: HashMap<&[u8], usize> = HashMap::new();
     let mut problem = |line: usize, severity: Severity, message: String| {
         problems.push(LineProblem {
             path: path.to_owned(),
@@ -221,37 +223,42 @@ pub(super) fn parse_users_owned(text: Vec<u8>, path: &Path) -> (UserTable, Vec<L
             problem(line_no, Severity::Error, "empty user name".to_owned());
             continue;
         }
-        let Ok(stored) = std::str::from_utf8(stored) else {
-            problem(line_no, Severity::Error, "the hash is not ASCII text".to_owned());
+        // The first line of a name decides, as nginx and Dovecot read the file: a later line
+        // never stands in for a skipped first one (it may hold an old password).
+        if let Some(first) = skipped.get(name) {
+            let message = format!(
+                "user {} already defined on line {first}, which is skipped; this line is ignored too",
+                printable(name)
+            );
+            problem(line_no, Severity::Warning, message);
             continue;
-        };
-        let hash = match StoredHash::parse(stored) {
-            Ok(hash) => hash,
-            Err(HashError::Unprefixed) => {
-                let message = "hash has no known scheme prefix (an unprefixed value is never taken as a \
-                               plaintext password); skipped";
-                problem(line_no, Severity::Warning, message.to_owned());
-                continue;
+        }
+        let parsed = parse_line_hash(stored).and_then(|hash| {
+            match (
+                u32::try_from(line.len()),
+                u32::try_from(name.len()),
+                u32::try_from(line_no),
+            ) {
+                (Ok(len), Ok(name_len), Ok(line32)) => Ok((hash, len, name_len, line32)),
+                _ => Err((Severity::Error, "line too long; user skipped".to_owned())),
             }
-            Err(e @ (HashError::UnknownScheme(_) | HashError::Unsupported { .. })) => {
-                problem(line_no, Severity::Warning, format!("{e}; user skipped"));
-                continue;
-            }
-            Err(e @ HashError::Malformed { .. }) => {
-                problem(line_no, Severity::Error, format!("{e}; user skipped"));
+        });
+        let (hash, len, name_len, line32) = match parsed {
+            Ok(parsed) => parsed,
+            Err((severity, message)) => {
+                problem(line_no, severity, message);
+                let loaded = |n: u32| {
+                    let e: &IndexEntry = &entries[n as usize];
+                    &text[e.start as usize..e.start as usize + e.name_len as usize]
+                };
+                if index.find(name, loaded).is_none() {
+                    skipped.entry(name).or_insert(line_no);
+                }
                 continue;
             }
         };
         // Problems in the extra fields are reported here, once; lookups parse them quietly.
         let _ = apply_extra_fields(&parse_extra_fields(rest), line_no, &mut problem);
-        let (Ok(len), Ok(name_len), Ok(line32)) = (
-            u32::try_from(line.len()),
-            u32::try_from(name.len()),
-            u32::try_from(line_no),
-        ) else {
-            problem(line_no, Severity::Error, "line too long; user skipped".to_owned());
-            continue;
-        };
         let n = entries.len() as u32;
         let name_of = |n: u32| {
             let e: &IndexEntry = &entries[n as usize];
@@ -288,6 +295,26 @@ pub(super) fn parse_users_owned(text: Vec<u8>, path: &Path) -> (UserTable, Vec<L
         },
         problems,
     )
+}
+
+/// A user line's stored hash, or why the line is skipped (and how bad that is).
+fn parse_line_hash(stored: &[u8]) -> Result<StoredHash, (Severity, String)> {
+    let Ok(stored) = std::str::from_utf8(stored) else {
+        return Err((Severity::Error, "the hash is not ASCII text".to_owned()));
+    };
+    match StoredHash::parse(stored) {
+        Ok(hash) => Ok(hash),
+        Err(HashError::Unprefixed) => Err((
+            Severity::Warning,
+            "hash has no known scheme prefix (an unprefixed value is never taken as a plaintext \
+             password); skipped"
+                .to_owned(),
+        )),
+        Err(e @ (HashError::UnknownScheme(_) | HashError::Unsupported { .. })) => {
+            Err((Severity::Warning, format!("{e}; user skipped")))
+        }
+        Err(e @ HashError::Malformed { .. }) => Err((Severity::Error, format!("{e}; user skipped"))),
+    }
 }
 
 /// Splits the Dovecot passwd-file extra fields (`uid:gid:gecos:home:shell:extra`) into
@@ -520,6 +547,28 @@ mod tests {
             !text.iter().any(|t| t.contains("secret")),
             "a hash or password leaked: {text:?}"
         );
+    }
+
+    /// Found by the `users_file` fuzz target and the edit property tests (FUZZING.md): a
+    /// broken first line of bob let a later line of bob load, so bob's older password
+    /// logged in where nginx and Dovecot (first line decides) refuse every password.
+    #[test]
+    fn a_skipped_first_line_is_not_replaced_by_a_later_line_of_the_same_name() {
+        let (table, problems) = parse("alice:{PLAIN}a\nbob:$apr1$x\nbob:{PLAIN}old\ncarol:$2y$10$cut\n");
+        assert!(table.get(b"bob").is_none(), "bob loaded from line 3");
+        assert!(table.get(b"alice").is_some_and(|u| u.hash.verify(b"a")));
+        assert_eq!(table.len(), 1);
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 3, "{text:?}");
+        assert!(
+            text[1].starts_with("users.htpasswd:3: user bob already defined on line 2, which is skipped"),
+            "{text:?}"
+        );
+        assert_eq!(problems[1].severity, Severity::Warning);
+        // A loaded first line still wins over a later broken one, as before.
+        let (table, problems) = parse("bob:{PLAIN}new\nbob:$apr1$x\n");
+        assert!(table.get(b"bob").is_some_and(|u| u.hash.verify(b"new")));
+        assert_eq!(problems.len(), 1);
     }
 
     #[test]
