@@ -28,17 +28,20 @@ pub fn auth_request(data: &[u8]) {
     }
     let (protocol, verdicts) = match auth_http::parse_request(data) {
         Ok(req) => {
-            let server = req.client_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            let server = req.client_ip().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
             let port = u16::try_from(req.login_attempt).ok().filter(|p| *p > 0).unwrap_or(143);
             let kind = match req.method {
                 AuthMethod::Plain => RefuseKind::InvalidCredentials,
                 AuthMethod::Apop | AuthMethod::CramMd5 => RefuseKind::Banned,
                 AuthMethod::External => RefuseKind::Temporary,
+                AuthMethod::XOAuth2 | AuthMethod::OAuthBearer => RefuseKind::PrivacyRequired,
                 AuthMethod::None => RefuseKind::RelayDenied,
             };
             let accept = Accept {
                 server,
                 port,
+                // The client's own login echoed back as the backend's name.
+                user: Some(req.user.clone()),
                 // The client's own bytes echoed back: the hardest value a reply carries.
                 pass: Some(Zeroizing::new(req.pass.to_vec())),
             };

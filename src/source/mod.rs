@@ -144,7 +144,7 @@ impl Source {
 /// is a usable address).
 #[cfg(fuzzing)]
 pub(crate) fn fuzz_http_basic_answer(status: u16, lines: &[u8]) {
-    use http_basic::{RouteTarget, Upstream, map_response, parse_route};
+    use http_basic::response::{RouteTarget, Upstream, map_response, parse_route};
     use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
     let Ok(status) = reqwest::StatusCode::from_u16(status) else {

@@ -40,7 +40,7 @@ use zeroize::Zeroizing;
 
 pub(super) mod breaker;
 mod canary;
-mod response;
+pub(super) mod response;
 mod transport;
 
 use breaker::{Admit, Breaker, BreakerState, Transition};

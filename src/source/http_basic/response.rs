@@ -12,7 +12,7 @@ use crate::reason::Reason;
 
 /// What the upstream's answer means, before any routing lookup.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Upstream {
+pub(in crate::source) enum Upstream {
     /// 2xx, with the backend the response named (if routing is on and it named one).
     Accepted(Option<RouteTarget>),
     /// 401 or 403.
@@ -25,7 +25,7 @@ pub(super) enum Upstream {
 
 /// A backend named by the upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum RouteTarget {
+pub(in crate::source) enum RouteTarget {
     /// An IP literal: used as is.
     Addr(SocketAddr),
     /// A host name, resolved per login.
@@ -33,7 +33,11 @@ pub(super) enum RouteTarget {
 }
 
 /// Maps a status and headers to an answer (no I/O).
-pub(super) fn map_response(status: StatusCode, headers: &HeaderMap, route: Option<&RouteHeaders>) -> Upstream {
+pub(in crate::source) fn map_response(
+    status: StatusCode,
+    headers: &HeaderMap,
+    route: Option<&RouteHeaders>,
+) -> Upstream {
     if status.is_success() {
         let Some(route) = route else {
             return Upstream::Accepted(None);
@@ -61,7 +65,7 @@ pub(super) fn map_response(status: StatusCode, headers: &HeaderMap, route: Optio
 
 /// Reads a backend from the routing headers' values: an IPv4 or IPv6 literal (brackets
 /// allowed) or a host name, and a port from 1 to 65535.
-pub(super) fn parse_route(server: &[u8], port: &[u8]) -> Result<RouteTarget, Reason> {
+pub(in crate::source) fn parse_route(server: &[u8], port: &[u8]) -> Result<RouteTarget, Reason> {
     let port = std::str::from_utf8(port)
         .ok()
         .map(str::trim)
@@ -93,7 +97,7 @@ pub(super) fn parse_route(server: &[u8], port: &[u8]) -> Result<RouteTarget, Rea
 
 /// The `Authorization` header for a login: `Basic base64(user ":" pass)` over the decoded
 /// bytes. `None` when the user name holds a `:`, which Basic auth cannot express.
-pub(super) fn basic_authorization(user: &[u8], pass: &[u8]) -> Option<HeaderValue> {
+pub(in crate::source) fn basic_authorization(user: &[u8], pass: &[u8]) -> Option<HeaderValue> {
     if user.contains(&b':') {
         return None;
     }
