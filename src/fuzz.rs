@@ -172,6 +172,7 @@ pub fn hash_fixtures(data: &[u8]) {
     let reads = match hash.scheme_name() {
         "des-crypt" => 8,
         "bcrypt" => 72,
+        "plain-trunc" => plain_trunc_kept(stored),
         _ => usize::MAX,
     };
     // DES keeps only 7 bits of each byte: a high-bit candidate has no simple model.
@@ -195,6 +196,33 @@ pub fn hash_fixtures(data: &[u8]) {
     } else {
         let expected = candidate[..candidate.len().min(reads)] == clear[..clear.len().min(reads)];
         assert_eq!(got, expected, "{label}: verify disagrees with the reference tool");
+    }
+}
+
+/// How many leading bytes of a password Dovecot compares for a `{PLAIN-TRUNC}N-text` entry:
+/// N when the text is exactly N bytes (a cut password, so `doveadm pw -t
+/// '{PLAIN-TRUNC}13-correct horse' -p 'correct horseXYZ'` verifies), else all of them.
+fn plain_trunc_kept(stored: &str) -> usize {
+    use base64::Engine as _;
+    let Some((prefix, body)) = stored.split_once('}') else {
+        return usize::MAX;
+    };
+    let raw = if prefix.to_ascii_lowercase().ends_with(".b64") {
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap_or_default()
+    } else {
+        body.as_bytes().to_vec()
+    };
+    let Some(dash) = raw.iter().position(|&b| b == b'-') else {
+        return usize::MAX;
+    };
+    let n = std::str::from_utf8(&raw[..dash])
+        .ok()
+        .and_then(|n| n.parse::<usize>().ok());
+    match n {
+        Some(n) if raw.len() - dash - 1 == n => n,
+        _ => usize::MAX,
     }
 }
 
