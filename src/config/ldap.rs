@@ -26,6 +26,7 @@ pub(super) const FIELDS: &[&str] = &[
     "pool_size",
     "host_attribute",
     "port_attribute",
+    "destuser_attribute",
     "password_attribute",
     "disabled_filter",
     "ca_file",
@@ -95,6 +96,8 @@ pub(crate) struct LdapConfig {
     pub host_attribute: Option<String>,
     /// The attribute naming the login's backend port.
     pub port_attribute: Option<String>,
+    /// The attribute naming the user the backend sees (the reply's `Auth-User`).
+    pub destuser_attribute: Option<String>,
     /// The deadline of one login's whole exchange with the server.
     pub timeout: Duration,
     /// Connections kept open; a login waits for one up to `timeout`.
@@ -305,6 +308,10 @@ pub(super) fn validate(
         .port_attribute
         .as_ref()
         .and_then(|a| attribute(a, &key("port_attribute"), c));
+    let destuser_attribute = raw
+        .destuser_attribute
+        .as_ref()
+        .and_then(|a| attribute(a, &key("destuser_attribute"), c));
     if port_attribute.is_some() && host_attribute.is_none() {
         c.problem(
             span(&raw.port_attribute),
@@ -353,6 +360,7 @@ pub(super) fn validate(
         disabled_filter,
         host_attribute,
         port_attribute,
+        destuser_attribute,
         timeout,
         pool_size,
         breaker_failures: u32::try_from(breaker_failures).unwrap_or(u32::MAX),

@@ -105,6 +105,7 @@ pub(super) struct RawSource {
     pub(super) pool_size: Option<Spanned<i64>>,
     pub(super) host_attribute: Option<Spanned<String>>,
     pub(super) port_attribute: Option<Spanned<String>>,
+    pub(super) destuser_attribute: Option<Spanned<String>>,
     pub(super) password_attribute: Option<Spanned<String>>,
     pub(super) disabled_filter: Option<Spanned<String>>,
     pub(super) ca_file: Option<Spanned<String>>,

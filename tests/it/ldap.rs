@@ -362,3 +362,54 @@ fn check_config_binds_and_searches_once() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("finds entries for a made-up login"), "{out}");
 }
+
+#[test]
+fn destuser_attribute_names_the_user_the_backend_sees() {
+    let slapd = Slapd::start();
+    // The common setup: people log in by mail address, the mail store knows them by uid.
+    let d = Daemon::builder(&config(
+        &slapd.url(),
+        "host_attribute = \"host\"\nport_attribute = \"ipServicePort\"\ndestuser_attribute = \"uid\"",
+    ))
+    .start();
+    let alice = d.login("imap", "alice@example.org", "alice-pw");
+    assert!(is_accepted(&alice), "{}", String::from_utf8_lossy(&alice));
+    assert_eq!(header(&alice, "Auth-User").as_deref(), Some("alice"));
+    let bob = d.login("imap", "bob@example.org", "bob-pw");
+    assert_eq!(header(&bob, "Auth-User").as_deref(), Some("bob"));
+    assert_eq!(header(&bob, "Auth-Server").as_deref(), Some("192.0.2.30"));
+    assert_eq!(header(&bob, "Auth-Port").as_deref(), Some("1143"));
+    // A wrong password is refused before any attribute is used.
+    assert!(d.invalid("bob@example.org", "nope"));
+
+    // An entry without the attribute: nginx logs in to the backend with the login itself.
+    let absent = Daemon::builder(&config(&slapd.url(), "destuser_attribute = \"employeeType\"")).start();
+    let alice = absent.login("imap", "alice", "alice-pw");
+    assert!(is_accepted(&alice), "{}", String::from_utf8_lossy(&alice));
+    assert_eq!(header(&alice, "Auth-User"), None);
+
+    // A value nginx cannot send as one IMAP word ("M Rose") is a temporary failure, for a
+    // password login and for APOP alike; "Tim" is used as it is.
+    let cn = Daemon::builder(&config(
+        &slapd.url(),
+        "verify = \"password-attribute\"\ndestuser_attribute = \"cn\"",
+    ))
+    .start();
+    assert_eq!(status(&cn, b"mrose", "tanstaaf"), IMAP_TEMP);
+    assert_eq!(last_reason(&cn, "mrose"), "source-route-unusable");
+    assert!(
+        cn.log()
+            .contains("destuser attribute is empty, not UTF-8 or has spaces")
+    );
+    let apop = cn.ask(&digest_request(
+        "apop",
+        "pop3",
+        "mrose",
+        "<1896.697170952@dbc.mtview.ca.us>",
+        "c4c9334bac560ecc979e58001b3e22fb",
+    ));
+    assert!(!is_accepted(&apop), "{}", String::from_utf8_lossy(&apop));
+    let tim = cn.login("imap", "tim", "tanstaaftanstaaf");
+    assert!(is_accepted(&tim), "{}", String::from_utf8_lossy(&tim));
+    assert_eq!(header(&tim, "Auth-User").as_deref(), Some("Tim"));
+}

@@ -20,6 +20,7 @@
 //!   password-attribute logins go through it like any stored hash.
 //! - `host_attribute` / `port_attribute` name the backend of a login (an IP literal, with
 //!   the port in its own attribute or as `ip:port`); an entry without them leaves `[route]`.
+//!   `destuser_attribute` names the user the backend sees (the reply's `Auth-User`).
 //! - APOP and CRAM-MD5 are checked in password-attribute mode against entries whose stored
 //!   secret allows it (`{PLAIN}`, `{CLEARTEXT}`; CRAM-MD5 also `{CRAM-MD5}`).
 
@@ -262,10 +263,14 @@ impl LdapSource {
             });
         }
         lease.keep();
+        let route = match self.route(&entry.attrs) {
+            Ok(route) => route,
+            Err(reason) => return Ok(DigestAnswer::Unavailable { reason }),
+        };
         Ok(DigestAnswer::Accepted {
             cleartext: hash.cleartext().map(|c| zeroize::Zeroizing::new(c.to_vec())),
             scheme: SchemeUsed::of(&hash),
-            route: SourceRoute::default(),
+            route,
         })
     }
 
@@ -385,19 +390,16 @@ impl LdapSource {
             });
         }
         lease.keep();
-        let backend = match attrs.as_ref().map(|a| self.backend(a)) {
+        let route = match attrs.as_ref().map(|a| self.route(a)) {
             Some(Err(reason)) => return Ok(PlainAnswer::Unavailable { reason }),
-            Some(Ok(backend)) => backend,
-            None => None,
+            Some(Ok(route)) => route,
+            None => SourceRoute::default(),
         };
-        Ok(PlainAnswer::Accepted {
-            route: backend.map(SourceRoute::at).unwrap_or_default(),
-            scheme,
-        })
+        Ok(PlainAnswer::Accepted { route, scheme })
     }
 
     fn needs_attributes(&self) -> bool {
-        self.config.host_attribute.is_some()
+        self.config.host_attribute.is_some() || self.config.destuser_attribute.is_some()
     }
 
     /// The attributes a search asks for.
@@ -408,6 +410,7 @@ impl LdapSource {
         }
         attrs.extend(self.config.host_attribute.as_deref());
         attrs.extend(self.config.port_attribute.as_deref());
+        attrs.extend(self.config.destuser_attribute.as_deref());
         if attrs.len() > 1 {
             attrs.remove(0);
         }
@@ -589,6 +592,29 @@ impl LdapSource {
             return Err(Reason::LdapError);
         }
         Ok(!entries.is_empty())
+    }
+
+    /// The routing facts the entry's attributes give: its backend (`host_attribute`,
+    /// `port_attribute`) and the user the backend sees (`destuser_attribute`). A value that
+    /// cannot be used is a temporary failure, never another backend or another user.
+    fn route(&self, attrs: &SearchEntry) -> Result<SourceRoute, Reason> {
+        let mut route = self.backend(attrs)?.map(SourceRoute::at).unwrap_or_default();
+        if let Some(name) = &self.config.destuser_attribute
+            && let Some(value) = attribute_bytes(attrs, name).into_iter().next()
+        {
+            // As a passwd-file `destuser=`: nginx sends it as one header value and the
+            // backend as one IMAP/POP3 word.
+            match String::from_utf8(value) {
+                Ok(user) if !user.is_empty() && !user.contains(|c: char| c.is_whitespace() || c.is_control()) => {
+                    route.destuser = Some(user);
+                }
+                _ => {
+                    tracing::warn!(source = %self.name, attribute = %name, "an entry's destuser attribute is empty, not UTF-8 or has spaces; temporary failure");
+                    return Err(Reason::SourceRouteUnusable);
+                }
+            }
+        }
+        Ok(route)
     }
 
     /// The backend the entry names, if it names one.
