@@ -13,6 +13,8 @@
 
 mod load;
 mod report;
+#[allow(dead_code, reason = "write_section is for the benches that own a section")]
+mod sections;
 mod servers;
 
 use std::collections::BTreeMap;
@@ -486,15 +488,9 @@ async fn bench(opts: Options) {
     let markdown = report::markdown(&context, &rows, million.as_ref());
     println!("{markdown}");
     if let Some(out) = &bench.opts.out {
-        // The shared-state section (`bench/state`) is written by another run: kept as it is.
-        let old = std::fs::read_to_string(out).unwrap_or_default();
-        let kept = match (
-            old.find("<!-- state-bench:begin -->"),
-            old.find("<!-- state-bench:end -->"),
-        ) {
-            (Some(b), Some(e)) if e > b => format!("\n{}\n", &old[b..e + "<!-- state-bench:end -->".len()]),
-            _ => String::new(),
-        };
+        // The shared-state and LDAP sections (`bench/state`, `bench/ldap`) are written by
+        // other runs: kept as they are.
+        let kept = sections::owned_sections(&std::fs::read_to_string(out).unwrap_or_default());
         std::fs::write(out, format!("{markdown}{kept}")).expect("write report");
     }
     if let Some(svg) = &bench.opts.svg {

@@ -19,6 +19,9 @@
 #[path = "../loadgen/load.rs"]
 mod load;
 #[allow(dead_code, reason = "shared with examples/loadgen, which uses all of it")]
+#[path = "../loadgen/sections.rs"]
+mod sections;
+#[allow(dead_code, reason = "shared with examples/loadgen, which uses all of it")]
 #[path = "../loadgen/servers.rs"]
 mod servers;
 
@@ -33,8 +36,8 @@ use load::{Bounds, Expect, Request, Stats};
 use servers::{Guard, addr, free_port, mailauthd_config, start_mailauthd, temp_dir};
 
 /// The markers around the section this writes.
-const BEGIN: &str = "<!-- state-bench:begin -->";
-const END: &str = "<!-- state-bench:end -->";
+const BEGIN: &str = sections::SECTIONS[0].0;
+const END: &str = sections::SECTIONS[0].1;
 
 struct Options {
     rounds: usize,
@@ -344,14 +347,7 @@ fn main() {
     md.push_str(&format!("{END}\n"));
     println!("{md}");
     if let Some(out) = &opts.out {
-        let old = std::fs::read_to_string(out).unwrap_or_default();
-        let new = match (old.find(BEGIN), old.find(END)) {
-            (Some(b), Some(e)) if e > b => {
-                format!("{}{}{}", &old[..b], md, &old[e + END.len()..].trim_start_matches('\n'))
-            }
-            _ => format!("{}\n{md}", old.trim_end()),
-        };
-        std::fs::write(out, new).expect("write report");
+        sections::write_section(out, BEGIN, END, &md);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
