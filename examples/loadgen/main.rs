@@ -3,7 +3,7 @@
 //! in count and time.
 //!
 //! Options: `--rounds N` (3), `--secs S` per run (3), `--concurrency C` (16),
-//! `--million` / `--no-million` (1M-user file load test, on by default), `--mailauthd PATH`,
+//! `--million` / `--no-million` (the 1M- and 10M-user file load tests, on by default), `--mailauthd PATH`,
 //! `--out FILE.md`, `--svg FILE.svg`, `--only TEXT` (scenarios whose label contains TEXT; `=LABEL`: that scenario alone).
 
 #![allow(
@@ -30,7 +30,8 @@ use report::{Row, Server};
 
 const COLD_USERS: u64 = 4000;
 const MIXED_USERS: usize = 10_000;
-const MILLION: usize = 1_000_000;
+/// The sizes of the large users files: their load time and memory should grow linearly.
+const LARGE_FILES: [usize; 2] = [1_000_000, 10_000_000];
 
 struct Options {
     rounds: usize,
@@ -305,27 +306,27 @@ fn shell(cmd: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Load time and memory of mailauthd with a 1M-user file, and what one login costs the
-/// chain with the same file.
-async fn million(opts: &Options, dir: &Path, h: &Hashes) -> report::Million {
-    let path = dir.join("million.htpasswd");
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create 1M file"));
+/// Load time and memory of mailauthd with a file of `users` users, and what one login costs
+/// the chain with the same file.
+async fn large_file(opts: &Options, dir: &Path, h: &Hashes, users: usize) -> report::LargeFile {
+    let path = dir.join("large.htpasswd");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&path).expect("create the large file"));
     let hashes = [&h.plain, &h.sha, &h.apr1, &h.bcrypt];
-    for n in 0..MILLION {
-        writeln!(file, "u{n}:{}", hashes[n % 4]).expect("write 1M file");
+    for n in 0..users {
+        writeln!(file, "u{n}:{}", hashes[n % 4]).expect("write the large file");
     }
     drop(file);
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     // The last user is a {PLAIN} one, so the probe itself costs nothing.
-    let last = format!("u{}", MILLION - 4);
+    let last = format!("u{}", users - 4);
     let port = servers::free_port();
-    let guard = servers::start_mailauthd(&opts.mailauthd, dir, "million", &servers::mailauthd_config(&path, port));
-    let ready = wait_ready(servers::addr(port), &last, "pw-plain", Duration::from_secs(60)).await;
+    let guard = servers::start_mailauthd(&opts.mailauthd, dir, "large", &servers::mailauthd_config(&path, port));
+    let ready = wait_ready(servers::addr(port), &last, "pw-plain", Duration::from_secs(300)).await;
     let (rss, peak) = servers::rss_kib(guard.pid());
     drop(guard);
 
     let (chain_port, ceiling_port) = (servers::free_port(), servers::free_port());
-    let ndir = dir.join("nginx-million");
+    let ndir = dir.join("nginx-large");
     std::fs::create_dir_all(&ndir).expect("nginx dir");
     let nginx = servers::start_nginx(&ndir, &servers::nginx_config(&ndir, &path, chain_port, ceiling_port));
     let mut chain_ms = None;
@@ -348,8 +349,9 @@ async fn million(opts: &Options, dir: &Path, h: &Hashes) -> report::Million {
         chain_ms = (stats.ok > 0).then(|| stats.percentile_ms(0.5));
     }
     drop(nginx);
-    report::Million {
-        users: MILLION,
+    let _ = std::fs::remove_file(&path);
+    report::LargeFile {
+        users,
         file_mb: size as f64 / 1e6,
         load: ready,
         rss_mb: rss as f64 / 1024.0,
@@ -449,11 +451,12 @@ async fn bench(opts: Options) {
     drop(mailauthd);
     drop(nginx);
 
-    let million = if bench.opts.million {
-        Some(million(&bench.opts, &dir, &hashes).await)
-    } else {
-        None
-    };
+    let mut files = Vec::new();
+    if bench.opts.million {
+        for users in LARGE_FILES {
+            files.push(large_file(&bench.opts, &dir, &hashes, users).await);
+        }
+    }
 
     let rows: Vec<Row> = Scenario::ALL
         .iter()
@@ -485,7 +488,7 @@ async fn bench(opts: Options) {
         cold_users_used: cold_seen,
         cold_users: COLD_USERS,
     };
-    let markdown = report::markdown(&context, &rows, million.as_ref());
+    let markdown = report::markdown(&context, &rows, &files);
     println!("{markdown}");
     if let Some(out) = &bench.opts.out {
         // The shared-state and LDAP sections (`bench/state`, `bench/ldap`) are written by
