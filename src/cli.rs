@@ -131,6 +131,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(config.as_ref())?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(config.workers)
+                .on_thread_park(crate::logging::on_worker_park)
+                .on_thread_stop(crate::logging::flush_thread)
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
@@ -192,13 +194,14 @@ fn write_stdout(bytes: &[u8]) -> anyhow::Result<ExitCode> {
 pub fn init_logging(format: LogFormat, default_level: &str) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    use std::io::IsTerminal;
+    // Plain text, never colours: a log is read by journald, fail2ban and grep, and ANSI
+    // styling (even switched off at run time) costs each login line several thousand
+    // instructions, so it is left out of the build.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_writer(crate::logging::BatchedStderr);
     let result = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.event_format(crate::logging::TextFormat::default()).try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
     if let Err(e) = result {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::unix::AsyncFd;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -49,7 +50,15 @@ pub(crate) async fn bind(listen: &ListenAddr) -> Result<Listener, DaemonError> {
     match listen {
         ListenAddr::Tcp(addr) => TcpListener::bind(addr)
             .await
-            .map(Listener::Tcp)
+            .and_then(TcpListener::into_std)
+            .and_then(|l| {
+                // SAFETY: `AsyncFd` asks that the descriptor stay open while registered. It
+                // owns the listener, which closes it only when dropped, after the
+                // registration is removed.
+                unsafe { AsyncFd::register(l) }
+                    .map(Listener::Tcp)
+                    .map_err(std::io::Error::from)
+            })
             .map_err(|source| DaemonError::Bind {
                 addr: listen.to_string(),
                 source,
@@ -269,7 +278,12 @@ pub(crate) async fn serve(config: Config) -> Result<(), DaemonError> {
         read_timeout: config.read_timeout,
         max_connections: config.max_connections,
     };
-    server::run(listener, auth, limits, shutdown).await;
+    // The accept loop runs as a task on a worker thread, so each connection's task starts
+    // on the same thread (tokio's LIFO slot) instead of being handed over from the main
+    // thread with a wake-up per login.
+    if let Err(e) = tokio::spawn(server::run(listener, auth, limits, shutdown)).await {
+        tracing::error!("the accept loop ended abnormally: {e}");
+    }
     reloader.abort();
     health.abort();
     names.abort();

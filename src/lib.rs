@@ -27,6 +27,7 @@ mod decide;
 #[cfg(fuzzing)]
 pub mod fuzz;
 mod hash;
+mod logging;
 mod login;
 mod metrics;
 mod nginx_config;

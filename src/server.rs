@@ -8,10 +8,10 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 
 use crate::auth_http::{self, MAX_REQUEST_BYTES, ProtocolError, Refusal, RefuseKind, Verdict};
 use crate::decide::{Authenticator, Decision, log_decision, use_real_client};
@@ -21,8 +21,10 @@ use crate::reason::Reason;
 /// A bound listener: TCP or a unix-domain socket.
 #[derive(Debug)]
 pub(crate) enum Listener {
-    /// TCP.
-    Tcp(TcpListener),
+    /// TCP: a non-blocking listening socket whose readiness the runtime watches. Its
+    /// connections are accepted non-blocking and answered without the runtime when they
+    /// can be ([`serve_tcp`]).
+    Tcp(AsyncFd<std::net::TcpListener>),
     /// Unix-domain socket.
     Unix(UnixListener),
 }
@@ -31,7 +33,10 @@ impl Listener {
     /// The bound address, for the log.
     pub(crate) fn local_addr(&self) -> String {
         match self {
-            Listener::Tcp(l) => l.local_addr().map_or_else(|e| format!("tcp ({e})"), |a| a.to_string()),
+            Listener::Tcp(l) => l
+                .get_ref()
+                .local_addr()
+                .map_or_else(|e| format!("tcp ({e})"), |a| a.to_string()),
             Listener::Unix(l) => l
                 .local_addr()
                 .ok()
@@ -59,10 +64,12 @@ pub(crate) async fn run(
     shutdown: impl Future<Output = ()>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
-    let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
+        // `biased`: shutdown is checked first, in this order, without drawing a random
+        // number per connection for fairness among two branches that need none.
         let permit = tokio::select! {
+            biased;
             () = &mut shutdown => break,
             permit = permits.clone().acquire_owned() => match permit {
                 Ok(p) => p,
@@ -70,16 +77,23 @@ pub(crate) async fn run(
             },
         };
         let accepted = tokio::select! {
+            biased;
             () = &mut shutdown => break,
             accepted = accept(&listener) => accepted,
         };
-        // Reap finished connection tasks so the set does not grow.
-        while connections.try_join_next().is_some() {}
         match accepted {
             Ok((stream, peer)) => {
                 let auth = auth.clone();
-                connections.spawn(async move {
-                    serve_connection(stream, peer, &auth, limits.read_timeout).await;
+                // Each task holds its permit: the permits in use are the connections in
+                // flight, which is all the draining below needs to know.
+                tokio::spawn(async move {
+                    match stream {
+                        Accepted::Tcp(stream) => serve_tcp(stream, peer, &auth, limits.read_timeout).await,
+                        Accepted::Unix(stream) => {
+                            let started = Connection::start(limits.read_timeout);
+                            serve_connection(Box::new(stream), peer, &auth, limits.read_timeout, started).await;
+                        }
+                    }
                     drop(permit);
                 });
             }
@@ -90,29 +104,116 @@ pub(crate) async fn run(
             }
         }
     }
-    // Finished tasks are only reaped at the next accept; reap them so the count is true.
-    while connections.try_join_next().is_some() {}
-    tracing::info!("stopped accepting; draining {} connection(s)", connections.len());
-    while connections.join_next().await.is_some() {}
+    let in_flight = limits.max_connections - permits.available_permits();
+    tracing::info!("stopped accepting; draining {in_flight} connection(s)");
+    // Every permit back: every connection task has ended.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = permits.acquire_many(all).await;
 }
 
 /// A connection from either kind of listener.
 pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
+/// An accepted connection.
+enum Accepted {
+    /// Non-blocking, not (yet) watched by the runtime.
+    Tcp(std::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
 /// A new connection and the address it came from (`unix:` on a unix socket).
-async fn accept(listener: &Listener) -> io::Result<(Box<dyn Stream>, String)> {
+async fn accept(listener: &Listener) -> io::Result<(Accepted, String)> {
     match listener {
-        Listener::Tcp(l) => {
-            let (stream, peer) = l.accept().await?;
-            // Replies are one small write: send it at once.
-            let _ = stream.set_nodelay(true);
-            Ok((Box::new(stream), peer.ip().to_canonical().to_string()))
-        }
+        Listener::Tcp(l) => loop {
+            let mut ready = l.readable().await?;
+            // accept4(SOCK_NONBLOCK | SOCK_CLOEXEC): the connection is non-blocking from the
+            // start, with no fcntl per login. No TCP_NODELAY either (one setsockopt per
+            // login): the reply is the connection's first and only write, and Nagle's
+            // algorithm holds a segment back only while earlier data is unacknowledged.
+            let accepted =
+                ready.try_io(|l| socket2::SockRef::from(l.get_ref()).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC));
+            let Ok(accepted) = accepted else {
+                // Nothing left to accept: the readiness was cleared, wait for the next.
+                continue;
+            };
+            let (socket, addr) = accepted?;
+            let peer = addr.as_socket().map_or_else(
+                || "unknown".to_owned(),
+                |a| crate::login::ip_text(a.ip().to_canonical()),
+            );
+            return Ok((Accepted::Tcp(socket.into()), peer));
+        },
         Listener::Unix(l) => {
             let (stream, _) = l.accept().await?;
-            Ok((Box::new(stream), "unix:".to_owned()))
+            Ok((Accepted::Unix(stream), "unix:".to_owned()))
         }
+    }
+}
+
+/// When a connection was accepted and when its request must be answered by.
+#[derive(Clone, Copy)]
+struct Connection {
+    started: Instant,
+    deadline: tokio::time::Instant,
+}
+
+impl Connection {
+    fn start(read_timeout: Duration) -> Connection {
+        Connection {
+            started: Instant::now(),
+            deadline: tokio::time::Instant::now() + read_timeout,
+        }
+    }
+}
+
+/// The bytes of a request read in one go before the runtime is involved: an nginx request
+/// is a few hundred bytes (several KB only with a client certificate, which then takes the
+/// ordinary way).
+const FIRST_READ: usize = 2048;
+
+/// Serves a TCP connection. nginx sends its request as soon as it connects, so by the time
+/// the connection is accepted the request is usually there, and the reply fits in the
+/// socket's empty send buffer: both are done with one non-blocking call each, without
+/// registering the socket with the runtime (which costs two `epoll_ctl` calls per login).
+/// A request still arriving, or a reply that does not go out at once, continues the
+/// ordinary way, watched by the runtime and under the same deadline.
+async fn serve_tcp(stream: std::net::TcpStream, peer: String, auth: &Authenticator, read_timeout: Duration) {
+    use std::io::{Read, Write};
+    let conn = Connection::start(read_timeout);
+    let mut first = [0u8; FIRST_READ];
+    let read = match (&stream).read(&mut first) {
+        Ok(0) => return,
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(_) => return,
+    };
+    let Some(len) = auth_http::find_header_end(&first[..read], &mut 0) else {
+        // Not all there yet: the ordinary way, with what has arrived.
+        let buf = first[..read].to_vec();
+        zeroize::Zeroize::zeroize(&mut first[..read]);
+        if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+            continue_connection(Box::new(stream), peer, auth, read_timeout, conn, buf).await;
+        }
+        return;
+    };
+    let reply = answer(&first[..len], &peer, auth, conn).await;
+    let read_whole = read == len;
+    // Zero the request bytes: they held the password.
+    zeroize::Zeroize::zeroize(&mut first[..read]);
+    let sent = match (&stream).write(&reply) {
+        Ok(n) => n,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(_) => return,
+    };
+    if sent == reply.len() {
+        if !read_whole {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        }
+        return;
+    }
+    if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
+        finish(Box::new(stream), &reply[sent..], read_whole, read_timeout).await;
     }
 }
 
@@ -148,48 +249,80 @@ async fn read_header_block(
     }
 }
 
-async fn serve_connection(mut stream: Box<dyn Stream>, peer: String, auth: &Authenticator, read_timeout: Duration) {
-    let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + read_timeout;
+async fn serve_connection(
+    stream: Box<dyn Stream>,
+    peer: String,
+    auth: &Authenticator,
+    read_timeout: Duration,
+    conn: Connection,
+) {
     // Room for a whole ordinary request, so the buffer holding the password is not
     // reallocated (which would leave an unzeroed copy behind).
-    let mut buf = Vec::with_capacity(8192);
+    continue_connection(stream, peer, auth, read_timeout, conn, Vec::with_capacity(8192)).await;
+}
+
+/// Reads the rest of a request (after the bytes in `buf`) under the connection's deadline,
+/// answers it and closes.
+async fn continue_connection(
+    mut stream: Box<dyn Stream>,
+    peer: String,
+    auth: &Authenticator,
+    read_timeout: Duration,
+    conn: Connection,
+    mut buf: Vec<u8>,
+) {
+    buf.reserve(8192usize.saturating_sub(buf.len()));
     // Whether the request was read to its end (nothing unread left in the socket).
     let mut read_whole = false;
-    let reply = match read_header_block(stream.as_mut(), &mut buf, deadline).await {
-        Ok(len) => match auth_http::parse_request(&buf[..len]) {
-            Ok(mut req) => {
-                read_whole = buf.len() == len;
-                use_real_client(&auth.config, &mut req);
-                // The decision shares the request's deadline: a login stuck behind a full
-                // pool or a slow upstream gets a temporary failure instead of no answer.
-                let decision = match tokio::time::timeout_at(deadline, auth.decide(&req)).await {
-                    Ok(decision) => decision,
-                    Err(_) => Decision::temporary(Reason::Deadline),
-                };
-                if decision.reason == Reason::BadSecret {
-                    auth.report_bad_secret(&peer, &req);
-                }
-                log_decision(&req, &decision, started);
-                let (protocol, method) = (req.protocol.as_str(), req.method.as_str());
-                auth.metrics
-                    .decision(protocol, method, decision.result(), started.elapsed());
-                auth_http::render_reply(&decision.verdict, Some(req.protocol))
-            }
-            Err(e) => bad_request(auth, &e, auth_http::protocol_hint(&buf[..len]), started),
-        },
-        Err(ReadEnd::TooLarge) => bad_request(auth, &ProtocolError::TooLarge, None, started),
+    let reply = match read_header_block(stream.as_mut(), &mut buf, conn.deadline).await {
+        Ok(len) => {
+            read_whole = buf.len() == len;
+            answer(&buf[..len], &peer, auth, conn).await
+        }
+        Err(ReadEnd::TooLarge) => bad_request(auth, &ProtocolError::TooLarge, None, conn.started),
         Err(ReadEnd::TimedOut(0) | ReadEnd::Closed(0) | ReadEnd::Failed) => return,
-        Err(ReadEnd::TimedOut(_) | ReadEnd::Closed(_)) => bad_request(auth, &ProtocolError::Incomplete, None, started),
+        Err(ReadEnd::TimedOut(_) | ReadEnd::Closed(_)) => {
+            bad_request(auth, &ProtocolError::Incomplete, None, conn.started)
+        }
     };
-    // Zero the request bytes: they held the password.
-    zeroize::Zeroize::zeroize(&mut buf);
-    // With the whole request read, dropping the stream closes it with a FIN: no separate
-    // shutdown(2) per login. Otherwise unread bytes would make that close a reset, so the
-    // FIN goes first. nginx closes as soon as it has the header block; a reset after that is
-    // normal.
+    // Zero the request bytes: they held the password. Only `len` bytes were ever written
+    // (reads go to the spare room and advance `len`), so the rest is left alone.
+    zeroize::Zeroize::zeroize(buf.as_mut_slice());
+    finish(stream, &reply, read_whole, read_timeout).await;
+}
+
+/// The reply to one whole header block: parsed, decided, logged and counted.
+async fn answer(block: &[u8], peer: &str, auth: &Authenticator, conn: Connection) -> Vec<u8> {
+    let mut req = match auth_http::parse_request(block) {
+        Ok(req) => req,
+        Err(e) => return bad_request(auth, &e, auth_http::protocol_hint(block), conn.started),
+    };
+    use_real_client(&auth.config, &mut req);
+    // The decision shares the request's deadline: a login stuck behind a full pool or a
+    // slow upstream gets a temporary failure instead of no answer. Boxed: the decision's
+    // future is most of a connection's state, and a boxed one is not copied along with the
+    // connection's future when it is spawned.
+    let decision = match tokio::time::timeout_at(conn.deadline, Box::pin(auth.decide(&req))).await {
+        Ok(decision) => decision,
+        Err(_) => Decision::temporary(Reason::Deadline),
+    };
+    if decision.reason == Reason::BadSecret {
+        auth.report_bad_secret(peer, &req);
+    }
+    log_decision(&req, &decision, conn.started);
+    let (protocol, method) = (req.protocol.as_str(), req.method.as_str());
+    auth.metrics
+        .decision(protocol, method, decision.result(), conn.started.elapsed());
+    auth_http::render_reply(&decision.verdict, Some(req.protocol))
+}
+
+/// Writes `reply` and closes. With the whole request read, dropping the stream closes it
+/// with a FIN: no separate shutdown(2) per login. Otherwise unread bytes would make that
+/// close a reset, so the FIN goes first. nginx closes as soon as it has the header block; a
+/// reset after that is normal.
+async fn finish(mut stream: Box<dyn Stream>, reply: &[u8], read_whole: bool, read_timeout: Duration) {
     let write = async {
-        stream.write_all(&reply).await?;
+        stream.write_all(reply).await?;
         if !read_whole {
             stream.shutdown().await?;
         }

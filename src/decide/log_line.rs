@@ -15,6 +15,20 @@ const MAX_LOGGED_NAME: usize = 256;
 /// boundary, with `…(+N bytes)` saying how many bytes of the name were left out. A 4 KB
 /// name must not make a 24 KB line for each of its failures.
 fn logged_name(name: &[u8]) -> String {
+    // Most names are short printable ASCII, shown as they are.
+    if name.len() <= MAX_LOGGED_NAME && name.iter().all(|b| shown_as_is(*b)) {
+        return String::from_utf8_lossy(name).into_owned();
+    }
+    escaped_name(name)
+}
+
+/// Whether `char::escape_debug` leaves this byte's character as it is.
+fn shown_as_is(b: u8) -> bool {
+    (0x20..0x7f).contains(&b) && !matches!(b, b'\\' | b'"' | b'\'')
+}
+
+/// [`logged_name`] by escaping every character.
+fn escaped_name(name: &[u8]) -> String {
     let mut out = String::new();
     let mut shown = 0;
     for chunk in name.utf8_chunks() {
@@ -61,16 +75,35 @@ pub(crate) fn log_decision(req: &AuthRequest, decision: &Decision, started: Inst
     let source = decision.source.as_deref().unwrap_or("-");
     if let Verdict::Accept(accept) = &decision.verdict {
         // Where nginx was sent: the one thing an operator of several stores asks first.
-        let backend = std::net::SocketAddr::new(accept.server, accept.port).to_string();
-        tracing::info!(target: "mailauthd::auth", client_ip, result, reason = decision.reason.as_str(), protocol = %req.protocol, method = %req.method, user, scheme = scheme.as_str(), source, backend, micros, "login accepted");
+        let backend = match accept.server {
+            std::net::IpAddr::V4(v4) => {
+                let mut text = crate::login::Ipv4Text::new(v4).as_str().to_owned();
+                text.push(':');
+                text.push_str(itoa::Buffer::new().format(accept.port));
+                text
+            }
+            v6 => std::net::SocketAddr::new(v6, accept.port).to_string(),
+        };
+        tracing::info!(target: crate::logging::DECISION_TARGET, client_ip, result, reason = decision.reason.as_str(), protocol = %req.protocol, method = %req.method, user, scheme = scheme.as_str(), source, backend, micros, "login accepted");
     } else {
-        tracing::warn!(target: "mailauthd::auth", client_ip, result, reason = decision.reason.as_str(), protocol = %req.protocol, method = %req.method, user, scheme = scheme.as_str(), source, micros, "login refused");
+        tracing::warn!(target: crate::logging::DECISION_TARGET, client_ip, result, reason = decision.reason.as_str(), protocol = %req.protocol, method = %req.method, user, scheme = scheme.as_str(), source, micros, "login refused");
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_LOGGED_NAME, logged_name};
+    use super::{MAX_LOGGED_NAME, escaped_name, logged_name, shown_as_is};
+
+    #[test]
+    fn the_short_way_shows_what_escaping_would() {
+        for b in 0..=u8::MAX {
+            let escaped = escaped_name(&[b]);
+            assert_eq!(shown_as_is(b), escaped.as_bytes() == [b], "byte {b:#x}: {escaped:?}");
+        }
+        for name in ["alice@example.org", "a b", "x!#$%&()*+,-./:;<=>?[]^_`{|}~"] {
+            assert_eq!(logged_name(name.as_bytes()), escaped_name(name.as_bytes()));
+        }
+    }
 
     #[test]
     fn a_long_name_is_cut_and_marked() {

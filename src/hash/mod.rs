@@ -126,7 +126,11 @@ enum Algo {
 pub(crate) struct StoredHash {
     algo: Algo,
     expected: Zeroizing<Vec<u8>>,
-    fingerprint: [u8; 32],
+    /// The stored text, for [`StoredHash::fingerprint`] (it may hold a cleartext: zeroized).
+    text: Zeroizing<String>,
+    /// SHA-256 of `text`, worked out when first asked for: cheap schemes are verified
+    /// without the verified-login cache and never need it.
+    fingerprint: std::sync::OnceLock<[u8; 32]>,
 }
 
 impl std::fmt::Debug for StoredHash {
@@ -149,11 +153,11 @@ impl StoredHash {
         } else {
             parse_crypt(stored)?
         };
-        let fingerprint = Sha256::digest(stored.as_bytes()).into();
         Ok(StoredHash {
             algo,
             expected: Zeroizing::new(expected),
-            fingerprint,
+            text: Zeroizing::new(stored.to_owned()),
+            fingerprint: std::sync::OnceLock::new(),
         })
     }
 
@@ -199,7 +203,8 @@ impl StoredHash {
             Algo::PlainTrunc(_) => Zeroizing::new(random.to_vec()),
             _ => dummy.compute(&password),
         };
-        dummy.fingerprint = Sha256::digest(&dummy.expected).into();
+        dummy.text = Zeroizing::new(String::new());
+        dummy.fingerprint = std::sync::OnceLock::from(<[u8; 32]>::from(Sha256::digest(&dummy.expected)));
         dummy
     }
 
@@ -259,7 +264,9 @@ impl StoredHash {
 
     /// SHA-256 of the stored text: changes whenever the stored hash changes.
     pub(crate) fn fingerprint(&self) -> [u8; 32] {
-        self.fingerprint
+        *self
+            .fingerprint
+            .get_or_init(|| Sha256::digest(self.text.as_bytes()).into())
     }
 
     /// APOP (RFC 1939): `digest_hex` == lowercase hex MD5(salt ‖ cleartext),
@@ -547,7 +554,8 @@ fn crypt_under(
         let held = StoredHash {
             algo,
             expected: Zeroizing::new(Vec::new()),
-            fingerprint: [0; 32],
+            text: Zeroizing::new(String::new()),
+            fingerprint: std::sync::OnceLock::new(),
         }
         .scheme_name();
         return Err(malformed(scheme)(format!("{verifier} does not verify {held} hashes")));

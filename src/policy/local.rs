@@ -67,10 +67,10 @@ impl LocalStore {
 
     /// Bans and successes of `subject`.
     pub(crate) fn lookup(&self, subject: &Subject, now: u64) -> Lookup {
-        let ban = |scope: Scope| self.bans.get(&subject.key(scope)).filter(|until| *until > now);
+        let ban = |scope: Scope| self.bans.get(subject.key(scope)).filter(|until| *until > now);
         let recent = |scope: Scope| {
             self.successes
-                .get(&subject.key(scope))
+                .get(subject.key(scope))
                 .is_some_and(|at| at.saturating_add(self.success_ms) > now)
         };
         Lookup {
@@ -90,15 +90,15 @@ impl LocalStore {
                 continue;
             }
             let key = subject.key(scope);
-            let window = self.windows.get_with_by_ref(&key, Arc::default);
+            let window = self.windows.get_with_by_ref(key, Arc::default);
             let count = match window.lock() {
                 Ok(mut w) => w.record(tag, now, limits.window_ms, limit),
                 Err(poisoned) => poisoned.into_inner().record(tag, now, limits.window_ms, limit),
             };
             recorded.counts[i] = count;
             if count >= limit {
-                self.bans.insert(key.clone(), now.saturating_add(limits.ban_ms));
-                self.windows.invalidate(&key);
+                self.bans.insert(key.to_owned(), now.saturating_add(limits.ban_ms));
+                self.windows.invalidate(key);
                 recorded.banned = recorded.banned.or(Some(scope));
             }
         }
@@ -110,8 +110,8 @@ impl LocalStore {
         let pair = subject.key(Scope::Pair);
         // Most logins have no failures to forget, and a cache read costs far less than a
         // removal or an insert (each one a write through moka's queues).
-        if self.windows.contains_key(&pair) {
-            self.windows.invalidate(&pair);
+        if self.windows.contains_key(pair) {
+            self.windows.invalidate(pair);
         }
         // A success remembered less than 1 % of the memory ago (at most 1 s) is not
         // refreshed: an IMAP client reconnecting in a loop would otherwise write twice per login.
@@ -119,10 +119,10 @@ impl LocalStore {
         for key in [subject.key(Scope::Net), pair] {
             if self
                 .successes
-                .get(&key)
+                .get(key)
                 .is_none_or(|at| now.saturating_sub(at) >= refresh_ms)
             {
-                self.successes.insert(key, now);
+                self.successes.insert(key.to_owned(), now);
             }
         }
     }

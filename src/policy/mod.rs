@@ -80,20 +80,30 @@ pub(crate) struct Subject {
     pub net: String,
     /// The user name: lower-case, and hashed when very long so keys stay small.
     pub user: String,
+    /// The counter key of each scope, built once: a login reads them up to a dozen times.
+    keys: [String; 3],
 }
 
 /// User names longer than this are counted under a hash of the name.
 const MAX_USER_KEY: usize = 128;
 
 impl Subject {
+    /// The subject of a login from `net` as `user` (both already normalised).
+    pub(crate) fn new(net: String, user: String) -> Subject {
+        // Concatenated, not `format!`ed: three keys per login.
+        let key = |parts: &[&str]| {
+            let mut key = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+            parts.iter().for_each(|p| key.push_str(p));
+            key
+        };
+        let keys = [key(&["n:", &net]), key(&["u:", &user]), key(&["p:", &net, "|", &user])];
+        Subject { net, user, keys }
+    }
+
     /// The counter key of `scope`, as `<code>:<id>`. A pair is `<net>|<user>`: the network
     /// never contains `|`, so the first `|` splits it.
-    pub(crate) fn key(&self, scope: Scope) -> String {
-        match scope {
-            Scope::Net => format!("n:{}", self.net),
-            Scope::User => format!("u:{}", self.user),
-            Scope::Pair => format!("p:{}|{}", self.net, self.user),
-        }
+    pub(crate) fn key(&self, scope: Scope) -> &str {
+        &self.keys[scope.index()]
     }
 }
 
@@ -107,9 +117,16 @@ pub(crate) fn network(client: Option<ClientAddr>, ipv4_prefix: u8, ipv6_prefix: 
     // An IPv4-mapped IPv6 address is the IPv4 client it stands for.
     let ip = ip.to_canonical();
     let prefix = if ip.is_ipv4() { ipv4_prefix } else { ipv6_prefix };
-    ipnet::IpNet::new(ip, prefix)
-        .map(|n| n.trunc().to_string())
-        .unwrap_or_else(|_| ip.to_string())
+    match ipnet::IpNet::new(ip, prefix) {
+        // `IpNet`'s own text, `<network>/<prefix>`, without its formatting machinery.
+        Ok(net) => {
+            let mut text = crate::login::ip_text(net.network());
+            text.push('/');
+            text.push_str(itoa::Buffer::new().format(prefix));
+            text
+        }
+        Err(_) => ip.to_string(),
+    }
 }
 
 /// The user part of the keys: lower-case printable text, or a hash for very long names.
@@ -356,7 +373,11 @@ impl Policy {
 
     /// The bans heard of for `subject`, per scope in [`SCOPES`] order, still in force.
     fn heard_bans(&self, subject: &Subject, now: u64) -> [Option<u64>; 3] {
-        SCOPES.map(|scope| self.heard.get(&subject.key(scope)).filter(|until| *until > now))
+        // Only a shared store's bans are heard of; without one there is nothing to look up.
+        if self.shared.is_none() {
+            return [None; 3];
+        }
+        SCOPES.map(|scope| self.heard.get(subject.key(scope)).filter(|until| *until > now))
     }
 
     /// Once Redis answers again, the bans made in this process meanwhile are written to it
@@ -441,10 +462,7 @@ impl Policy {
             return Check::Exempt;
         }
         let net_counted = client != Some(ClientAddr::Unix);
-        let subject = Subject {
-            net: self.network(client),
-            user: user_key(user),
-        };
+        let subject = Subject::new(self.network(client), user_key(user));
         let now = self.clock.unix_ms();
         let heard = self.heard_bans(&subject, now);
         if net_counted && heard[Scope::Net.index()].is_some() {
@@ -460,7 +478,7 @@ impl Policy {
                         if let Some(until) = until
                             && heard[scope.index()].is_none()
                         {
-                            self.heard.insert(subject.key(*scope), until);
+                            self.heard.insert(subject.key(*scope).to_owned(), until);
                         }
                     }
                     l
@@ -514,7 +532,7 @@ impl Policy {
                 Ok(r) => {
                     if let Some(scope) = r.banned {
                         // Heard at once here; the others hear it on the channel.
-                        self.heard.insert(gate.subject.key(scope), until);
+                        self.heard.insert(gate.subject.key(scope).to_owned(), until);
                     }
                     self.write_back();
                     r
@@ -523,7 +541,7 @@ impl Policy {
                     let r = self.local.fail(&gate.subject, &tag, &limits, now);
                     if let Some(scope) = r.banned {
                         // Written to Redis when it is back, so that every instance has it.
-                        shared.keep_unwritten(gate.subject.key(scope), until);
+                        shared.keep_unwritten(gate.subject.key(scope).to_owned(), until);
                     }
                     r
                 }

@@ -577,12 +577,8 @@ impl RedisStore {
     pub(crate) async fn lookup(&self, subject: &Subject, now: u64) -> Result<Lookup, PolicyError> {
         let keys: Vec<String> = SCOPES
             .iter()
-            .map(|s| self.key('b', &subject.key(*s)))
-            .chain(
-                [Scope::Net, Scope::Pair]
-                    .iter()
-                    .map(|s| self.key('s', &subject.key(*s))),
-            )
+            .map(|s| self.key('b', subject.key(*s)))
+            .chain([Scope::Net, Scope::Pair].iter().map(|s| self.key('s', subject.key(*s))))
             .collect();
         // MGET over several slots: the Cluster client splits it by node.
         let values: Vec<Option<u64>> = self
@@ -615,8 +611,8 @@ impl RedisStore {
                 let key = subject.key(*scope);
                 let mut invocation = self.script.prepare_invoke();
                 invocation
-                    .key(self.key('f', &key))
-                    .key(self.key('b', &key))
+                    .key(self.key('f', key))
+                    .key(self.key('b', key))
                     .arg(now)
                     .arg(limits.window_ms)
                     .arg(limits.ban_ms)
@@ -641,7 +637,7 @@ impl RedisStore {
                 let out: Vec<(usize, (u32, u32))> = futures_util::future::try_join_all(calls).await?;
                 for (i, (_, banned)) in &out {
                     if *banned == 1 {
-                        announce(conn.clone(), &index, &channel, &keys[*i], until, false).await?;
+                        announce(conn.clone(), &index, &channel, keys[*i], until, false).await?;
                     }
                 }
                 Ok(out)
@@ -662,12 +658,12 @@ impl RedisStore {
         // Not atomic: the keys are of different subjects (different Cluster slots), and
         // each command stands alone.
         let mut forget = ::redis::cmd("DEL");
-        forget.arg(self.key('f', &subject.key(Scope::Pair)));
+        forget.arg(self.key('f', subject.key(Scope::Pair)));
         let mut cmds = vec![forget];
         for scope in [Scope::Net, Scope::Pair] {
             let mut remember = ::redis::cmd("SET");
             remember
-                .arg(self.key('s', &subject.key(scope)))
+                .arg(self.key('s', subject.key(scope)))
                 .arg(now)
                 .arg("PX")
                 .arg(memory_ms);

@@ -159,10 +159,7 @@ fn the_tag_is_keyed_truncated_and_never_the_password() {
     let (a, _) = policy_with(key);
     let (b, _) = policy_with(key);
     let (random, _) = policy_with("");
-    let subject = Subject {
-        net: "192.0.2.1/32".to_owned(),
-        user: "alice".to_owned(),
-    };
+    let subject = Subject::new("192.0.2.1/32".to_owned(), "alice".to_owned());
     let tag = a.tag(&subject, b"hunter2");
     assert_eq!(tag.len(), 16);
     assert!(!tag.contains("hunter2"));
@@ -297,10 +294,10 @@ async fn a_flood_of_distinct_networks_and_users_stays_within_max_entries() {
         policy_with("[policy]\nmax_entries = 1000\nnet_failures = 1\nuser_failures = 1\npair_failures = 1\n");
     let subjects = 30_000u32;
     for i in 0..subjects {
-        let subject = Subject {
-            net: format!("10.{}.{}.{}/32", i >> 16, (i >> 8) & 255, i & 255),
-            user: format!("user{i}"),
-        };
+        let subject = Subject::new(
+            format!("10.{}.{}.{}/32", i >> 16, (i >> 8) & 255, i & 255),
+            format!("user{i}"),
+        );
         let limits = p.limits(false);
         p.local().fail(&subject, "t", &limits, T0);
         p.local().succeed(&subject, T0);

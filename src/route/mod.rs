@@ -223,6 +223,11 @@ impl Router {
 
     /// The pool for a login of `protocol` by `user`: its domain's, else the protocol's.
     fn pool_for(&self, protocol: MailProtocol, user: &[u8]) -> &Pool {
+        // The pools are laid out protocol by protocol, each protocol's own first: with no
+        // domain rules, the protocol's pool is found without a lookup.
+        if self.pools.len() == PROTOCOLS.len() {
+            return &self.pools[PROTOCOLS.iter().position(|p| *p == protocol).unwrap_or(0)];
+        }
         let domain = user
             .iter()
             .rposition(|&b| b == b'@')
@@ -257,12 +262,10 @@ impl Router {
             });
         }
         let addrs = pool.addrs();
-        let states: Vec<Health> = addrs.iter().map(|a| self.health_of(protocol, *a)).collect();
         let up: Vec<SocketAddr> = addrs
             .iter()
-            .zip(&states)
-            .filter(|(_, h)| **h != Health::Down)
-            .map(|(a, _)| *a)
+            .copied()
+            .filter(|a| self.health_of(protocol, *a) != Health::Down)
             .collect();
         // Decided before any hashing: with nowhere to go, the answer is known.
         let Some(mut addr) = rendezvous(user, &up) else {
@@ -339,17 +342,36 @@ impl Router {
 /// moves only the keys it won. The hash is fixed (FNV-1a, then a 64-bit finalizer), so every
 /// instance of mailauthd in front of the same stores chooses alike.
 pub(crate) fn rendezvous(key: &[u8], addrs: &[SocketAddr]) -> Option<SocketAddr> {
-    let k = fnv1a(key);
+    if let [only] = addrs {
+        return Some(*only);
+    }
+    let k = fnv1a(FNV_OFFSET, key);
     addrs
         .iter()
-        .max_by_key(|a| (mix(k ^ fnv1a(a.to_string().as_bytes()).rotate_left(29)), **a))
+        .max_by_key(|a| (mix(k ^ addr_hash(a).rotate_left(29)), **a))
         .copied()
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv1a(start: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(start, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+/// FNV-1a of an address's text (`192.0.2.7:143`), written straight into the hash.
+fn addr_hash(addr: &SocketAddr) -> u64 {
+    struct Fnv(u64);
+    impl std::fmt::Write for Fnv {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0 = fnv1a(self.0, s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut h = Fnv(FNV_OFFSET);
+    let _ = std::fmt::Write::write_fmt(&mut h, format_args!("{addr}"));
+    h.0
 }
 
 /// MurmurHash3's 64-bit finalizer: every input bit moves every output bit.

@@ -306,3 +306,32 @@ async fn a_check_wants_the_protocols_own_greeting() {
     assert!(e.unwrap_err().contains("no greeting"));
     assert!(start.elapsed() < Duration::from_secs(1));
 }
+
+/// The backend a user sticks to is the one earlier releases chose: the hash of each
+/// address's text, computed without building the text, is the same.
+#[test]
+fn rendezvous_keeps_the_mapping_of_the_address_text_hash() {
+    fn text_hash(bytes: &[u8]) -> u64 {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    }
+    let backends: Vec<SocketAddr> = [
+        "192.0.2.1:143",
+        "192.0.2.2:143",
+        "[2001:db8::7]:993",
+        "198.51.100.9:1143",
+    ]
+    .iter()
+    .map(|a| a.parse().unwrap())
+    .collect();
+    for n in 0..500 {
+        let user = format!("user{n}@example.org");
+        let k = text_hash(user.as_bytes());
+        let expected = backends
+            .iter()
+            .max_by_key(|a| (super::mix(k ^ text_hash(a.to_string().as_bytes()).rotate_left(29)), **a))
+            .copied();
+        assert_eq!(rendezvous(user.as_bytes(), &backends), expected, "{user}");
+    }
+}

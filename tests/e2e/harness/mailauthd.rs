@@ -115,7 +115,18 @@ path = "{users_rel}"
     }
 
     pub fn log_text(&self) -> String {
-        read_lossy(&self.proc.log)
+        // A worker writes its per-login lines when it goes idle, just after the reply: read
+        // until two reads 20 ms apart agree.
+        let mut text = read_lossy(&self.proc.log);
+        for _ in 0..50 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let again = read_lossy(&self.proc.log);
+            if again == text {
+                break;
+            }
+            text = again;
+        }
+        text
     }
 
     /// Replaces the users file atomically (write a sibling, then rename), as an editor or

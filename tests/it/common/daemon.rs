@@ -7,6 +7,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use super::process::{Running, at_exit};
 use super::wire::{exchange, header, is_accepted, is_invalid, plain_request};
@@ -264,9 +265,10 @@ impl Daemon {
         self.path("mailauthd.log")
     }
 
-    /// Everything the daemon logged so far.
+    /// Everything the daemon logged so far. A worker writes its per-login lines when it
+    /// goes idle, just after the reply: the file is read until two reads 20 ms apart agree.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+        settled(|| std::fs::read_to_string(self.log_path()).unwrap_or_default())
     }
 
     /// The log, one entry per line.
@@ -371,4 +373,18 @@ impl Daemon {
         assert!(status.success(), "mailauthd exited with {status}");
         self.log_lines()
     }
+}
+
+/// `read()` once two calls 20 ms apart return the same (at most about a second).
+pub fn settled(read: impl Fn() -> String) -> String {
+    let mut text = read();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(20));
+        let again = read();
+        if again == text {
+            break;
+        }
+        text = again;
+    }
+    text
 }
