@@ -66,3 +66,12 @@ put("http_basic_answer", b"\x00\xc8X-Mail-Server: [2001:db8::1]\nX-Mail-Port: 99
 put("http_basic_answer", b"\x00\xc8X-Mail-Server: Mail.Example.org\nX-Mail-Port: 143\n")
 put("http_basic_answer", b"\x01\x91WWW-Authenticate: Basic realm=x\n")
 put("http_basic_answer", b"\x01\x2eLocation: /login\n")
+
+# ldap_entry: a login, then the host, ipServicePort, uid and userPassword values, split at
+# 0xff. The logins of tests/it/ldap.rs's injection checks and RFC 4514's examples.
+for login in [b"alice", b"*", b"al*", b"alice)(uid=*", b"alice\x00", b"*)(|(uid=*", b"\\2a",
+              b'James "Jim" Smith, III', b" #lead", b"trail ", b"x,ou=admins", b"bob@example.org"]:
+    put("ldap_entry", login)
+put("ldap_entry", b"bob@example.org\xff192.0.2.30\xff1143\xffbob\xff{SSHA}c2FsdHNhbHRzYWx0c2FsdA==")
+put("ldap_entry", b"mrose\xff[2001:db8::7]:993\xff\xffM Rose\xff{PLAIN}tanstaaf")
+put("ldap_entry", b"tim\xffmail.example.org\xff0\xffTim\xff{CLEARTEXT}tanstaaftanstaaf")

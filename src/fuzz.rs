@@ -386,3 +386,9 @@ pub fn http_basic_answer(data: &[u8]) {
     };
     crate::source::fuzz_http_basic_answer(u16::from_be_bytes([*hi, *lo]), rest);
 }
+
+/// An LDAP entry's attribute values and a login's filter and DN escapes: see
+/// `source::ldap::fuzz_entry` and FUZZING.md.
+pub fn ldap_entry(data: &[u8]) {
+    crate::source::fuzz_ldap_entry(data);
+}

@@ -138,6 +138,12 @@ impl Source {
     }
 }
 
+/// The `ldap_entry` fuzz target: see [`ldap::fuzz_entry`].
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_ldap_entry(data: &[u8]) {
+    ldap::fuzz_entry(data);
+}
+
 /// For the fuzz targets: an http-basic upstream's answer (a status and `Name: value` lines)
 /// mapped with and without routing headers; panics when the mapping breaks its contract
 /// (2xx accepts, 401/403 reject, everything else is a temporary failure; a named backend

@@ -713,3 +713,141 @@ fn tls_config(certs: &[Vec<u8>], name: &str) -> Option<Arc<rustls::ClientConfig>
         }
     }
 }
+
+/// The `ldap_entry` fuzz target (see FUZZING.md): `data` split at `0xff` bytes into a login,
+/// then the values of an entry's `host`, `ipServicePort`, `uid` and `userPassword`
+/// attributes. The login's filter and DN escapes must read back as the login with no special
+/// character left bare; the attributes must give a usable route (an IP host, a port from 1,
+/// a one-word backend user) or a temporary failure, and a stored hash or nothing.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_entry(data: &[u8]) {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+
+    static SOURCE: OnceLock<LdapSource> = OnceLock::new();
+    let mut parts = data.split(|&b| b == 0xff);
+    let login = parts.next().unwrap_or_default();
+    if let Ok(text) = std::str::from_utf8(login) {
+        let filter = escape::escape_filter_value(text);
+        assert_eq!(
+            unescape_filter(&filter).as_deref(),
+            Some(text),
+            "filter escape of {text:?}: {filter:?}"
+        );
+        assert_eq!(
+            escape::expand("(uid=%u)", login, Escape::Filter),
+            Some(format!("(uid={filter})"))
+        );
+        let dn = escape::escape_dn_value(text);
+        assert_eq!(unescape_dn(&dn).as_deref(), Some(text), "DN escape of {text:?}: {dn:?}");
+    }
+
+    let source = SOURCE.get_or_init(|| {
+        let text = "[[source]]\nkind = \"ldap\"\nurl = \"ldap://127.0.0.1:1\"\nbase = \"ou=people,dc=example,dc=org\"\n\
+                    filter = \"(uid=%u)\"\nverify = \"password-attribute\"\nhost_attribute = \"host\"\n\
+                    port_attribute = \"ipServicePort\"\ndestuser_attribute = \"uid\"\n";
+        let origin = crate::config::ConfigOrigin::File("/fuzz/mailauthd.toml".into());
+        let config = crate::config::Config::from_toml(text, origin, std::path::Path::new("/fuzz"))
+            .unwrap_or_else(|e| panic!("the fuzz target's own config: {e}"));
+        match config.sources.first() {
+            Some(crate::config::SourceConfig::Ldap(l)) => LdapSource::new((**l).clone()),
+            other => panic!("not an ldap source: {other:?}"),
+        }
+    });
+    let mut entry = SearchEntry {
+        dn: "uid=fuzz,ou=people,dc=example,dc=org".to_owned(),
+        attrs: HashMap::new(),
+        bin_attrs: HashMap::new(),
+    };
+    for (name, value) in ["host", "ipServicePort", "uid", "userPassword"].into_iter().zip(parts) {
+        match std::str::from_utf8(value) {
+            Ok(v) => {
+                entry.attrs.insert(name.to_owned(), vec![v.to_owned()]);
+            }
+            Err(_) => {
+                entry.bin_attrs.insert(name.to_owned(), vec![value.to_vec()]);
+            }
+        }
+    }
+    if let Ok(route) = source.route(&entry) {
+        if route.host.is_some() {
+            assert!(route.port.is_some_and(|p| p > 0), "{route:?}");
+        }
+        if let Some(user) = &route.destuser {
+            assert!(
+                !user.is_empty() && !user.contains(|c: char| c.is_whitespace() || c.is_control()),
+                "{route:?}"
+            );
+        }
+        assert!(route.pass.is_none() && route.unusable.is_none(), "{route:?}");
+    }
+    let found = Entry {
+        dn: entry.dn.clone(),
+        attrs: entry,
+    };
+    if let Some(hash) = source.stored_hash(&found)
+        && hash.weight() == crate::hash::Weight::Cheap
+    {
+        let _ = hash.verify(b"fuzz");
+    }
+}
+
+/// RFC 4515 unescaping for the fuzz check: `\XX` is the byte 0xXX; a bare special
+/// character or a bad escape is `None`.
+#[cfg(fuzzing)]
+fn unescape_filter(escaped: &str) -> Option<String> {
+    let bytes = escaped.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'*' | b'(' | b')' | 0 => return None,
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// RFC 4514 unescaping for the fuzz check: `\` then a special character or two hex digits;
+/// a bare special character (or a bare leading `#` or space, trailing space) is `None`.
+#[cfg(fuzzing)]
+fn unescape_dn(escaped: &str) -> Option<String> {
+    const SPECIAL: &[u8] = b"\"+,;<>\\= #";
+    let bytes = escaped.as_bytes();
+    if bytes.first().is_some_and(|b| *b == b'#' || *b == b' ')
+        || bytes.last() == Some(&b' ') && !escaped.ends_with("\\ ")
+    {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => {
+                let next = *bytes.get(i + 1)?;
+                if SPECIAL.contains(&next) {
+                    out.push(next);
+                    i += 2;
+                } else {
+                    let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                    out.push(u8::from_str_radix(hex, 16).ok()?);
+                    i += 3;
+                }
+            }
+            b'"' | b'+' | b',' | b';' | b'<' | b'>' | b'=' | 0 => return None,
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
