@@ -137,6 +137,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(crate::daemon::serve(config))?;
+            // The workers write their last batched lines as they stop: "stopped" comes after.
+            drop(runtime);
+            tracing::info!(target: "mailauthd::daemon", "stopped");
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => check::run(config.as_ref()),

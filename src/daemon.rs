@@ -281,8 +281,11 @@ pub(crate) async fn serve(config: Config) -> Result<(), DaemonError> {
     // The accept loop runs as a task on a worker thread, so each connection's task starts
     // on the same thread (tokio's LIFO slot) instead of being handed over from the main
     // thread with a wake-up per login.
-    if let Err(e) = tokio::spawn(server::run(listener, auth, limits, shutdown)).await {
-        tracing::error!("the accept loop ended abnormally: {e}");
+    if let Err(e) = tokio::spawn(server::run(listener, auth, limits, shutdown)).await
+        && e.is_panic()
+    {
+        // As if it had run here: the process ends with the panic, and systemd restarts it.
+        std::panic::resume_unwind(e.into_panic());
     }
     reloader.abort();
     health.abort();
@@ -293,6 +296,5 @@ pub(crate) async fn serve(config: Config) -> Result<(), DaemonError> {
     if let ListenAddr::Unix(path) = &config.listen {
         let _ = std::fs::remove_file(path);
     }
-    tracing::info!("stopped");
     Ok(())
 }

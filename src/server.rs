@@ -12,6 +12,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::sync::Semaphore;
+use zeroize::Zeroizing;
 
 use crate::auth_http::{self, MAX_REQUEST_BYTES, ProtocolError, Refusal, RefuseKind, Verdict};
 use crate::decide::{Authenticator, Decision, log_decision, use_real_client};
@@ -185,15 +186,19 @@ async fn serve_tcp(stream: std::net::TcpStream, peer: String, auth: &Authenticat
     let read = match (&stream).read(&mut first) {
         Ok(0) => return,
         Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => 0,
         Err(_) => return,
     };
     let Some(len) = auth_http::find_header_end(&first[..read], &mut 0) else {
-        // Not all there yet: the ordinary way, with what has arrived.
-        let buf = first[..read].to_vec();
+        // Not all there yet: the ordinary way, with what has arrived, in a buffer with room
+        // for a whole ordinary request (so it is not reallocated, which would leave an
+        // unzeroed copy behind).
+        let mut buf = Zeroizing::new(Vec::with_capacity(REQUEST_BUFFER));
+        buf.extend_from_slice(&first[..read]);
         zeroize::Zeroize::zeroize(&mut first[..read]);
-        if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
-            continue_connection(Box::new(stream), peer, auth, read_timeout, conn, buf).await;
+        match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => continue_connection(Box::new(stream), peer, auth, read_timeout, conn, buf).await,
+            Err(e) => unwatched(&peer, &e),
         }
         return;
     };
@@ -203,7 +208,7 @@ async fn serve_tcp(stream: std::net::TcpStream, peer: String, auth: &Authenticat
     zeroize::Zeroize::zeroize(&mut first[..read]);
     let sent = match (&stream).write(&reply) {
         Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => 0,
         Err(_) => return,
     };
     if sent == reply.len() {
@@ -212,10 +217,20 @@ async fn serve_tcp(stream: std::net::TcpStream, peer: String, auth: &Authenticat
         }
         return;
     }
-    if let Ok(stream) = tokio::net::TcpStream::from_std(stream) {
-        finish(Box::new(stream), &reply[sent..], read_whole, read_timeout).await;
+    match tokio::net::TcpStream::from_std(stream) {
+        Ok(stream) => finish(Box::new(stream), &reply[sent..], read_whole, read_timeout).await,
+        Err(e) => unwatched(&peer, &e),
     }
 }
+
+/// A connection the runtime could not watch (its epoll registration failed): it is closed
+/// without an answer, and nginx reports the auth server unreachable for that login.
+fn unwatched(peer: &str, error: &io::Error) {
+    tracing::warn!("cannot watch a connection from {peer}: {error}; closed without an answer");
+}
+
+/// Room for a whole ordinary request in the ordinary way's buffer.
+const REQUEST_BUFFER: usize = 8192;
 
 /// Why reading a request ended without a complete header block.
 enum ReadEnd {
@@ -258,7 +273,8 @@ async fn serve_connection(
 ) {
     // Room for a whole ordinary request, so the buffer holding the password is not
     // reallocated (which would leave an unzeroed copy behind).
-    continue_connection(stream, peer, auth, read_timeout, conn, Vec::with_capacity(8192)).await;
+    let buf = Zeroizing::new(Vec::with_capacity(REQUEST_BUFFER));
+    continue_connection(stream, peer, auth, read_timeout, conn, buf).await;
 }
 
 /// Reads the rest of a request (after the bytes in `buf`) under the connection's deadline,
@@ -269,9 +285,8 @@ async fn continue_connection(
     auth: &Authenticator,
     read_timeout: Duration,
     conn: Connection,
-    mut buf: Vec<u8>,
+    mut buf: Zeroizing<Vec<u8>>,
 ) {
-    buf.reserve(8192usize.saturating_sub(buf.len()));
     // Whether the request was read to its end (nothing unread left in the socket).
     let mut read_whole = false;
     let reply = match read_header_block(stream.as_mut(), &mut buf, conn.deadline).await {
@@ -285,8 +300,8 @@ async fn continue_connection(
             bad_request(auth, &ProtocolError::Incomplete, None, conn.started)
         }
     };
-    // Zero the request bytes: they held the password. Only `len` bytes were ever written
-    // (reads go to the spare room and advance `len`), so the rest is left alone.
+    // Zero the request bytes (they held the password) before the reply is sent; `buf`
+    // zeroes itself again when dropped, on every way out of this function.
     zeroize::Zeroize::zeroize(buf.as_mut_slice());
     finish(stream, &reply, read_whole, read_timeout).await;
 }

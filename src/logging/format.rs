@@ -235,6 +235,10 @@ mod tests {
             tracing::warn!(target: DECISION_TARGET, client_ip = "unix:", result = "invalid", reason = "wrong-password", protocol = %protocol, method = %"plain", user, scheme = "-", source = "-", micros = 0u64, "login refused");
         }
         tracing::error!(target: DECISION_TARGET, detail = ?Some(3), "an error line");
+        // As `server::bad_request` writes it: a Display value (its texts are mailauthd's own,
+        // with quotes but never a line end).
+        let error = "header \"Auth-User\" repeated";
+        tracing::warn!(target: DECISION_TARGET, result = "bad-request", reason = %error, "malformed auth request");
         tracing::info!(target: "mailauthd::other", user = "x", "another target");
     }
 
@@ -294,7 +298,7 @@ mod tests {
             }
             (general, short) = (written(false), written(true));
         }
-        assert_eq!(general.len(), 20, "{general:#?}");
+        assert_eq!(general.len(), 21, "{general:#?}");
         assert_eq!(general, short);
         // Spot checks that the comparison sees real lines.
         assert!(general[0][17..].starts_with(" INFO mailauthd::auth: login accepted client_ip=\"192.0.2.7\""));

@@ -646,7 +646,9 @@ impl LdapSource {
                 .ok()
                 .map(|ip| SocketAddr::new(ip, port)),
             Some(None) => None,
-            None => host.parse::<SocketAddr>().ok(),
+            // `ip:port` in the host attribute; port 0 names no backend (found by the
+            // ldap_entry fuzz target).
+            None => host.parse::<SocketAddr>().ok().filter(|a| a.port() > 0),
         };
         match parsed {
             Some(addr) => Ok(Some(addr)),
@@ -710,6 +712,62 @@ fn tls_config(certs: &[Vec<u8>], name: &str) -> Option<Arc<rustls::ClientConfig>
         Err(e) => {
             tracing::error!(source = %name, "cannot build the TLS configuration: {e}");
             None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use ldap3::SearchEntry;
+
+    use super::LdapSource;
+    use crate::config::{Config, ConfigOrigin, SourceConfig};
+
+    fn source() -> LdapSource {
+        let text = "[[source]]\nkind = \"ldap\"\nurl = \"ldap://127.0.0.1:1\"\nbase = \"dc=example,dc=org\"\n\
+                    filter = \"(uid=%u)\"\nhost_attribute = \"host\"\nport_attribute = \"ipServicePort\"\n";
+        let config =
+            Config::from_toml(text, ConfigOrigin::File("/t/m.toml".into()), std::path::Path::new("/t")).unwrap();
+        match config.sources.first() {
+            Some(SourceConfig::Ldap(l)) => LdapSource::new((**l).clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn entry(values: &[(&str, &str)]) -> SearchEntry {
+        SearchEntry {
+            dn: "uid=u,dc=example,dc=org".to_owned(),
+            attrs: values
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), vec![(*v).to_owned()]))
+                .collect(),
+            bin_attrs: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_backend_needs_an_ip_and_a_port_from_1() {
+        let s = source();
+        let routed = s.route(&entry(&[("host", "192.0.2.40:1143")])).unwrap();
+        assert_eq!(
+            (routed.host, routed.port),
+            (Some("192.0.2.40".parse().unwrap()), Some(1143))
+        );
+        let split = s
+            .route(&entry(&[("host", "[2001:db8::7]"), ("ipServicePort", "993")]))
+            .unwrap();
+        assert_eq!(split.port, Some(993));
+        assert_eq!(s.route(&entry(&[])).unwrap(), Default::default());
+        // `[2::3]:0` was routed to port 0 until the ldap_entry fuzz target found it.
+        for bad in [
+            &[("host", "[2::3]:0")][..],
+            &[("host", "192.0.2.40"), ("ipServicePort", "0")],
+            &[("host", "mail.example.org:143")],
+            &[("host", "192.0.2.40")],
+        ] {
+            assert!(s.route(&entry(bad)).is_err(), "{bad:?}");
         }
     }
 }
