@@ -244,8 +244,7 @@ pub fn markdown(c: &Context, rows: &[Row], files: &[LargeFile]) -> String {
         );
         let _ = writeln!(
             s,
-            "| users | file MB | mailauthd load s | RSS MB (peak) | bytes of RSS per user | ×{} load | ×{} RSS | chain login ms |",
-            first.users, first.users
+            "| users | file MB | mailauthd load s | RSS MB (peak) | bytes of RSS per user | load ÷ first row | RSS ÷ first row | chain login ms |"
         );
         let _ = writeln!(s, "|---:|---:|---:|---:|---:|---:|---:|---:|");
         for m in files {
