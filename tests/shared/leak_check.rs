@@ -10,7 +10,7 @@
 use super::spawn::{carrying, new_marker, spawn, survivors_after};
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -60,6 +60,16 @@ fn self_run(test: &str, marker: &str, tmp: &Path) -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // The child must die of SIGINT as a test binary does at Ctrl-C. A runner may have
+    // started the tests with SIGINT ignored (a background job of a non-interactive shell
+    // ignores it), and an ignored signal stays ignored across exec: put it back.
+    // SAFETY: signal(2) is async-signal-safe, as the code between fork and exec must be.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
+            Ok(())
+        });
+    }
     cmd
 }
 
