@@ -46,6 +46,14 @@ pub(crate) enum EditError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// `del` of the file's first user when the line after it starts with a byte order
+    /// mark: at the start of the file the mark is the file's own, not part of the name, so
+    /// the deletion would rename that user.
+    #[error(
+        "cannot delete user {0}: the line after it starts with a byte order mark (U+FEFF), which at the \
+         start of the file would stop being part of that user's name; remove the stray mark first"
+    )]
+    BomWouldLead(String),
     /// A passwd-file extra field that cannot be written (`--field`).
     #[error("invalid field {field}: {reason}")]
     BadField {
@@ -306,6 +314,18 @@ pub(crate) fn delete_user(text: &[u8], user: &str) -> Result<(Vec<u8>, usize), E
         from = line.whole.end;
     }
     out.extend_from_slice(&text[from..]);
+    // Every other user keeps its name: the one way a deletion can change one is by bringing
+    // a line that starts with a byte order mark to the start of the file.
+    let names = |t: &[u8]| -> Vec<Vec<u8>> {
+        user_lines(t)
+            .into_iter()
+            .map(|l| t[l.name].to_vec())
+            .filter(|n| n.as_slice() != user.as_bytes())
+            .collect()
+    };
+    if names(&out) != names(text) {
+        return Err(EditError::BomWouldLead(printable(user.as_bytes())));
+    }
     Ok((out, lines.len()))
 }
 

@@ -158,3 +158,25 @@ fn fields_are_written_after_the_passwd_file_columns_and_listed_without_a_passwor
         assert!(matches!(err, EditError::BadField { .. }), "{bad}");
     }
 }
+
+/// Found by the `users_file` fuzz target: deleting the first user brought a line that
+/// starts with a byte order mark to the start of the file, where the loader takes the mark
+/// as the file's own, so `\u{feff}red` became `red`.
+#[test]
+fn a_deletion_never_moves_a_stray_byte_order_mark_to_the_start() {
+    let stray = b"local:{PLAIN}a\n\xEF\xBB\xBFred:{PLAIN}b\n";
+    assert!(matches!(delete_user(stray, "local"), Err(EditError::BomWouldLead(_))));
+    let message = delete_user(stray, "local").unwrap_err().to_string();
+    assert!(message.contains("byte order mark (U+FEFF)"), "{message}");
+    // Any other deletion in that file is fine, and so is one that keeps a first line.
+    let (out, _) = delete_user(stray, "\u{feff}red").unwrap();
+    assert_eq!(out, b"local:{PLAIN}a\n");
+    let (out, _) = delete_user(b"a:{PLAIN}a\nlocal:{PLAIN}a\n\xEF\xBB\xBFred:{PLAIN}b\n", "local").unwrap();
+    assert_eq!(out, b"a:{PLAIN}a\n\xEF\xBB\xBFred:{PLAIN}b\n");
+    // With the file's own mark first, whatever the deletion does, `\u{feff}red` keeps its name.
+    let owned = b"\xEF\xBB\xBFlocal:{PLAIN}a\n\xEF\xBB\xBFred:{PLAIN}b\n";
+    if let Ok((out, _)) = delete_user(owned, "local") {
+        let names: Vec<&str> = user_lines(&out).iter().map(|l| s(&out[l.name.clone()])).collect();
+        assert_eq!(names, ["\u{feff}red"]);
+    }
+}
