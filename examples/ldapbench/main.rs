@@ -29,10 +29,10 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use load::{Bounds, Expect, Stats, nginx_request};
-use servers::{Guard, addr, cpu_secs, free_port, start_mailauthd, temp_dir};
+use servers::{Guard, addr, cpu_secs, free_port, start_mailauthd, temp_dir, wait_for};
 
 const BEGIN: &str = sections::SECTIONS[1].0;
 const END: &str = sections::SECTIONS[1].1;
@@ -116,11 +116,7 @@ fn slapd(dir: &Path, users: u64) -> (Guard, u16) {
         .spawn()
         .expect("cannot start slapd (apt-get install slapd)");
     let guard = Guard { child };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "slapd did not listen within 30 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for("slapd to listen", || TcpStream::connect(("127.0.0.1", port)).is_ok());
 
     let hash = slappasswd(USER_PW);
     let mut ldif = format!(
@@ -218,11 +214,7 @@ fn main() {
             );
             let name = mode.replace([',', ' '], "-");
             let guard = start_mailauthd(&opts.mailauthd, &dir, &name, &config);
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while TcpStream::connect(addr(port)).is_err() {
-                assert!(Instant::now() < deadline, "{mode}: mailauthd did not listen");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            wait_for("mailauthd to listen", || TcpStream::connect(addr(port)).is_ok());
             Instance { mode, port, guard }
         })
         .collect();

@@ -201,3 +201,13 @@ pub async fn settle(pid: u32) {
         last = now;
     }
 }
+
+/// Waits (at most 30 s, then panics naming `what`) until `ready` says yes.
+#[allow(dead_code, reason = "used by bench/state and bench/ldap, not by bench/run")]
+pub fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -30,10 +30,10 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use load::{Bounds, Expect, Request, Stats};
-use servers::{Guard, addr, free_port, mailauthd_config, start_mailauthd, temp_dir};
+use servers::{Guard, addr, free_port, mailauthd_config, start_mailauthd, temp_dir, wait_for};
 
 /// The markers around the section this writes.
 const BEGIN: &str = sections::SECTIONS[0].0;
@@ -82,14 +82,6 @@ fn ask_redis(port: u16, line: &str) -> String {
     let mut buf = [0u8; 8192];
     let n = stream.read(&mut buf).unwrap_or(0);
     String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
-fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A redis-server (or, with `sentinel_conf`, a sentinel) on a free port, without persistence.
