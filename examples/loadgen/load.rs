@@ -53,6 +53,8 @@ pub struct Stats {
     pub latencies: Vec<u32>,
     /// CPU time the server used per good reply, microseconds (set by the caller).
     pub cpu_us_per_request: f64,
+    /// The user-space part of `cpu_us_per_request` (set by the caller).
+    pub cpu_user_us_per_request: f64,
 }
 
 impl Stats {

@@ -221,10 +221,12 @@ impl Bench {
         // Work left over from the previous run (queued cold bcrypt logins) must not be
         // billed to this one.
         servers::settle(self.pids[&server]).await;
-        let cpu_before = servers::cpu_secs(self.pids[&server]);
+        let (user_before, system_before) = servers::cpu_split_secs(self.pids[&server]);
         let mut stats = self.run_load(scenario, server, addr, ok).await;
-        let cpu = servers::cpu_secs(self.pids[&server]) - cpu_before;
-        stats.cpu_us_per_request = cpu * 1e6 / stats.ok.max(1) as f64;
+        let (user, system) = servers::cpu_split_secs(self.pids[&server]);
+        let per_request = |secs: f64| secs * 1e6 / stats.ok.max(1) as f64;
+        stats.cpu_user_us_per_request = per_request(user - user_before);
+        stats.cpu_us_per_request = per_request(user - user_before + system - system_before);
         stats
     }
 
@@ -432,7 +434,7 @@ async fn bench(opts: Options) {
             for (server, port) in ports {
                 let stats = bench.run(scenario, server, servers::addr(port)).await;
                 eprintln!(
-                    "round {} {:<22} {:<10} {:>9.0}/s p50 {:>8.2} ms p99 {:>8.2} ms cpu {:>7.1} us/req errors {}",
+                    "round {} {:<22} {:<10} {:>9.0}/s p50 {:>8.2} ms p99 {:>8.2} ms cpu {:>7.1} us/req (user {:>7.1}) errors {}",
                     round + 1,
                     scenario.label(),
                     server.name(),
@@ -440,6 +442,7 @@ async fn bench(opts: Options) {
                     stats.percentile_ms(0.5),
                     stats.percentile_ms(0.99),
                     stats.cpu_us_per_request,
+                    stats.cpu_user_us_per_request,
                     stats.errors
                 );
                 runs.entry((scenario, server)).or_default().push(stats);

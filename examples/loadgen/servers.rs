@@ -173,19 +173,28 @@ pub fn temp_dir() -> PathBuf {
 /// CPU time (user + system) used so far by `pid` and its child processes (nginx's
 /// workers), in seconds.
 pub fn cpu_secs(pid: u32) -> f64 {
-    let ticks_of = |pid: &str| -> u64 {
+    let (user, system) = cpu_split_secs(pid);
+    user + system
+}
+
+/// User and system CPU time used so far by `pid` and its child processes, in seconds.
+pub fn cpu_split_secs(pid: u32) -> (f64, f64) {
+    let ticks_of = |pid: &str| -> (u64, u64) {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
         let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
         let fields: Vec<&str> = after.split_whitespace().collect();
         let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        field(11) + field(12)
+        (field(11), field(12))
     };
     let pid = pid.to_string();
     let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    let ticks: u64 = ticks_of(&pid) + children.split_whitespace().map(ticks_of).sum::<u64>();
+    let (user, system) = std::iter::once(pid.as_str())
+        .chain(children.split_whitespace())
+        .map(ticks_of)
+        .fold((0, 0), |(u, s), (du, ds)| (u + du, s + ds));
     // Linux reports these in USER_HZ, 100 on every common platform.
-    ticks as f64 / 100.0
+    (user as f64 / 100.0, system as f64 / 100.0)
 }
 
 /// Waits (at most 5 s) until `pid` and its children use no CPU for 100 ms.
