@@ -52,6 +52,7 @@ pub(crate) async fn bind(listen: &ListenAddr) -> Result<Listener, DaemonError> {
             .await
             .and_then(TcpListener::into_std)
             .and_then(|l| {
+                defer_accept(&l);
                 // SAFETY: `AsyncFd` asks that the descriptor stay open while registered. It
                 // owns the listener, which closes it only when dropped, after the
                 // registration is removed.
@@ -78,6 +79,35 @@ pub(crate) async fn bind(listen: &ListenAddr) -> Result<Listener, DaemonError> {
                     source,
                 })
         }
+    }
+}
+
+/// Has the kernel hand a connection over when its first bytes arrive (Linux's
+/// `TCP_DEFER_ACCEPT`, nginx's `listen ... deferred`). nginx sends its request as soon as it
+/// has connected, so the request is there when the connection is accepted and is answered
+/// with one read, and no connection is watched for its request to come. A connection that
+/// sends nothing is handed over after about a second, and then has `read_timeout` like any
+/// other. Where the option cannot be set, connections are accepted as they come.
+fn defer_accept(listener: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    // The fewest seconds: the kernel waits out one SYN-ACK retransmission (one second).
+    let seconds: libc::c_int = 1;
+    // SAFETY: the descriptor is the listener's, open for the duration of the call; the
+    // option value is a c_int that lives across it, and its size is passed with it.
+    let set = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            std::ptr::from_ref(&seconds).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if set != 0 {
+        tracing::debug!(
+            "cannot defer accepting until data arrives: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

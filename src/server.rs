@@ -5,13 +5,15 @@
 
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, TryAcquireError};
 use zeroize::Zeroizing;
 
 use crate::auth_http::{self, MAX_REQUEST_BYTES, ProtocolError, Refusal, RefuseKind, Verdict};
@@ -66,28 +68,54 @@ pub(crate) async fn run(
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
+    // Connections taken straight from the listener since `shutdown` was last polled. While
+    // connections keep coming, they are accepted without a readiness wait or a poll of the
+    // shutdown future (two signal streams, a lock each) per connection, and `shutdown` is
+    // still looked at every `ACCEPTS_PER_SHUTDOWN_CHECK` of them.
+    let mut in_a_row = 0u32;
     loop {
-        // `biased`: shutdown is checked first, in this order, without drawing a random
-        // number per connection for fairness among two branches that need none.
-        let permit = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => break,
+            // `biased`: shutdown is checked first, in this order, without drawing a random
+            // number per connection for fairness among two branches that need none.
+            Err(TryAcquireError::NoPermits) => tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
             },
         };
-        let accepted = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = accept(&listener) => accepted,
+        in_a_row += 1;
+        let waiting = if in_a_row < ACCEPTS_PER_SHUTDOWN_CHECK {
+            try_accept(&listener)
+        } else {
+            None
+        };
+        let accepted = match waiting {
+            Some(accepted) => {
+                // As the readiness wait would: the loop gives the worker up once its budget
+                // is spent, so a steady stream of connections cannot starve its tasks.
+                tokio::task::coop::consume_budget().await;
+                accepted
+            }
+            None => {
+                in_a_row = 0;
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    accepted = accept(&listener) => accepted,
+                }
+            }
         };
         match accepted {
             Ok((stream, peer)) => {
                 let auth = auth.clone();
-                // Each task holds its permit: the permits in use are the connections in
-                // flight, which is all the draining below needs to know.
-                tokio::spawn(async move {
+                // Each connection holds its permit: the permits in use are the connections
+                // in flight, which is all the draining below needs to know.
+                let connection = Box::pin(async move {
                     match stream {
                         Accepted::Tcp(stream) => serve_tcp(stream, peer, &auth, limits.read_timeout).await,
                         Accepted::Unix(stream) => {
@@ -97,6 +125,9 @@ pub(crate) async fn run(
                     }
                     drop(permit);
                 });
+                if let Some(rest) = answer_at_once(connection) {
+                    tokio::spawn(rest);
+                }
             }
             Err(e) => {
                 // EMFILE and friends: log, back off briefly, keep serving.
@@ -123,33 +154,73 @@ enum Accepted {
     Unix(tokio::net::UnixStream),
 }
 
+/// A connection's future in a box: it moves as one pointer.
+type ConnectionFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Polls a new connection once, here, and returns it when it is not finished. Most are
+/// finished on that poll (the request has arrived, and the login is cheap or cached), and
+/// then need no task of their own: no allocation, no scheduling, no hand-over to another
+/// thread. The rest become tasks; the first thing a new task does is poll its future again,
+/// which registers the task's own waker with whatever the connection waits on (the one of
+/// this poll does nothing). A panic is contained here as it would be in a task: that
+/// connection ends, the server goes on.
+fn answer_at_once(mut connection: ConnectionFuture) -> Option<ConnectionFuture> {
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| connection.as_mut().poll(&mut context)));
+    match polled {
+        Ok(std::task::Poll::Ready(())) => None,
+        Ok(std::task::Poll::Pending) => Some(connection),
+        Err(_) => {
+            tracing::error!("a connection's handling panicked; that connection is closed");
+            None
+        }
+    }
+}
+
+/// Connections accepted in a row without a look at the shutdown future.
+const ACCEPTS_PER_SHUTDOWN_CHECK: u32 = 32;
+
+/// A connection that is already waiting, without waiting for one: `None` when there is
+/// none (or on a unix socket, which always takes [`accept`]).
+fn try_accept(listener: &Listener) -> Option<io::Result<(Accepted, String)>> {
+    match listener {
+        Listener::Tcp(l) => match l.try_io(Interest::READABLE, accept_tcp) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            accepted => Some(accepted),
+        },
+        Listener::Unix(_) => None,
+    }
+}
+
 /// A new connection and the address it came from (`unix:` on a unix socket).
 async fn accept(listener: &Listener) -> io::Result<(Accepted, String)> {
     match listener {
         Listener::Tcp(l) => loop {
             let mut ready = l.readable().await?;
-            // accept4(SOCK_NONBLOCK | SOCK_CLOEXEC): the connection is non-blocking from the
-            // start, with no fcntl per login. No TCP_NODELAY either (one setsockopt per
-            // login): the reply is the connection's first and only write, and Nagle's
-            // algorithm holds a segment back only while earlier data is unacknowledged.
-            let accepted =
-                ready.try_io(|l| socket2::SockRef::from(l.get_ref()).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC));
-            let Ok(accepted) = accepted else {
+            let Ok(accepted) = ready.try_io(|l| accept_tcp(l.get_ref())) else {
                 // Nothing left to accept: the readiness was cleared, wait for the next.
                 continue;
             };
-            let (socket, addr) = accepted?;
-            let peer = addr.as_socket().map_or_else(
-                || "unknown".to_owned(),
-                |a| crate::login::ip_text(a.ip().to_canonical()),
-            );
-            return Ok((Accepted::Tcp(socket.into()), peer));
+            return accepted;
         },
         Listener::Unix(l) => {
             let (stream, _) = l.accept().await?;
             Ok((Accepted::Unix(stream), "unix:".to_owned()))
         }
     }
+}
+
+/// accept4(SOCK_NONBLOCK | SOCK_CLOEXEC): the connection is non-blocking from the start,
+/// with no fcntl per login. No TCP_NODELAY either (one setsockopt per login): the reply is
+/// the connection's first and only write, and Nagle's algorithm holds a segment back only
+/// while earlier data is unacknowledged.
+fn accept_tcp(listener: &std::net::TcpListener) -> io::Result<(Accepted, String)> {
+    let (socket, addr) = socket2::SockRef::from(listener).accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC)?;
+    let peer = addr.as_socket().map_or_else(
+        || "unknown".to_owned(),
+        |a| crate::login::ip_text(a.ip().to_canonical()),
+    );
+    Ok((Accepted::Tcp(socket.into()), peer))
 }
 
 /// When a connection was accepted and when its request must be answered by.
@@ -161,17 +232,20 @@ struct Connection {
 
 impl Connection {
     fn start(read_timeout: Duration) -> Connection {
+        // One clock reading for both.
+        let started = Instant::now();
         Connection {
-            started: Instant::now(),
-            deadline: tokio::time::Instant::now() + read_timeout,
+            started,
+            deadline: tokio::time::Instant::from_std(started) + read_timeout,
         }
     }
 }
 
-/// The bytes of a request read in one go before the runtime is involved: an nginx request
+/// The bytes of a request read in one go before the runtime is involved. An nginx request
 /// is a few hundred bytes (several KB only with a client certificate, which then takes the
-/// ordinary way).
-const FIRST_READ: usize = 2048;
+/// ordinary way). Kept under 1 KB: the buffer and the connection's task are then small
+/// allocations that the allocator's per-thread caches serve without locking or merging.
+const FIRST_READ: usize = 960;
 
 /// Serves a TCP connection. nginx sends its request as soon as it connects, so by the time
 /// the connection is accepted the request is usually there, and the reply fits in the
@@ -182,30 +256,31 @@ const FIRST_READ: usize = 2048;
 async fn serve_tcp(stream: std::net::TcpStream, peer: String, auth: &Authenticator, read_timeout: Duration) {
     use std::io::{Read, Write};
     let conn = Connection::start(read_timeout);
-    let mut first = [0u8; FIRST_READ];
-    let read = match (&stream).read(&mut first) {
+    let mut first = FirstRead::new();
+    let read = match (&stream).read(&mut first.bytes) {
         Ok(0) => return,
         Ok(n) => n,
         Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => 0,
         Err(_) => return,
     };
-    let Some(len) = auth_http::find_header_end(&first[..read], &mut 0) else {
+    first.used = read;
+    let Some(len) = auth_http::find_header_end(&first.bytes[..read], &mut 0) else {
         // Not all there yet: the ordinary way, with what has arrived, in a buffer with room
         // for a whole ordinary request (so it is not reallocated, which would leave an
         // unzeroed copy behind).
         let mut buf = Zeroizing::new(Vec::with_capacity(REQUEST_BUFFER));
-        buf.extend_from_slice(&first[..read]);
-        zeroize::Zeroize::zeroize(&mut first[..read]);
+        buf.extend_from_slice(&first.bytes[..read]);
+        drop(first);
         match tokio::net::TcpStream::from_std(stream) {
             Ok(stream) => continue_connection(Box::new(stream), peer, auth, read_timeout, conn, buf).await,
             Err(e) => unwatched(&peer, &e),
         }
         return;
     };
-    let reply = answer(&first[..len], &peer, auth, conn).await;
+    let reply = answer(&first.bytes[..len], &peer, auth, conn).await;
     let read_whole = read == len;
-    // Zero the request bytes: they held the password.
-    zeroize::Zeroize::zeroize(&mut first[..read]);
+    // Zero the request bytes now: they held the password.
+    drop(first);
     let sent = match (&stream).write(&reply) {
         Ok(n) => n,
         Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => 0,
@@ -220,6 +295,33 @@ async fn serve_tcp(stream: std::net::TcpStream, peer: String, auth: &Authenticat
     match tokio::net::TcpStream::from_std(stream) {
         Ok(stream) => finish(Box::new(stream), &reply[sent..], read_whole, read_timeout).await,
         Err(e) => unwatched(&peer, &e),
+    }
+}
+
+/// The buffer of [`serve_tcp`]'s first read. On the heap, not in the connection's future,
+/// which is moved a few times when it is spawned (every move would copy the buffer too).
+/// Its bytes hold a password: the part that was read is zeroed when it is dropped.
+struct FirstRead {
+    bytes: Vec<u8>,
+    /// How many bytes the read filled.
+    used: usize,
+}
+
+impl FirstRead {
+    fn new() -> FirstRead {
+        FirstRead {
+            bytes: vec![0; FIRST_READ],
+            used: 0,
+        }
+    }
+}
+
+impl Drop for FirstRead {
+    fn drop(&mut self) {
+        // Only what the read filled: the rest is the zeroes it started with.
+        if let Some(used) = self.bytes.get_mut(..self.used) {
+            zeroize::Zeroize::zeroize(used);
+        }
     }
 }
 
@@ -324,10 +426,10 @@ async fn answer(block: &[u8], peer: &str, auth: &Authenticator, conn: Connection
     if decision.reason == Reason::BadSecret {
         auth.report_bad_secret(peer, &req);
     }
-    log_decision(&req, &decision, conn.started);
+    let took = conn.started.elapsed();
+    log_decision(&req, &decision, took);
     let (protocol, method) = (req.protocol.as_str(), req.method.as_str());
-    auth.metrics
-        .decision(protocol, method, decision.result(), conn.started.elapsed());
+    auth.metrics.decision(protocol, method, decision.result(), took);
     auth_http::render_reply(&decision.verdict, Some(req.protocol))
 }
 

@@ -114,10 +114,12 @@ pub(crate) struct AuthRequest {
     pub smtp_from: Option<Vec<u8>>,
     /// `Auth-SMTP-To`, the raw `RCPT TO` command line.
     pub smtp_to: Option<Vec<u8>>,
-    /// Present when the client connection is TLS (`Auth-SSL: on`).
-    pub tls: Option<TlsInfo>,
+    /// Present when the client connection is TLS (`Auth-SSL: on`). Boxed, as `proxy`: the
+    /// request is moved a few times on its way, and a login without them should not copy
+    /// their room.
+    pub tls: Option<Box<TlsInfo>>,
     /// PROXY protocol facts, when the listener uses it.
-    pub proxy: Option<ProxyInfo>,
+    pub proxy: Option<Box<ProxyInfo>>,
     /// Headers this module does not interpret (`auth_http_header` ones), raw; at most
     /// [`MAX_EXTRA_HEADERS`] of them, in at most [`MAX_EXTRA_HEADER_BYTES`].
     pub extra_headers: Vec<(String, Vec<u8>)>,

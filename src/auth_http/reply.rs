@@ -164,9 +164,12 @@ pub(crate) fn render_reply(verdict: &Verdict, protocol: Option<MailProtocol>) ->
         Verdict::Accept(accept) => {
             out.extend_from_slice(b"Auth-Status: OK\r\nAuth-Server: ");
             // Display of IpAddr gives a bare IPv6 literal, which is what nginx wants.
-            out.extend_from_slice(accept.server.to_string().as_bytes());
+            match accept.server {
+                std::net::IpAddr::V4(v4) => out.extend_from_slice(crate::login::Ipv4Text::new(v4).as_str().as_bytes()),
+                v6 => out.extend_from_slice(v6.to_string().as_bytes()),
+            }
             out.extend_from_slice(b"\r\nAuth-Port: ");
-            out.extend_from_slice(accept.port.to_string().as_bytes());
+            out.extend_from_slice(itoa::Buffer::new().format(accept.port).as_bytes());
             out.extend_from_slice(b"\r\n");
             // Same rules as the password: raw, no edge spaces, no line breaks.
             if let Some(user) = accept.user.as_ref().filter(|u| can_echo_user(u)) {
@@ -192,7 +195,7 @@ pub(crate) fn render_reply(verdict: &Verdict, protocol: Option<MailProtocol>) ->
             }
             if let Some(wait) = refusal.wait.filter(|w| *w > 0) {
                 out.extend_from_slice(b"Auth-Wait: ");
-                out.extend_from_slice(wait.to_string().as_bytes());
+                out.extend_from_slice(itoa::Buffer::new().format(wait).as_bytes());
                 out.extend_from_slice(b"\r\n");
             }
         }

@@ -11,7 +11,7 @@ use zeroize::Zeroizing;
 /// incomplete line starts, kept between calls so that every byte is scanned once.
 pub(crate) fn find_header_end(buf: &[u8], resume: &mut usize) -> Option<usize> {
     let mut start = (*resume).min(buf.len());
-    while let Some(pos) = buf[start..].iter().position(|&b| b == b'\n') {
+    while let Some(pos) = memchr::memchr(b'\n', &buf[start..]) {
         let end = start + pos + 1;
         if matches!(&buf[start..end], b"\n" | b"\r\n") {
             return Some(end);
@@ -39,18 +39,31 @@ pub(crate) fn parse_request(block: &[u8]) -> Result<AuthRequest, ProtocolError> 
     builder.finish(uri)
 }
 
-/// The lines of a header block without their line ends, from the request line on.
+/// The lines of a header block without their line ends, from the request line on. (Found
+/// with `memchr`, which looks at several bytes at once: this runs over every request.)
 fn header_lines(block: &[u8]) -> impl Iterator<Item = &[u8]> {
-    block
-        .split(|&b| b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
-        .skip_while(|l| l.is_empty())
+    let mut rest = Some(block);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let line = match memchr::memchr(b'\n', text) {
+            Some(end) => {
+                rest = Some(&text[end + 1..]);
+                &text[..end]
+            }
+            None => {
+                rest = None;
+                text
+            }
+        };
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    })
+    .skip_while(|l| l.is_empty())
 }
 
 /// Splits `Name: value` into the name (a token of letters, digits, `-` and `_`) and the
 /// value without its edge spaces.
 fn split_header(line: &[u8]) -> Option<(&[u8], &[u8])> {
-    let colon = line.iter().position(|&b| b == b':')?;
+    let colon = memchr::memchr(b':', line)?;
     let name = &line[..colon];
     let is_token = !name.is_empty()
         && name
@@ -159,7 +172,8 @@ enum Field {
     ProxyServerPort,
 }
 
-/// Each field with the name nginx writes it with; names are matched case-insensitively.
+/// Each field, in the order of [`Field`], with the name nginx writes it with; names are
+/// matched case-insensitively ([`field`]).
 const FIELDS: [(&str, Field); 24] = [
     ("Auth-Method", Field::Method),
     ("Auth-Protocol", Field::Protocol),
@@ -187,11 +201,46 @@ const FIELDS: [(&str, Field); 24] = [
     ("Proxy-Protocol-Server-Port", Field::ProxyServerPort),
 ];
 
-/// The field a header name stands for, and the name as nginx writes it.
+/// The longest name in [`FIELDS`].
+const LONGEST_FIELD_NAME: usize = "Proxy-Protocol-Server-Addr".len();
+
+/// The field a header name stands for, and the name as nginx writes it. Every header of
+/// every request is looked up here: the name is lower-cased once and matched by length and
+/// bytes, rather than compared case-insensitively with each name in turn.
 fn field(name: &[u8]) -> Option<(&'static str, Field)> {
-    FIELDS
-        .into_iter()
-        .find(|(n, _)| name.eq_ignore_ascii_case(n.as_bytes()))
+    let mut lower = [0u8; LONGEST_FIELD_NAME];
+    let lower = lower.get_mut(..name.len())?;
+    for (l, b) in lower.iter_mut().zip(name) {
+        *l = b.to_ascii_lowercase();
+    }
+    let field = match &*lower {
+        b"auth-method" => Field::Method,
+        b"auth-protocol" => Field::Protocol,
+        b"auth-user" => Field::User,
+        b"auth-pass" => Field::Pass,
+        b"auth-salt" => Field::Salt,
+        b"auth-login-attempt" => Field::LoginAttempt,
+        b"client-ip" => Field::ClientIp,
+        b"client-host" => Field::ClientHost,
+        b"auth-smtp-helo" => Field::SmtpHelo,
+        b"auth-smtp-from" => Field::SmtpFrom,
+        b"auth-smtp-to" => Field::SmtpTo,
+        b"auth-ssl" => Field::Ssl,
+        b"auth-ssl-protocol" => Field::SslProtocol,
+        b"auth-ssl-cipher" => Field::SslCipher,
+        b"auth-ssl-verify" => Field::SslVerify,
+        b"auth-ssl-subject" => Field::SslSubject,
+        b"auth-ssl-issuer" => Field::SslIssuer,
+        b"auth-ssl-serial" => Field::SslSerial,
+        b"auth-ssl-fingerprint" => Field::SslFingerprint,
+        b"auth-ssl-cert" => Field::SslCert,
+        b"proxy-protocol-addr" => Field::ProxyAddr,
+        b"proxy-protocol-port" => Field::ProxyPort,
+        b"proxy-protocol-server-addr" => Field::ProxyServerAddr,
+        b"proxy-protocol-server-port" => Field::ProxyServerPort,
+        _ => return None,
+    };
+    Some(FIELDS[field as usize])
 }
 
 /// Accumulates one request's headers. Borrows the block, so `Auth-User` and `Auth-Pass` are
@@ -211,8 +260,8 @@ struct Builder<'a> {
     smtp_helo: Option<Vec<u8>>,
     smtp_from: Option<Vec<u8>>,
     smtp_to: Option<Vec<u8>>,
-    tls: Option<TlsInfo>,
-    proxy: Option<ProxyInfo>,
+    tls: Option<Box<TlsInfo>>,
+    proxy: Option<Box<ProxyInfo>>,
     extra_headers: Vec<(String, Vec<u8>)>,
     /// Bytes held by `extra_headers` (names and values).
     extra_bytes: usize,
@@ -320,11 +369,11 @@ impl<'a> Builder<'a> {
     }
 
     fn tls_mut(&mut self) -> &mut TlsInfo {
-        self.tls.get_or_insert_with(TlsInfo::default)
+        self.tls.get_or_insert_with(Box::default)
     }
 
     fn proxy_mut(&mut self) -> &mut ProxyInfo {
-        self.proxy.get_or_insert_with(ProxyInfo::default)
+        self.proxy.get_or_insert_with(Box::default)
     }
 
     fn finish(self, uri: String) -> Result<AuthRequest, ProtocolError> {
@@ -398,4 +447,30 @@ fn port(value: &[u8], header: &'static str) -> Result<Option<u16>, ProtocolError
         header,
         reason: "not a port number",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FIELDS, field};
+
+    #[test]
+    fn every_field_is_found_by_its_name_in_any_case_and_nothing_else_is() {
+        for (i, (name, f)) in FIELDS.into_iter().enumerate() {
+            assert_eq!(f as usize, i, "{name} is out of order");
+            for spelled in [name.to_owned(), name.to_ascii_lowercase(), name.to_ascii_uppercase()] {
+                assert_eq!(field(spelled.as_bytes()), Some((name, f)), "{spelled}");
+            }
+        }
+        for other in [
+            &b"Host"[..],
+            b"",
+            b"Auth-Use",
+            b"Auth-Users",
+            b"Auth-SSL-Certificate",
+            b"Proxy-Protocol-Server-Addr-",
+            b"X-Auth-User",
+        ] {
+            assert_eq!(field(other), None, "{}", String::from_utf8_lossy(other));
+        }
+    }
 }

@@ -75,10 +75,12 @@ pub(super) fn run(config: Config, login: TestLogin) -> anyhow::Result<ExitCode> 
         smtp_helo: None,
         smtp_from: None,
         smtp_to: login.smtp_to.map(String::into_bytes),
-        tls: login.tls.then(|| auth_http::TlsInfo {
-            on: true,
-            protocol: Some("TLSv1.3".to_owned()),
-            ..Default::default()
+        tls: login.tls.then(|| {
+            Box::new(auth_http::TlsInfo {
+                on: true,
+                protocol: Some("TLSv1.3".to_owned()),
+                ..Default::default()
+            })
         }),
         proxy: None,
         extra_headers: Vec::new(),

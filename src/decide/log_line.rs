@@ -1,7 +1,7 @@
 //! The one log line per decision, in the fixed field order that the fail2ban filter
 //! (`contrib/fail2ban/`) and log readers anchor on.
 
-use std::time::Instant;
+use std::time::Duration;
 
 use super::Decision;
 use crate::auth_http::{AuthRequest, Verdict};
@@ -16,8 +16,11 @@ const MAX_LOGGED_NAME: usize = 256;
 /// name must not make a 24 KB line for each of its failures.
 fn logged_name(name: &[u8]) -> String {
     // Most names are short printable ASCII, shown as they are.
-    if name.len() <= MAX_LOGGED_NAME && name.iter().all(|b| shown_as_is(*b)) {
-        return String::from_utf8_lossy(name).into_owned();
+    if name.len() <= MAX_LOGGED_NAME
+        && name.iter().all(|b| shown_as_is(*b))
+        && let Ok(ascii) = std::str::from_utf8(name)
+    {
+        return ascii.to_owned();
     }
     escaped_name(name)
 }
@@ -56,9 +59,9 @@ fn escaped_name(name: &[u8]) -> String {
 /// (the user name) after the fixed-vocabulary ones, so that a text-format line reads
 /// `login refused client_ip="203.0.113.9" result="invalid" reason="wrong-password" ...` and
 /// a log filter (fail2ban, `contrib/fail2ban/`) can anchor on the start of the line.
-pub(crate) fn log_decision(req: &AuthRequest, decision: &Decision, started: Instant) {
+pub(crate) fn log_decision(req: &AuthRequest, decision: &Decision, took: Duration) {
     let result = decision.result();
-    let micros = started.elapsed().as_micros() as u64;
+    let micros = took.as_micros() as u64;
     // With `none` the user bytes may be stale credentials or leaked worker memory
     // (CVE-2025-53859): never logged, whoever built the request.
     let user = if req.method == AuthMethod::None {

@@ -7,7 +7,7 @@
 //! bytes (a test compares the two), so the fail2ban filter and log readers see no change.
 //! Every other event, and every event inside a span, goes to the general formatter.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -35,28 +35,37 @@ where
         if meta.target() != DECISION_TARGET || ctx.lookup_current().is_some() {
             return self.full.format_event(ctx, writer, event);
         }
-        write_now(&mut writer)?;
+        // The line is put together here and handed over in one write: the writer is reached
+        // through dynamic dispatch, a call per piece otherwise.
+        let mut line = String::with_capacity(LINE_CAPACITY);
+        if !push_now(&mut line) {
+            // Before 1970 or after 9999: the general formatter's own text.
+            let mut stamp = Writer::new(&mut line);
+            if SystemTime.format_time(&mut stamp).is_err() {
+                line.push_str("<unknown time>");
+            }
+        }
         // As the full format: the level right-aligned in five columns, then the target.
-        let level = match *meta.level() {
+        line.push_str(match *meta.level() {
             Level::TRACE => " TRACE ",
             Level::DEBUG => " DEBUG ",
             Level::INFO => "  INFO ",
             Level::WARN => "  WARN ",
             Level::ERROR => " ERROR ",
-        };
-        writer.write_str(level)?;
-        writer.write_str(meta.target())?;
-        writer.write_str(": ")?;
-        let mut fields = FieldWriter {
-            out: &mut writer,
+        });
+        line.push_str(meta.target());
+        line.push_str(": ");
+        event.record(&mut FieldWriter {
+            line: &mut line,
             first: true,
-            result: Ok(()),
-        };
-        event.record(&mut fields);
-        fields.result?;
-        writer.write_char('\n')
+        });
+        line.push('\n');
+        writer.write_str(&line)
     }
 }
+
+/// Room for an ordinary decision line, so that it is not reallocated while it is written.
+const LINE_CAPACITY: usize = 320;
 
 thread_local! {
     /// The second last written on this thread and its text, `YYYY-MM-DDTHH:MM:SS`.
@@ -66,31 +75,29 @@ thread_local! {
 /// The last second [`civil_time`] writes as the full format does (the end of year 9999).
 const LAST_PLAIN_SECOND: u64 = 253_402_300_799;
 
-/// The wall-clock time as the full format writes it (`2026-11-29T18:11:08.562569Z`), the
-/// date and time of day worked out once a second rather than for every line.
-fn write_now(writer: &mut Writer<'_>) -> fmt::Result {
+/// Appends the wall-clock time as the full format writes it (`2026-11-29T18:11:08.562569Z`),
+/// the date and time of day worked out once a second rather than for every line. False,
+/// with nothing appended, for a time before 1970 or after 9999.
+fn push_now(line: &mut String) -> bool {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     let Some(now) = since_epoch.ok().filter(|d| d.as_secs() <= LAST_PLAIN_SECOND) else {
-        // Before 1970 or after 9999: the general formatter's own text.
-        return match SystemTime.format_time(writer) {
-            Ok(()) => Ok(()),
-            Err(_) => writer.write_str("<unknown time>"),
-        };
+        return false;
     };
     STAMP.with_borrow_mut(|(second, text)| {
         if *second != now.as_secs() || text.is_empty() {
             *second = now.as_secs();
             *text = civil_time(now.as_secs());
         }
-        writer.write_str(text)
-    })?;
+        line.push_str(text);
+    });
     let mut fraction = *b".000000Z";
     let mut micros = now.subsec_micros();
     for digit in fraction[1..7].iter_mut().rev() {
         *digit = b'0' + (micros % 10) as u8;
         micros /= 10;
     }
-    writer.write_str(std::str::from_utf8(&fraction).unwrap_or(".000000Z"))
+    line.push_str(std::str::from_utf8(&fraction).unwrap_or(".000000Z"));
+    true
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` (UTC) of a Unix time, by Howard Hinnant's `civil_from_days`.
@@ -115,72 +122,73 @@ fn civil_time(unix: u64) -> String {
 
 /// Writes fields as the full format's default visitor does: the message as it is, every
 /// other field as ` name=value`, strings in `Debug` quotes.
-struct FieldWriter<'a, 'w> {
-    out: &'a mut Writer<'w>,
+struct FieldWriter<'a> {
+    line: &'a mut String,
     first: bool,
-    result: fmt::Result,
 }
 
-impl FieldWriter<'_, '_> {
-    fn name(&mut self, field: &Field) -> fmt::Result {
+impl FieldWriter<'_> {
+    fn name(&mut self, field: &Field) {
         if !std::mem::take(&mut self.first) {
-            self.out.write_char(' ')?;
+            self.line.push(' ');
         }
-        self.out.write_str(field.name())?;
-        self.out.write_char('=')
+        self.line.push_str(field.name());
+        self.line.push('=');
     }
 
-    fn message(&mut self, text: fmt::Arguments<'_>) -> fmt::Result {
+    /// The message, written by `write`. The full format escapes terminal control
+    /// characters in a message; the decision lines' messages are fixed words, so a message
+    /// with anything else is written again, escaped.
+    fn message(&mut self, write: impl FnOnce(&mut String) -> fmt::Result) {
         self.first = false;
-        // The full format escapes terminal control characters in a message; the decision
-        // lines' messages are fixed words, so any other text takes the general way.
-        match text.as_str() {
-            Some(s) if s.bytes().all(|b| (0x20..0x7f).contains(&b)) => self.out.write_str(s),
-            _ => write!(self.out, "{}", escape_controls(&text.to_string())),
-        }
-    }
-}
-
-impl Visit for FieldWriter<'_, '_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if self.result.is_err() {
+        let start = self.line.len();
+        if write(self.line).is_err() {
             return;
         }
-        self.result = if field.name() == "message" {
-            self.message(format_args!("{value}"))
+        if !self.line.as_bytes()[start..].iter().all(|b| (0x20..0x7f).contains(b)) {
+            let escaped = escape_controls(&self.line[start..]);
+            self.line.truncate(start);
+            self.line.push_str(&escaped);
+        }
+    }
+}
+
+impl Visit for FieldWriter<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message(|line| {
+                line.push_str(value);
+                Ok(())
+            });
+            return;
+        }
+        self.name(field);
+        // `Debug` of a str: quoted, with `"`, `\` and everything not printable escaped.
+        // Printable ASCII without those is written as it is.
+        if value
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            self.line.push('"');
+            self.line.push_str(value);
+            self.line.push('"');
         } else {
-            self.name(field).and_then(|()| {
-                // `Debug` of a str: quoted, with `"`, `\` and everything not printable
-                // escaped. Printable ASCII without those is written as it is.
-                if value
-                    .bytes()
-                    .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-                {
-                    self.out.write_char('"')?;
-                    self.out.write_str(value)?;
-                    self.out.write_char('"')
-                } else {
-                    write!(self.out, "{value:?}")
-                }
-            })
-        };
+            let _ = write!(self.line, "{value:?}");
+        }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.result.is_ok() {
-            self.result = self.name(field).and_then(|()| write!(self.out, "{value}"));
-        }
+        self.name(field);
+        self.line.push_str(itoa::Buffer::new().format(value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if self.result.is_err() {
-            return;
-        }
-        self.result = if field.name() == "message" {
-            self.message(format_args!("{value:?}"))
+        if field.name() == "message" {
+            self.message(|line| write!(line, "{value:?}"));
         } else {
-            self.name(field).and_then(|()| write!(self.out, "{value:?}"))
-        };
+            self.name(field);
+            let _ = write!(self.line, "{value:?}");
+        }
     }
 }
 

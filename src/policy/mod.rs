@@ -238,6 +238,10 @@ pub(crate) struct Lookup {
     pub net_trusted: bool,
     /// This user logged in from this network lately.
     pub pair_known: bool,
+    /// When this process last remembered a success of the network and of the pair (ms since
+    /// the epoch), for [`local::LocalStore::succeed`] not to read them again; the shared
+    /// store leaves them `None`.
+    pub remembered: [Option<u64>; 2],
 }
 
 /// What recording one failure did.
@@ -289,6 +293,8 @@ pub(crate) struct Gate {
     /// Who the login is counted against.
     pub subject: Subject,
     net_trusted: bool,
+    /// [`Lookup::remembered`] of the check.
+    remembered: [Option<u64>; 2],
     /// The scopes (in [`SCOPES`] order) with a ban in force: not counted again, so that a
     /// ban is neither extended nor re-counted while it lasts.
     banned: [bool; 3],
@@ -469,8 +475,10 @@ impl Policy {
             // Heard of: refused without a Redis round trip, reachable or not.
             return Check::Banned(Scope::Net, None);
         }
+        // The shared store's futures are boxed here and below: a Redis round trip's state is
+        // about 1 KB, which every login's future would carry, with or without Redis.
         let mut lookup = match &self.shared {
-            Some(shared) => match shared.lookup(&subject, now).await {
+            Some(shared) => match Box::pin(shared.lookup(&subject, now)).await {
                 Ok(l) => {
                     self.write_back();
                     // Kept too: refused from here while Redis cannot be reached.
@@ -504,6 +512,7 @@ impl Policy {
         let gate = Gate {
             subject,
             net_trusted: lookup.net_trusted,
+            remembered: lookup.remembered,
             banned: SCOPES.map(live),
             net_counted,
         };
@@ -528,7 +537,7 @@ impl Policy {
         let limits = self.gate_limits(gate);
         let until = now.saturating_add(limits.ban_ms);
         let recorded = match &self.shared {
-            Some(shared) => match shared.fail(&gate.subject, &tag, &limits, now).await {
+            Some(shared) => match Box::pin(shared.fail(&gate.subject, &tag, &limits, now)).await {
                 Ok(r) => {
                     if let Some(scope) = r.banned {
                         // Heard at once here; the others hear it on the channel.
@@ -562,11 +571,11 @@ impl Policy {
         let now = self.clock.unix_ms();
         let memory = millis(self.settings.success_memory);
         if let Some(shared) = &self.shared
-            && shared.succeed(&gate.subject, memory, now).await.is_ok()
+            && Box::pin(shared.succeed(&gate.subject, memory, now)).await.is_ok()
         {
             return;
         }
-        self.local.succeed(&gate.subject, now);
+        self.local.succeed(&gate.subject, gate.remembered, now);
     }
 
     /// Every ban in force, from the store in use.

@@ -591,6 +591,7 @@ impl RedisStore {
             bans: [get(0), get(1), get(2)].map(|b| b.filter(|until| *until > now)),
             net_trusted: get(3).is_some(),
             pair_known: get(4).is_some(),
+            remembered: [None; 2],
         })
     }
 

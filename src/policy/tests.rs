@@ -300,7 +300,7 @@ async fn a_flood_of_distinct_networks_and_users_stays_within_max_entries() {
         );
         let limits = p.limits(false);
         p.local().fail(&subject, "t", &limits, T0);
-        p.local().succeed(&subject, T0);
+        p.local().succeed(&subject, [None; 2], T0);
     }
     let held = p.local().entry_count();
     assert!(held <= 3 * 1000, "{held} entries held for {subjects} subjects");
@@ -385,4 +385,33 @@ async fn bans_heard_of_refuse_while_redis_is_unreachable_even_in_tempfail_mode()
     // A lifting heard of forgets it.
     p.heard.invalidate("p:192.0.2.2/32|alice");
     assert!(matches!(p.check(ip("192.0.2.2"), b"alice").await, Check::Unavailable));
+}
+
+#[tokio::test]
+async fn a_failure_or_a_ban_is_seen_while_it_lasts_and_uncounted_when_it_goes() {
+    // Logins skip the windows and bans tables while those hold nothing: every entry must
+    // be counted while it is there, and the counts must come back to zero after it.
+    let (p, clock) = policy_with("[policy]\npair_failures = 2\nwindow = \"60s\"\nban = \"10m\"\n");
+    assert_eq!(p.local().held(), (0, 0));
+    assert_eq!(fail(&p, "192.0.2.1", "alice", "a").await.counts, [1, 1, 1]);
+    assert_eq!(p.local().held(), (3, 0));
+    // The success forgets the pair's window (the network's and the user's stay).
+    let g = gate(&p, "192.0.2.1", "alice").await;
+    p.succeeded(&g).await;
+    assert_eq!(p.local().held(), (2, 0));
+    assert_eq!(fail(&p, "192.0.2.1", "alice", "b").await.counts[2], 1);
+    assert_eq!(fail(&p, "192.0.2.1", "alice", "c").await.banned, Some(Scope::Pair));
+    assert_eq!(p.local().held(), (2, 1));
+    assert_eq!(banned(&p, "192.0.2.1", "alice").await, Some(Scope::Pair));
+    // Lifted by hand: gone from the count, and the pair logs in again.
+    let all = BanFilter { net: None, user: None };
+    assert_eq!(p.clear(&all).await.unwrap(), 1);
+    assert_eq!(p.local().held(), (2, 0));
+    assert_eq!(banned(&p, "192.0.2.1", "alice").await, None);
+    // Banned again, then expired: the windows idle out and the ban runs out.
+    fail(&p, "192.0.2.1", "alice", "d").await;
+    assert_eq!(fail(&p, "192.0.2.1", "alice", "e").await.banned, Some(Scope::Pair));
+    assert_eq!(banned(&p, "192.0.2.1", "alice").await, Some(Scope::Pair));
+    clock.advance(Duration::from_secs(601));
+    assert_eq!(banned(&p, "192.0.2.1", "alice").await, None);
 }

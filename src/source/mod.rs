@@ -109,10 +109,13 @@ impl Source {
 
     /// Checks a password login against this source.
     pub(crate) async fn check_plain(&self, creds: &Credentials<'_>, verifier: &Verifier) -> PlainAnswer {
+        // The network sources' futures are boxed: they are several KB (an LDAP connection
+        // being set up), and every login's future would otherwise be as large as the
+        // largest of them, to be allocated and copied for every login.
         match self {
             Source::Htpasswd(s) => s.check_plain(creds, verifier).await,
-            Source::HttpBasic(s) => s.check_plain(creds).await,
-            Source::Ldap(s) => s.check_plain(creds, verifier).await,
+            Source::HttpBasic(s) => Box::pin(s.check_plain(creds)).await,
+            Source::Ldap(s) => Box::pin(s.check_plain(creds, verifier)).await,
         }
     }
 
@@ -122,7 +125,8 @@ impl Source {
             Source::Htpasswd(s) => s.check_digest(creds),
             // An upstream sees only cleartext passwords: it cannot check a digest.
             Source::HttpBasic(_) => DigestAnswer::UnknownUser,
-            Source::Ldap(s) => s.check_digest(creds).await,
+            // Boxed, as in `check_plain`.
+            Source::Ldap(s) => Box::pin(s.check_digest(creds)).await,
         }
     }
 

@@ -65,8 +65,7 @@ impl Verifier {
         hash: &Arc<StoredHash>,
     ) -> Result<Verified, PoolError> {
         if hash.weight() == Weight::Cheap {
-            let pass = password.clone();
-            let right = self.pool.run(hash.clone(), move |h| h.verify(&pass)).await?;
+            let right = self.pool.run_inline(hash, |h| h.verify(password));
             return Ok(Verified { right, cached: false });
         }
         let key = self.keyer.key(scope, user, password, &hash.fingerprint());
