@@ -130,8 +130,10 @@ pub(crate) async fn run(
                 }
             }
             Err(e) => {
-                // EMFILE and friends: log, back off briefly, keep serving.
+                // EMFILE and friends: log, back off briefly, keep serving; the next
+                // round waits for a connection and looks at the shutdown future.
                 tracing::warn!("accept failed: {e}");
+                in_a_row = ACCEPTS_PER_SHUTDOWN_CHECK;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

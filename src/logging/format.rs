@@ -143,6 +143,8 @@ impl FieldWriter<'_> {
         self.first = false;
         let start = self.line.len();
         if write(self.line).is_err() {
+            // Nothing of a message that could not be written.
+            self.line.truncate(start);
             return;
         }
         if !self.line.as_bytes()[start..].iter().all(|b| (0x20..0x7f).contains(b)) {
