@@ -163,11 +163,8 @@ pub(crate) fn render_reply(verdict: &Verdict, protocol: Option<MailProtocol>) ->
     match verdict {
         Verdict::Accept(accept) => {
             out.extend_from_slice(b"Auth-Status: OK\r\nAuth-Server: ");
-            // Display of IpAddr gives a bare IPv6 literal, which is what nginx wants.
-            match accept.server {
-                std::net::IpAddr::V4(v4) => out.extend_from_slice(crate::login::Ipv4Text::new(v4).as_str().as_bytes()),
-                v6 => out.extend_from_slice(v6.to_string().as_bytes()),
-            }
+            // Display's text of an IpAddr: a bare IPv6 literal, which is what nginx wants.
+            out.extend_from_slice(crate::login::ip_text(accept.server).as_bytes());
             out.extend_from_slice(b"\r\nAuth-Port: ");
             out.extend_from_slice(itoa::Buffer::new().format(accept.port).as_bytes());
             out.extend_from_slice(b"\r\n");

@@ -87,12 +87,6 @@ impl VerifyPool {
             return Ok(self.run_inline(&hash, check));
         }
         let metrics = self.metrics.clone();
-        let timed = move |hash: &StoredHash| {
-            let started = Instant::now();
-            let answer = check(hash);
-            metrics.hash_verified(hash.scheme_name(), started.elapsed());
-            answer
-        };
         let memory_hard = hash.weight() == Weight::MemoryHard;
         let (reply, result) = oneshot::channel();
         let job: Job = Box::new(move || {
@@ -101,7 +95,7 @@ impl VerifyPool {
             if reply.is_closed() {
                 return;
             }
-            let _ = reply.send(timed(&hash));
+            let _ = reply.send(timed(&metrics, &hash, check));
         });
         let queue = if memory_hard { &self.hard_jobs } else { &self.jobs };
         match queue.try_send(job) {
@@ -120,11 +114,16 @@ impl VerifyPool {
     /// Runs `check` against `hash` on the calling thread, timed like the pool's jobs: for
     /// cheap schemes, which cost less than handing them to a thread.
     pub(crate) fn run_inline<T>(&self, hash: &StoredHash, check: impl FnOnce(&StoredHash) -> T) -> T {
-        let started = Instant::now();
-        let answer = check(hash);
-        self.metrics.hash_verified(hash.scheme_name(), started.elapsed());
-        answer
+        timed(&self.metrics, hash, check)
     }
+}
+
+/// Runs `check` against `hash` and records how long it took, inline or on a pool thread.
+fn timed<T>(metrics: &Metrics, hash: &StoredHash, check: impl FnOnce(&StoredHash) -> T) -> T {
+    let started = Instant::now();
+    let answer = check(hash);
+    metrics.hash_verified(hash.scheme_name(), started.elapsed());
+    answer
 }
 
 /// Makes the calling thread yield the CPU to the connection workers: when every core is
